@@ -1,0 +1,16 @@
+//! callgate: a SIP call-recording and consent gateway.
+//!
+//! A B2BUA between the trunk and the agents. Protocol and policy cores (call state machine,
+//! recording framing, reorder buffer, announcement pacing) are sans-IO: plain structs fed
+//! `(now, input)` that return actions; thin tokio shells do the IO. See `docs/architecture.md`.
+#![forbid(unsafe_code)]
+
+pub mod call;
+pub mod config;
+pub mod ids;
+pub mod media;
+pub mod pii;
+pub mod recording;
+pub mod serve;
+pub mod sip;
+pub mod store;
