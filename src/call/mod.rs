@@ -1,1 +1,533 @@
-//! (being written)
+//! The B2BUA call state machine, sans-IO.
+//!
+//! One [`Call`] per call through the gateway. It knows nothing of SIP bytes, sockets or clocks:
+//! the shell feeds it [`Input`]s with the current time and drains [`Command`]s until
+//! [`Call::poll_timeout`] says when it next needs `handle_timeout`. SDP bodies pass through as
+//! opaque values chosen by the media layer.
+//!
+//! Flow (default [`AnswerMode::EarlyMedia`]): the caller's INVITE gets 183 with our SDP and the
+//! announcement plays as early media while the agent leg is invited in parallel. When both the
+//! announcement has finished and the agent has answered, the caller gets 200 and the legs are
+//! bridged (recording starts only then). Agent failures map to the caller's final response.
+//! With [`AnswerMode::Immediate`] the caller gets 200 first and agent failures end the call with
+//! a BYE carrying a `Reason`.
+
+use std::time::{Duration, Instant};
+
+use crate::ids::Leg;
+
+/// When the caller's INVITE is answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AnswerMode {
+    /// 183 + early media for the announcement; 200 when the agent answers.
+    EarlyMedia,
+    /// 200 at once, announcement after; the caller is answered even if the agent never is.
+    Immediate,
+}
+
+/// What to do when the announcement cannot be played (fail closed: never record unannounced).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AnnouncementFailure {
+    /// Reject or end the call (503 / BYE).
+    Hangup,
+    /// Connect the call but do not record it.
+    ConnectUnrecorded,
+}
+
+/// Per-call policy from the route.
+#[derive(Clone, Debug)]
+pub struct CallPolicy {
+    pub answer: AnswerMode,
+    pub announce: bool,
+    pub record: bool,
+    pub on_announcement_failure: AnnouncementFailure,
+    /// Give up on an agent that rings this long (maps to 480 / "no-answer").
+    pub agent_answer_timeout: Duration,
+}
+
+/// Events from the SIP edge and the media task.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Input {
+    /// The caller's INVITE was accepted for processing (routing, media allocated).
+    Start,
+    /// The caller ACKed our 2xx.
+    CallerAck,
+    /// The caller CANCELled its INVITE.
+    CallerCancel,
+    /// BYE from a leg.
+    Bye(Leg),
+    /// A provisional response from the agent (180, 183).
+    AgentProvisional(u16),
+    /// 2xx from the agent.
+    AgentAnswered,
+    /// A final non-2xx from the agent.
+    AgentRejected(u16),
+    /// The agent's INVITE transaction timed out or its transport failed (unreachable).
+    AgentUnreachable,
+    /// A re-INVITE from a leg (hold, unhold, codec change).
+    Reinvite(Leg),
+    /// The final response to a re-INVITE we forwarded to `Leg`.
+    ReinviteAnswered { leg: Leg, status: u16 },
+    /// The announcement finished playing in full.
+    AnnouncementDone,
+    /// The announcement could not be played (file, codec, socket).
+    AnnouncementFailed,
+    /// A leg stopped sending media for too long.
+    MediaTimeout(Leg),
+    /// The gateway is shutting down.
+    Shutdown,
+}
+
+/// What the shell must do, in order.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Command {
+    /// Send a provisional response to the caller; `with_sdp` carries our caller-side SDP.
+    CallerProvisional { status: u16, with_sdp: bool },
+    /// Send 200 with our caller-side SDP.
+    AnswerCaller,
+    /// Final error response to the caller's INVITE.
+    RejectCaller { status: u16 },
+    /// Send the INVITE to the route target.
+    InviteAgent,
+    /// CANCEL the agent's pending INVITE.
+    CancelAgent,
+    /// ACK the agent's 2xx.
+    AckAgent,
+    /// End a leg's dialog with BYE; `reason` is a SIP status carried in a `Reason` header.
+    Bye { leg: Leg, reason: Option<u16> },
+    /// Start playing the announcement toward the caller.
+    PlayAnnouncement,
+    /// Play ringback toward the caller (announcement over, agent still ringing).
+    PlayRingback,
+    /// Connect the legs' media; `record` says whether to record.
+    Bridge { record: bool },
+    /// Forward a re-INVITE received on `from` to the other leg.
+    ForwardReinvite { from: Leg },
+    /// Answer a re-INVITE on `leg` with `status` (200 carries our SDP for that leg).
+    AnswerReinvite { leg: Leg, status: u16 },
+    /// The call is over; write the record. Always the last command, emitted once.
+    Finished(Outcome),
+}
+
+/// Why and how a call ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    pub cause: HangupCause,
+    /// Who ended it; `None` means the gateway.
+    pub side: Option<Leg>,
+    /// The final status given to the caller when the caller was never answered.
+    pub final_status: Option<u16>,
+}
+
+/// Hangup causes stored on the call record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HangupCause {
+    Normal,
+    Busy,
+    NoAnswer,
+    Unreachable,
+    Rejected,
+    Cancelled,
+    AnnouncementFailed,
+    MediaTimeout,
+    Shutdown,
+}
+
+impl HangupCause {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HangupCause::Normal => "normal",
+            HangupCause::Busy => "busy",
+            HangupCause::NoAnswer => "no-answer",
+            HangupCause::Unreachable => "unreachable",
+            HangupCause::Rejected => "rejected",
+            HangupCause::Cancelled => "cancelled",
+            HangupCause::AnnouncementFailed => "announcement-failed",
+            HangupCause::MediaTimeout => "media-timeout",
+            HangupCause::Shutdown => "shutdown",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AgentState {
+    /// INVITE sent, no provisional yet.
+    Inviting,
+    Ringing,
+    /// 2xx received and ACKed.
+    Answered,
+    /// CANCEL sent; waiting for the 487 (or a racing 2xx).
+    Cancelling,
+    /// No dialog (failed, or never started).
+    Gone,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AnnState {
+    NotStarted,
+    Playing,
+    Done,
+    /// Failed and the route says connect unrecorded.
+    FailedUnrecorded,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CallerState {
+    /// INVITE pending, nothing final sent.
+    Early,
+    /// 200 sent (ACK may still be outstanding).
+    Answered,
+    /// Final error sent, or BYE exchanged.
+    Gone,
+}
+
+/// Timers the call keeps; time is an input, so these are deadlines, not sleeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Timer {
+    AgentAnswer,
+}
+
+/// One call's B2BUA logic.
+#[derive(Debug)]
+pub struct Call {
+    policy: CallPolicy,
+    caller: CallerState,
+    agent: AgentState,
+    ann: AnnState,
+    bridged: bool,
+    /// A re-INVITE forwarded from this leg awaits the other leg's answer.
+    reinvite_pending: Option<Leg>,
+    timers: Vec<(Timer, Instant)>,
+    out: std::collections::VecDeque<Command>,
+    finished: bool,
+    started: bool,
+}
+
+impl Call {
+    pub fn new(policy: CallPolicy) -> Self {
+        Call {
+            policy,
+            caller: CallerState::Early,
+            agent: AgentState::Gone,
+            ann: AnnState::NotStarted,
+            bridged: false,
+            reinvite_pending: None,
+            timers: Vec::new(),
+            out: Default::default(),
+            finished: false,
+            started: false,
+        }
+    }
+
+    /// Whether the call has ended (its `Finished` command has been emitted).
+    pub fn is_finished(&self) -> bool {
+        self.finished
+    }
+
+    /// Whether the legs' media is connected.
+    pub fn is_bridged(&self) -> bool {
+        self.bridged
+    }
+
+    /// Next command for the shell.
+    pub fn poll_command(&mut self) -> Option<Command> {
+        self.out.pop_front()
+    }
+
+    /// The earliest deadline at which `handle_timeout` must be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.iter().map(|(_, t)| *t).min()
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let due: Vec<Timer> = self
+            .timers
+            .iter()
+            .filter(|(_, t)| *t <= now)
+            .map(|(k, _)| *k)
+            .collect();
+        self.timers.retain(|(_, t)| *t > now);
+        for t in due {
+            match t {
+                Timer::AgentAnswer => {
+                    if matches!(self.agent, AgentState::Inviting | AgentState::Ringing) {
+                        self.push(Command::CancelAgent);
+                        self.agent = AgentState::Cancelling;
+                        self.fail_caller(HangupCause::NoAnswer, Some(Leg::Agent), 480);
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn handle_input(&mut self, now: Instant, input: Input) {
+        if self.finished {
+            // Late events after the end (a retransmitted BYE, a racing 2xx) are the SIP layer's
+            // business; the one exception is a 2xx racing our CANCEL, which must be closed.
+            if input == Input::AgentAnswered && self.agent == AgentState::Cancelling {
+                self.agent = AgentState::Gone;
+                self.out.push_back(Command::AckAgent);
+                self.out.push_back(Command::Bye { leg: Leg::Agent, reason: None });
+            }
+            return;
+        }
+        match input {
+            Input::Start => self.start(now),
+            Input::CallerAck => {}
+            Input::CallerCancel => {
+                if self.caller == CallerState::Early {
+                    self.caller = CallerState::Gone;
+                    self.push(Command::RejectCaller { status: 487 });
+                    self.drop_agent();
+                    self.finish(HangupCause::Cancelled, Some(Leg::Caller), Some(487));
+                }
+                // After our 200 a CANCEL has no effect (RFC 3261 §9.2); the caller will BYE.
+            }
+            Input::Bye(Leg::Caller) => {
+                self.caller = CallerState::Gone;
+                self.drop_agent();
+                self.finish(HangupCause::Normal, Some(Leg::Caller), None);
+            }
+            Input::Bye(Leg::Agent) => {
+                self.agent = AgentState::Gone;
+                if self.bridged || self.caller == CallerState::Answered {
+                    self.end_caller(None);
+                    self.finish(HangupCause::Normal, Some(Leg::Agent), None);
+                } else {
+                    // Agent answered then hung up while the caller was still hearing the
+                    // announcement as early media: the caller was never answered.
+                    self.fail_caller(HangupCause::Rejected, Some(Leg::Agent), 480);
+                }
+            }
+            Input::AgentProvisional(_status) => {
+                if self.agent == AgentState::Inviting {
+                    self.agent = AgentState::Ringing;
+                }
+                // Ringing is not passed as 180 while the caller hears the announcement: many
+                // phones would switch to local ringback and cut the prompt. After the prompt the
+                // media task plays ringback instead.
+                if self.ann == AnnState::Done || self.ann == AnnState::FailedUnrecorded {
+                    self.push(Command::PlayRingback);
+                }
+            }
+            Input::AgentAnswered => match self.agent {
+                AgentState::Inviting | AgentState::Ringing => {
+                    self.agent = AgentState::Answered;
+                    self.cancel_timer(Timer::AgentAnswer);
+                    self.push(Command::AckAgent);
+                    self.maybe_bridge();
+                }
+                AgentState::Cancelling => {
+                    // 2xx raced our CANCEL: the agent's dialog exists now and must be closed.
+                    self.agent = AgentState::Gone;
+                    self.push(Command::AckAgent);
+                    self.push(Command::Bye { leg: Leg::Agent, reason: None });
+                }
+                AgentState::Answered | AgentState::Gone => {}
+            },
+            Input::AgentRejected(status) => {
+                if matches!(self.agent, AgentState::Inviting | AgentState::Ringing) {
+                    self.agent = AgentState::Gone;
+                    self.cancel_timer(Timer::AgentAnswer);
+                    let cause = match status {
+                        486 | 600 => HangupCause::Busy,
+                        408 | 480 => HangupCause::NoAnswer,
+                        _ => HangupCause::Rejected,
+                    };
+                    self.fail_caller(cause, Some(Leg::Agent), map_agent_status(status));
+                } else if self.agent == AgentState::Cancelling {
+                    self.agent = AgentState::Gone;
+                }
+            }
+            Input::AgentUnreachable => {
+                if matches!(self.agent, AgentState::Inviting | AgentState::Ringing) {
+                    self.agent = AgentState::Gone;
+                    self.cancel_timer(Timer::AgentAnswer);
+                    self.fail_caller(HangupCause::Unreachable, None, 503);
+                } else if self.agent == AgentState::Cancelling {
+                    self.agent = AgentState::Gone;
+                }
+            }
+            Input::Reinvite(leg) => self.reinvite(leg),
+            Input::ReinviteAnswered { leg, status } => {
+                if self.reinvite_pending == Some(leg.other()) {
+                    self.reinvite_pending = None;
+                    self.push(Command::AnswerReinvite { leg: leg.other(), status });
+                }
+            }
+            Input::AnnouncementDone => {
+                if self.ann == AnnState::Playing {
+                    self.ann = AnnState::Done;
+                    if self.agent == AgentState::Ringing {
+                        self.push(Command::PlayRingback);
+                    }
+                    self.maybe_bridge();
+                }
+            }
+            Input::AnnouncementFailed => {
+                if self.ann == AnnState::Playing {
+                    match self.policy.on_announcement_failure {
+                        AnnouncementFailure::Hangup => {
+                            self.drop_agent();
+                            self.fail_caller(HangupCause::AnnouncementFailed, None, 503);
+                        }
+                        AnnouncementFailure::ConnectUnrecorded => {
+                            self.ann = AnnState::FailedUnrecorded;
+                            self.maybe_bridge();
+                        }
+                    }
+                }
+            }
+            Input::MediaTimeout(leg) => {
+                self.drop_agent();
+                if self.caller == CallerState::Early {
+                    self.caller = CallerState::Gone;
+                    self.push(Command::RejectCaller { status: 408 });
+                } else {
+                    self.end_caller(None);
+                }
+                self.finish(HangupCause::MediaTimeout, Some(leg), None);
+            }
+            Input::Shutdown => {
+                self.drop_agent();
+                if self.caller == CallerState::Early {
+                    self.caller = CallerState::Gone;
+                    self.push(Command::RejectCaller { status: 503 });
+                } else {
+                    self.end_caller(Some(503));
+                }
+                self.finish(HangupCause::Shutdown, None, None);
+            }
+        }
+    }
+
+    fn start(&mut self, now: Instant) {
+        if self.started {
+            return;
+        }
+        self.started = true;
+        match self.policy.answer {
+            AnswerMode::EarlyMedia => {
+                if self.policy.announce {
+                    self.push(Command::CallerProvisional { status: 183, with_sdp: true });
+                } else {
+                    self.push(Command::CallerProvisional { status: 180, with_sdp: false });
+                }
+            }
+            AnswerMode::Immediate => {
+                self.caller = CallerState::Answered;
+                self.push(Command::AnswerCaller);
+            }
+        }
+        if self.policy.announce {
+            self.ann = AnnState::Playing;
+            self.push(Command::PlayAnnouncement);
+        } else {
+            self.ann = AnnState::Done;
+        }
+        self.agent = AgentState::Inviting;
+        self.push(Command::InviteAgent);
+        self.timers.push((Timer::AgentAnswer, now + self.policy.agent_answer_timeout));
+    }
+
+    fn maybe_bridge(&mut self) {
+        let ann_over = matches!(self.ann, AnnState::Done | AnnState::FailedUnrecorded);
+        if self.bridged || !ann_over || self.agent != AgentState::Answered {
+            return;
+        }
+        if self.caller == CallerState::Early {
+            self.caller = CallerState::Answered;
+            self.push(Command::AnswerCaller);
+        }
+        self.bridged = true;
+        let record = self.policy.record && self.ann != AnnState::FailedUnrecorded;
+        self.push(Command::Bridge { record });
+    }
+
+    fn reinvite(&mut self, leg: Leg) {
+        if !self.bridged {
+            // Before the bridge each leg is terminated locally: answer with our own SDP.
+            self.push(Command::AnswerReinvite { leg, status: 200 });
+            return;
+        }
+        if self.reinvite_pending.is_some() {
+            // Glare (RFC 3261 §14.2): one offer/answer at a time across the bridge.
+            self.push(Command::AnswerReinvite { leg, status: 491 });
+            return;
+        }
+        self.reinvite_pending = Some(leg);
+        self.push(Command::ForwardReinvite { from: leg });
+    }
+
+    /// Tear down the agent leg in whatever state it is in.
+    fn drop_agent(&mut self) {
+        match self.agent {
+            AgentState::Inviting | AgentState::Ringing => {
+                self.agent = AgentState::Cancelling;
+                self.push(Command::CancelAgent);
+            }
+            AgentState::Answered => {
+                self.agent = AgentState::Gone;
+                self.push(Command::Bye { leg: Leg::Agent, reason: None });
+            }
+            AgentState::Cancelling | AgentState::Gone => {}
+        }
+        self.cancel_timer(Timer::AgentAnswer);
+    }
+
+    fn end_caller(&mut self, reason: Option<u16>) {
+        if self.caller == CallerState::Answered {
+            self.caller = CallerState::Gone;
+            self.push(Command::Bye { leg: Leg::Caller, reason });
+        }
+    }
+
+    /// The agent leg could not be connected: map it to the caller and finish.
+    fn fail_caller(&mut self, cause: HangupCause, side: Option<Leg>, status: u16) {
+        match self.caller {
+            CallerState::Early => {
+                self.caller = CallerState::Gone;
+                self.push(Command::RejectCaller { status });
+            }
+            CallerState::Answered => self.end_caller(Some(status)),
+            CallerState::Gone => {}
+        }
+        self.finish(cause, side, Some(status));
+    }
+
+    fn finish(&mut self, cause: HangupCause, side: Option<Leg>, final_status: Option<u16>) {
+        if self.finished {
+            return;
+        }
+        self.finished = true;
+        self.timers.clear();
+        self.push(Command::Finished(Outcome { cause, side, final_status }));
+    }
+
+    fn cancel_timer(&mut self, t: Timer) {
+        self.timers.retain(|(k, _)| *k != t);
+    }
+
+    fn push(&mut self, c: Command) {
+        self.out.push_back(c);
+    }
+}
+
+/// Which status the caller gets when the agent leg fails with `status`.
+fn map_agent_status(status: u16) -> u16 {
+    match status {
+        // Busy and decline are meaningful to the caller as they are.
+        486 | 600 | 603 => status,
+        408 | 480 => 480,
+        // Authentication or routing trouble toward the PBX is ours, not the caller's.
+        401 | 407 | 404 | 484 => 503,
+        s if (500..600).contains(&s) => 503,
+        s if (400..500).contains(&s) => s,
+        _ => 503,
+    }
+}
+
+#[cfg(test)]
+mod tests;
