@@ -1,1 +1,455 @@
-//! (being written)
+//! TOML configuration, checked when loaded.
+//!
+//! Every error names the file and the key. Every field has a default, so an empty file (or no
+//! file at all) gives the embedded development defaults: SQLite under `data/`, recordings under
+//! `recordings/`, a development KEK created on first start.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::call::{AnnouncementFailure, AnswerMode};
+
+/// Configuration problems; each names the file and, where it can, the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {file}: {source}")]
+    Read { file: PathBuf, source: std::io::Error },
+    #[error("config file {file}: {message}")]
+    Parse { file: PathBuf, message: String },
+    #[error("config file {file}: key `{key}`: {message}")]
+    Invalid { file: PathBuf, key: String, message: String },
+}
+
+/// The whole, validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where it was loaded from (for messages).
+    pub file: PathBuf,
+    pub sip: SipConfig,
+    pub media: MediaConfig,
+    pub routes: Vec<Route>,
+    pub recording: RecordingConfig,
+    pub keys: KeysConfig,
+    pub database: DatabaseConfig,
+    pub call: CallConfig,
+    pub portal: PortalConfig,
+    /// Parsed for forward compatibility; enforced by later features.
+    pub pci: toml::Table,
+    pub retention: toml::Table,
+}
+
+#[derive(Debug, Clone)]
+pub struct SipConfig {
+    /// UDP and TCP listen address. Default `0.0.0.0:5060`.
+    pub listen: SocketAddr,
+    /// Address put in Via/Contact; default: the listen IP, or 127.0.0.1 when that is unspecified.
+    pub advertise: IpAddr,
+    /// Trunk ACL: requests from other sources get 403. Default: loopback only.
+    pub trusted: Vec<ipnet::IpNet>,
+    /// Largest SIP message accepted, bytes. Default 16 KiB.
+    pub max_message_size: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct MediaConfig {
+    /// Inclusive RTP port range; even ports carry RTP, odd RTCP. Default `20000-29999`.
+    pub rtp_ports: (u16, u16),
+    /// Address written into SDP. Default: the SIP advertise address.
+    pub advertise: IpAddr,
+    /// End the call when a bridged leg sends no RTP for this long. Default `60s`.
+    pub timeout: Duration,
+}
+
+/// One line of the routing table; first match wins.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// `*` or an exact dialled number (Request-URI user part).
+    pub matches: String,
+    pub target: String,
+    pub announcement: Option<PathBuf>,
+    pub record: bool,
+    pub answer: AnswerMode,
+    pub on_announcement_failure: AnnouncementFailure,
+}
+
+impl Route {
+    pub fn matches_number(&self, dialled: &str) -> bool {
+        self.matches == "*" || self.matches == dialled
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RecordingConfig {
+    /// Directory (default `recordings`) or, later, `s3://bucket/prefix`.
+    pub storage: String,
+    /// Seal and flush a chunk this often. Default `1s`.
+    pub flush: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct KeysConfig {
+    /// Default `data/kek.key`; created with a warning on first start when missing.
+    pub kek_file: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct DatabaseConfig {
+    /// Default `sqlite://data/callgate.db?mode=rwc`.
+    pub url: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct CallConfig {
+    /// Concurrent calls accepted; more get 503. Default 2000.
+    pub max_calls: usize,
+    /// Ringing agent given up after this long (480 to the caller). Default `60s`.
+    pub agent_answer_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct PortalConfig {
+    pub listen: SocketAddr,
+}
+
+// ---- raw serde shapes: strings first, checked into the types above ----
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    #[serde(default)]
+    sip: RawSip,
+    #[serde(default)]
+    media: RawMedia,
+    #[serde(default)]
+    route: Vec<RawRoute>,
+    #[serde(default)]
+    recording: RawRecording,
+    #[serde(default)]
+    keys: RawKeys,
+    #[serde(default)]
+    database: RawDatabase,
+    #[serde(default)]
+    call: RawCall,
+    #[serde(default)]
+    portal: RawPortal,
+    #[serde(default)]
+    pci: toml::Table,
+    #[serde(default)]
+    retention: toml::Table,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSip {
+    listen: Option<String>,
+    advertise: Option<String>,
+    trusted: Option<Vec<String>>,
+    max_message_size: Option<usize>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawMedia {
+    rtp_ports: Option<String>,
+    advertise: Option<String>,
+    timeout: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    #[serde(rename = "match")]
+    matches: String,
+    target: String,
+    announcement: Option<String>,
+    record: Option<bool>,
+    answer: Option<AnswerMode>,
+    on_announcement_failure: Option<AnnouncementFailure>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRecording {
+    storage: Option<String>,
+    flush: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawKeys {
+    kek_file: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDatabase {
+    url: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawCall {
+    max_calls: Option<usize>,
+    agent_answer_timeout: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPortal {
+    listen: Option<String>,
+}
+
+/// Parses `"20ms"`, `"1s"`, `"10m"`, `"2h"`, `"183d"`, `"2y"` (365 d).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration (examples: 20ms, 1s, 10m, 183d, 2y)"))?;
+    let secs = |mult: u64| Duration::from_secs(n.saturating_mul(mult));
+    Ok(match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => secs(1),
+        "m" => secs(60),
+        "h" => secs(3600),
+        "d" => secs(86_400),
+        "y" => secs(365 * 86_400),
+        _ => return Err(format!("`{s}` has an unknown unit (use ms, s, m, h, d or y)")),
+    })
+}
+
+impl Config {
+    /// Loads `path`; a missing file at the default path gives the embedded defaults.
+    pub fn load(path: &Path, allow_missing: bool) -> Result<Config, ConfigError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if allow_missing && e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(source) => return Err(ConfigError::Read { file: path.to_owned(), source }),
+        };
+        Self::parse(&text, path)
+    }
+
+    /// Parses and checks config text; `file` is used in messages and to resolve nothing else.
+    pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
+        let raw: Raw = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            file: file.to_owned(),
+            message: e.to_string().trim().replace('\n', " "),
+        })?;
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            file: file.to_owned(),
+            key: key.to_owned(),
+            message,
+        };
+        let dur = |key: &str, v: &Option<String>, default: Duration| -> Result<Duration, ConfigError> {
+            match v {
+                None => Ok(default),
+                Some(s) => parse_duration(s).map_err(|m| invalid(key, m)),
+            }
+        };
+
+        let listen: SocketAddr = raw
+            .sip
+            .listen
+            .as_deref()
+            .unwrap_or("0.0.0.0:5060")
+            .parse()
+            .map_err(|_| invalid("sip.listen", "expected IP:port, e.g. \"0.0.0.0:5060\"".into()))?;
+        let advertise: IpAddr = match &raw.sip.advertise {
+            Some(s) => s
+                .parse()
+                .map_err(|_| invalid("sip.advertise", format!("`{s}` is not an IP address")))?,
+            None if listen.ip().is_unspecified() => IpAddr::from([127, 0, 0, 1]),
+            None => listen.ip(),
+        };
+        let trusted = raw
+            .sip
+            .trusted
+            .unwrap_or_else(|| vec!["127.0.0.0/8".into(), "::1/128".into()])
+            .iter()
+            .map(|s| {
+                s.parse::<ipnet::IpNet>()
+                    .or_else(|_| s.parse::<IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| invalid("sip.trusted", format!("`{s}` is not a CIDR network")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let max_message_size = raw.sip.max_message_size.unwrap_or(16 * 1024);
+        if !(1024..=65_535).contains(&max_message_size) {
+            return Err(invalid("sip.max_message_size", "must be 1024..=65535".into()));
+        }
+
+        let rtp_ports = parse_port_range(raw.media.rtp_ports.as_deref().unwrap_or("20000-29999"))
+            .map_err(|m| invalid("media.rtp_ports", m))?;
+        let media_advertise: IpAddr = match &raw.media.advertise {
+            Some(s) => s
+                .parse()
+                .map_err(|_| invalid("media.advertise", format!("`{s}` is not an IP address")))?,
+            None => advertise,
+        };
+
+        let mut routes = Vec::new();
+        for (i, r) in raw.route.into_iter().enumerate() {
+            let key = |k: &str| format!("route[{i}].{k}");
+            if !r.target.starts_with("sip:") {
+                return Err(invalid(&key("target"), format!("`{}` is not a sip: URI", r.target)));
+            }
+            if r.matches.is_empty() {
+                return Err(invalid(&key("match"), "must be \"*\" or a dialled number".into()));
+            }
+            routes.push(Route {
+                matches: r.matches,
+                target: r.target,
+                announcement: r.announcement.map(PathBuf::from),
+                record: r.record.unwrap_or(true),
+                answer: r.answer.unwrap_or(AnswerMode::EarlyMedia),
+                on_announcement_failure: r
+                    .on_announcement_failure
+                    .unwrap_or(AnnouncementFailure::Hangup),
+            });
+        }
+
+        let flush = dur("recording.flush", &raw.recording.flush, Duration::from_secs(1))?;
+        if flush < Duration::from_millis(100) || flush > Duration::from_secs(60) {
+            return Err(invalid("recording.flush", "must be between 100ms and 60s".into()));
+        }
+
+        let portal_listen = raw
+            .portal
+            .listen
+            .as_deref()
+            .unwrap_or("127.0.0.1:8080")
+            .parse()
+            .map_err(|_| invalid("portal.listen", "expected IP:port".into()))?;
+
+        Ok(Config {
+            file: file.to_owned(),
+            sip: SipConfig { listen, advertise, trusted, max_message_size },
+            media: MediaConfig {
+                rtp_ports,
+                advertise: media_advertise,
+                timeout: dur("media.timeout", &raw.media.timeout, Duration::from_secs(60))?,
+            },
+            routes,
+            recording: RecordingConfig {
+                storage: raw.recording.storage.unwrap_or_else(|| "recordings".into()),
+                flush,
+            },
+            keys: KeysConfig {
+                kek_file: PathBuf::from(raw.keys.kek_file.unwrap_or_else(|| "data/kek.key".into())),
+            },
+            database: DatabaseConfig {
+                url: raw
+                    .database
+                    .url
+                    .unwrap_or_else(|| "sqlite://data/callgate.db?mode=rwc".into()),
+            },
+            call: CallConfig {
+                max_calls: raw.call.max_calls.unwrap_or(2000),
+                agent_answer_timeout: dur(
+                    "call.agent_answer_timeout",
+                    &raw.call.agent_answer_timeout,
+                    Duration::from_secs(60),
+                )?,
+            },
+            portal: PortalConfig { listen: portal_listen },
+            pci: raw.pci,
+            retention: raw.retention,
+        })
+    }
+
+    /// First route whose `match` fits the dialled number.
+    pub fn route_for(&self, dialled: &str) -> Option<&Route> {
+        self.routes.iter().find(|r| r.matches_number(dialled))
+    }
+}
+
+fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
+    let bad = || format!("`{s}` is not a port range like \"20000-29999\"");
+    let (a, b) = s.split_once('-').ok_or_else(bad)?;
+    let a: u16 = a.trim().parse().map_err(|_| bad())?;
+    let b: u16 = b.trim().parse().map_err(|_| bad())?;
+    if a < 1024 || b < a || b - a < 3 {
+        return Err(format!("`{s}`: need at least 4 ports, all ≥ 1024, low-high"));
+    }
+    Ok((a, b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(t: &str) -> Result<Config, ConfigError> {
+        Config::parse(t, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn empty_file_gives_embedded_defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c.sip.listen, "0.0.0.0:5060".parse().unwrap());
+        assert_eq!(c.media.rtp_ports, (20000, 29999));
+        assert_eq!(c.recording.storage, "recordings");
+        assert_eq!(c.recording.flush, Duration::from_secs(1));
+        assert_eq!(c.database.url, "sqlite://data/callgate.db?mode=rwc");
+        assert_eq!(c.keys.kek_file, PathBuf::from("data/kek.key"));
+        assert!(c.routes.is_empty());
+    }
+
+    #[test]
+    fn the_documented_example_parses() {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/callgate.toml"))
+            .unwrap();
+        let c = parse(&text).unwrap();
+        assert!(!c.routes.is_empty());
+        assert!(c.route_for("0800123456").is_some());
+    }
+
+    #[test]
+    fn routes_first_match_wins() {
+        let c = parse(
+            r#"
+            [[route]]
+            match = "2001"
+            target = "sip:a@127.0.0.1:5081"
+            [[route]]
+            match = "*"
+            target = "sip:b@127.0.0.1:5082"
+            record = false
+            answer = "immediate"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.route_for("2001").unwrap().target, "sip:a@127.0.0.1:5081");
+        let other = c.route_for("999").unwrap();
+        assert_eq!(other.target, "sip:b@127.0.0.1:5082");
+        assert!(!other.record);
+        assert_eq!(other.answer, AnswerMode::Immediate);
+    }
+
+    #[test]
+    fn errors_name_the_key_and_the_file() {
+        let e = parse("[media]\nrtp_ports = \"30000\"").unwrap_err().to_string();
+        assert!(e.contains("media.rtp_ports") && e.contains("test.toml"), "{e}");
+        let e = parse("[recording]\nflush = \"1 fortnight\"").unwrap_err().to_string();
+        assert!(e.contains("recording.flush"), "{e}");
+        let e = parse("[sip]\ntrusted = [\"10.0.0.0/33\"]").unwrap_err().to_string();
+        assert!(e.contains("sip.trusted"), "{e}");
+        let e = parse("[[route]]\nmatch = \"*\"\ntarget = \"http://x\"").unwrap_err().to_string();
+        assert!(e.contains("route[0].target"), "{e}");
+        // Unknown keys are typos, not silently ignored.
+        let e = parse("[sip]\nlisen = \"0.0.0.0:5060\"").unwrap_err().to_string();
+        assert!(e.contains("lisen") && e.contains("test.toml"), "{e}");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("20ms").unwrap(), Duration::from_millis(20));
+        assert_eq!(parse_duration("10m").unwrap(), Duration::from_secs(600));
+        assert_eq!(parse_duration("183d").unwrap(), Duration::from_secs(183 * 86_400));
+        assert_eq!(parse_duration("2y").unwrap(), Duration::from_secs(730 * 86_400));
+        assert!(parse_duration("d").is_err());
+        assert!(parse_duration("5 weeks").is_err());
+    }
+}
