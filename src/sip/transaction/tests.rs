@@ -133,7 +133,7 @@ fn client_invite_retransmits_until_provisional_and_times_out_without_answer() {
     t.handle_timeout(t0 + T1);
     t.handle_timeout(t0 + T1 * 3);
     assert_eq!(drain(&mut t).0.len(), 2, "timer A doubles");
-    let mut now = t0 + T1 * 3;
+    let mut now;
     while let Some(next) = t.poll_timeout() {
         now = next;
         t.handle_timeout(now);
