@@ -537,8 +537,7 @@ a=sendrecv\r
     /// Hold re-INVITE, RFC 3264 style.
     const HOLD_SENDONLY: &str = "v=0\r\no=- 1 2 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\nt=0 0\r\nm=audio 30000 RTP/AVP 8 101\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:101 telephone-event/8000\r\na=sendonly\r\n";
 
-    /// Hold re-INVITE, RFC 2543 style (c=0.0.0.0), with session-level inactive overridden? No:
-    /// direction only at session level here.
+    /// Hold re-INVITE, RFC 2543 style (c=0.0.0.0), no direction attribute.
     const HOLD_ZERO: &str = "v=0\r\no=- 1 3 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 0.0.0.0\r\nt=0 0\r\nm=audio 30000 RTP/AVP 0\r\n";
 
     #[test]
