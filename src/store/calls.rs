@@ -1,0 +1,339 @@
+//! The `calls` table: one [`CallRecord`] per call.
+
+use std::sync::LazyLock;
+
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::{Store, StoreError};
+use crate::ids::{CallId, KeyId, RecordingId};
+use crate::pii::PhoneNumber;
+
+/// Values of [`CallRecord::recording_state`].
+pub mod recording_state {
+    /// The route does not record (or recording has not started yet).
+    pub const NONE: &str = "none";
+    /// Recording in progress; left behind by a crash if seen at start-up.
+    pub const RECORDING: &str = "recording";
+    /// Finished and sealed.
+    pub const OK: &str = "ok";
+    /// The file ends early (crash, disk full); what is there authenticates.
+    pub const TRUNCATED: &str = "truncated";
+    /// Could not be written; `recording_error` says why.
+    pub const FAILED: &str = "failed";
+    /// Deliberately not recorded (announcement failed, caller opted out).
+    pub const NOT_RECORDED: &str = "not-recorded";
+}
+
+/// Values of [`CallRecord::announcement_state`].
+pub mod announcement_state {
+    pub const NONE: &str = "none";
+    pub const PLAYED: &str = "played";
+    pub const FAILED: &str = "failed";
+    pub const INTERRUPTED: &str = "interrupted";
+}
+
+/// Everything the gateway keeps about one call. Serialised as one object of
+/// `callgate calls list --json` (phone numbers in full there: that output is for operators).
+///
+/// Counts and times are `i64` (Unix milliseconds for times) because that is what both
+/// databases store natively.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallRecord {
+    pub call_id: CallId,
+    /// The Call-ID header of the caller leg.
+    pub sip_call_id: String,
+    /// `"inbound"` (from the trunk) today.
+    pub direction: String,
+    pub from_number: PhoneNumber,
+    pub to_number: PhoneNumber,
+    /// The number the caller dialled, as matched against `[[route]] match`.
+    pub dialled: PhoneNumber,
+    /// The route's `match` value.
+    pub route: String,
+    /// The route's `target` URI.
+    pub target: String,
+    pub started_at_ms: i64,
+    pub answered_at_ms: Option<i64>,
+    pub bridged_at_ms: Option<i64>,
+    pub ended_at_ms: Option<i64>,
+    /// `normal`, `busy`, `no-answer`, `unreachable`, `cancelled`, `rejected`,
+    /// `media-timeout`, `shutdown`.
+    pub hangup_cause: Option<String>,
+    /// `caller`, `agent` or `gateway`.
+    pub hangup_side: Option<String>,
+    /// SIP status given to the caller when the call was not answered.
+    pub final_status: Option<i64>,
+    pub caller_codec: Option<String>,
+    pub agent_codec: Option<String>,
+    pub caller_packets: i64,
+    pub caller_lost: i64,
+    pub agent_packets: i64,
+    pub agent_lost: i64,
+    /// Hex SHA-256 of the announcement audio played.
+    pub announcement_sha256: Option<String>,
+    pub announcement_started_at_ms: Option<i64>,
+    pub announcement_ended_at_ms: Option<i64>,
+    /// See [`announcement_state`].
+    pub announcement_state: String,
+    pub announcement_error: Option<String>,
+    pub recording_id: Option<RecordingId>,
+    /// See [`recording_state`].
+    pub recording_state: String,
+    pub recording_error: Option<String>,
+    pub key_id: Option<KeyId>,
+    pub recording_bytes: Option<i64>,
+    pub recording_sha256: Option<String>,
+    pub recording_location: Option<String>,
+    pub audio_ms: Option<i64>,
+}
+
+impl CallRecord {
+    /// A call that has just arrived: inbound, nothing answered, played or recorded yet.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        call_id: CallId,
+        sip_call_id: impl Into<String>,
+        from_number: PhoneNumber,
+        to_number: PhoneNumber,
+        dialled: PhoneNumber,
+        route: impl Into<String>,
+        target: impl Into<String>,
+        started_at_ms: i64,
+    ) -> CallRecord {
+        CallRecord {
+            call_id,
+            sip_call_id: sip_call_id.into(),
+            direction: "inbound".to_string(),
+            from_number,
+            to_number,
+            dialled,
+            route: route.into(),
+            target: target.into(),
+            started_at_ms,
+            answered_at_ms: None,
+            bridged_at_ms: None,
+            ended_at_ms: None,
+            hangup_cause: None,
+            hangup_side: None,
+            final_status: None,
+            caller_codec: None,
+            agent_codec: None,
+            caller_packets: 0,
+            caller_lost: 0,
+            agent_packets: 0,
+            agent_lost: 0,
+            announcement_sha256: None,
+            announcement_started_at_ms: None,
+            announcement_ended_at_ms: None,
+            announcement_state: announcement_state::NONE.to_string(),
+            announcement_error: None,
+            recording_id: None,
+            recording_state: recording_state::NONE.to_string(),
+            recording_error: None,
+            key_id: None,
+            recording_bytes: None,
+            recording_sha256: None,
+            recording_location: None,
+            audio_ms: None,
+        }
+    }
+}
+
+/// Column order of every `calls` query; [`bind_call`] binds in exactly this order.
+const COLUMNS: [&str; 34] = [
+    "call_id",
+    "sip_call_id",
+    "direction",
+    "from_number",
+    "to_number",
+    "dialled",
+    "route",
+    "target",
+    "started_at_ms",
+    "answered_at_ms",
+    "bridged_at_ms",
+    "ended_at_ms",
+    "hangup_cause",
+    "hangup_side",
+    "final_status",
+    "caller_codec",
+    "agent_codec",
+    "caller_packets",
+    "caller_lost",
+    "agent_packets",
+    "agent_lost",
+    "announcement_sha256",
+    "announcement_started_at_ms",
+    "announcement_ended_at_ms",
+    "announcement_state",
+    "announcement_error",
+    "recording_id",
+    "recording_state",
+    "recording_error",
+    "key_id",
+    "recording_bytes",
+    "recording_sha256",
+    "recording_location",
+    "audio_ms",
+];
+
+fn select(rest: &str) -> String {
+    format!("SELECT {} FROM calls {rest}", COLUMNS.join(", "))
+}
+
+// Built once from `COLUMNS` (never from input): sqlx accepts them as `&'static str`.
+static GET_CALL: LazyLock<String> = LazyLock::new(|| select("WHERE call_id = $1"));
+static LIST_CALLS: LazyLock<String> =
+    LazyLock::new(|| select("ORDER BY started_at_ms DESC, call_id DESC LIMIT $1"));
+static CALLS_IN_STATE: LazyLock<String> =
+    LazyLock::new(|| select("WHERE recording_state = $1 ORDER BY started_at_ms, call_id"));
+
+static UPSERT: LazyLock<String> = LazyLock::new(|| {
+    let placeholders: Vec<String> = (1..=COLUMNS.len()).map(|i| format!("${i}")).collect();
+    let updates: Vec<String> = COLUMNS[1..]
+        .iter()
+        .map(|c| format!("{c} = excluded.{c}"))
+        .collect();
+    format!(
+        "INSERT INTO calls ({}) VALUES ({}) ON CONFLICT (call_id) DO UPDATE SET {}",
+        COLUMNS.join(", "),
+        placeholders.join(", "),
+        updates.join(", ")
+    )
+});
+
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
+
+fn bind_call<'q>(q: AnyQuery<'q>, c: &'q CallRecord) -> AnyQuery<'q> {
+    q.bind(c.call_id.as_str())
+        .bind(c.sip_call_id.as_str())
+        .bind(c.direction.as_str())
+        .bind(c.from_number.expose())
+        .bind(c.to_number.expose())
+        .bind(c.dialled.expose())
+        .bind(c.route.as_str())
+        .bind(c.target.as_str())
+        .bind(c.started_at_ms)
+        .bind(c.answered_at_ms)
+        .bind(c.bridged_at_ms)
+        .bind(c.ended_at_ms)
+        .bind(c.hangup_cause.as_deref())
+        .bind(c.hangup_side.as_deref())
+        .bind(c.final_status)
+        .bind(c.caller_codec.as_deref())
+        .bind(c.agent_codec.as_deref())
+        .bind(c.caller_packets)
+        .bind(c.caller_lost)
+        .bind(c.agent_packets)
+        .bind(c.agent_lost)
+        .bind(c.announcement_sha256.as_deref())
+        .bind(c.announcement_started_at_ms)
+        .bind(c.announcement_ended_at_ms)
+        .bind(c.announcement_state.as_str())
+        .bind(c.announcement_error.as_deref())
+        .bind(c.recording_id.as_ref().map(|r| r.as_str()))
+        .bind(c.recording_state.as_str())
+        .bind(c.recording_error.as_deref())
+        .bind(c.key_id.as_ref().map(|k| k.as_str()))
+        .bind(c.recording_bytes)
+        .bind(c.recording_sha256.as_deref())
+        .bind(c.recording_location.as_deref())
+        .bind(c.audio_ms)
+}
+
+fn call_from_row(r: &AnyRow) -> Result<CallRecord, sqlx::Error> {
+    Ok(CallRecord {
+        call_id: CallId::from_string(r.try_get::<String, _>("call_id")?),
+        sip_call_id: r.try_get("sip_call_id")?,
+        direction: r.try_get("direction")?,
+        from_number: PhoneNumber::new(r.try_get::<String, _>("from_number")?),
+        to_number: PhoneNumber::new(r.try_get::<String, _>("to_number")?),
+        dialled: PhoneNumber::new(r.try_get::<String, _>("dialled")?),
+        route: r.try_get("route")?,
+        target: r.try_get("target")?,
+        started_at_ms: r.try_get("started_at_ms")?,
+        answered_at_ms: r.try_get("answered_at_ms")?,
+        bridged_at_ms: r.try_get("bridged_at_ms")?,
+        ended_at_ms: r.try_get("ended_at_ms")?,
+        hangup_cause: r.try_get("hangup_cause")?,
+        hangup_side: r.try_get("hangup_side")?,
+        final_status: r.try_get("final_status")?,
+        caller_codec: r.try_get("caller_codec")?,
+        agent_codec: r.try_get("agent_codec")?,
+        caller_packets: r.try_get("caller_packets")?,
+        caller_lost: r.try_get("caller_lost")?,
+        agent_packets: r.try_get("agent_packets")?,
+        agent_lost: r.try_get("agent_lost")?,
+        announcement_sha256: r.try_get("announcement_sha256")?,
+        announcement_started_at_ms: r.try_get("announcement_started_at_ms")?,
+        announcement_ended_at_ms: r.try_get("announcement_ended_at_ms")?,
+        announcement_state: r.try_get("announcement_state")?,
+        announcement_error: r.try_get("announcement_error")?,
+        recording_id: r
+            .try_get::<Option<String>, _>("recording_id")?
+            .map(RecordingId::from_string),
+        recording_state: r.try_get("recording_state")?,
+        recording_error: r.try_get("recording_error")?,
+        key_id: r.try_get::<Option<String>, _>("key_id")?.map(KeyId::from_string),
+        recording_bytes: r.try_get("recording_bytes")?,
+        recording_sha256: r.try_get("recording_sha256")?,
+        recording_location: r.try_get("recording_location")?,
+        audio_ms: r.try_get("audio_ms")?,
+    })
+}
+
+impl Store {
+    /// Inserts the call, or replaces every field of the stored row with the same `call_id`.
+    pub async fn upsert_call(&self, call: &CallRecord) -> Result<(), StoreError> {
+        bind_call(sqlx::query(UPSERT.as_str()), call)
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::query("upsert_call"))?;
+        Ok(())
+    }
+
+    /// The call with this id, if any.
+    pub async fn get_call(&self, call_id: &CallId) -> Result<Option<CallRecord>, StoreError> {
+        let row = sqlx::query(GET_CALL.as_str())
+            .bind(call_id.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(StoreError::query("get_call"))?;
+        row.as_ref()
+            .map(call_from_row)
+            .transpose()
+            .map_err(StoreError::query("get_call"))
+    }
+
+    /// The `limit` most recent calls, newest (`started_at_ms`) first; ties by `call_id`, descending.
+    pub async fn list_calls(&self, limit: u32) -> Result<Vec<CallRecord>, StoreError> {
+        self.fetch_calls(LIST_CALLS.as_str(), "list_calls", |q| q.bind(i64::from(limit)))
+            .await
+    }
+
+    /// Every call whose `recording_state` is `state` (e.g. [`recording_state::RECORDING`] at
+    /// start-up: calls a crash left behind), oldest first.
+    pub async fn calls_in_state(&self, state: &str) -> Result<Vec<CallRecord>, StoreError> {
+        let state = state.to_string();
+        self.fetch_calls(CALLS_IN_STATE.as_str(), "calls_in_state", move |q| q.bind(state))
+            .await
+    }
+
+    async fn fetch_calls(
+        &self,
+        sql: &'static str,
+        op: &'static str,
+        bind: impl FnOnce(AnyQuery<'static>) -> AnyQuery<'static>,
+    ) -> Result<Vec<CallRecord>, StoreError> {
+        let rows = bind(sqlx::query(sql))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::query(op))?;
+        rows.iter()
+            .map(call_from_row)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(StoreError::query(op))
+    }
+}
