@@ -6,3 +6,4 @@ pub mod g711;
 pub mod rtp;
 pub mod sdp;
 pub mod track;
+pub mod relay;

@@ -1,0 +1,795 @@
+//! The per-call media task: the IO shell around the media cores.
+//!
+//! Each call owns two RTP/RTCP socket pairs from the [`PortPool`]: one facing the caller, one
+//! facing the agent. The task plays the announcement and ringback toward the caller (paced by
+//! `AnnouncementPlayer`, time as input), relays RTP and RTCP both ways once bridged, latches to
+//! the address packets really come from (symmetric RTP), and taps both directions into the
+//! recording (`RecordTrack` → `RecordingWriter` → file, synced in batches by the [`Syncer`]).
+//! It reports back to the signalling task through a bounded channel.
+
+use std::collections::{BTreeSet, HashMap};
+use std::io::Write;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+
+use crate::ids::{CallId, KeyId, Leg, RecordingId, Ssrc};
+use crate::media::announcement::{Announcement, AnnouncementPlayer};
+use crate::media::g711::G711;
+use crate::media::rtp::{self, RtpPacket};
+use crate::media::track::{RecordTrack, TrackOutput};
+use crate::recording::container::{EndReason, GapKind, Header};
+use crate::recording::keys::{Dek, WrappedDek};
+use crate::recording::storage::Storage;
+use crate::recording::writer::RecordingWriter;
+use crate::store::{RecordingRow, Store};
+
+/// Even RTP ports (RTCP on the odd port above) handed out round-robin.
+#[derive(Debug)]
+pub struct PortPool {
+    inner: Mutex<PoolInner>,
+}
+
+#[derive(Debug)]
+struct PoolInner {
+    lo: u16,
+    hi: u16,
+    next: u16,
+    used: BTreeSet<u16>,
+}
+
+/// An RTP/RTCP socket pair; its ports return to the pool on drop.
+#[derive(Debug)]
+pub struct PortPair {
+    pub rtp: UdpSocket,
+    pub rtcp: UdpSocket,
+    pub port: u16,
+    pool: Arc<PortPool>,
+}
+
+impl Drop for PortPair {
+    fn drop(&mut self) {
+        // A poisoned lock means a panic elsewhere; the ports are lost either way.
+        if let Ok(mut p) = self.pool.inner.lock() {
+            p.used.remove(&self.port);
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MediaError {
+    #[error("no free RTP port pair in the configured range")]
+    PortsExhausted,
+}
+
+impl PortPool {
+    pub fn new(lo: u16, hi: u16) -> Arc<PortPool> {
+        let lo = lo + (lo % 2);
+        Arc::new(PortPool { inner: Mutex::new(PoolInner { lo, hi, next: lo, used: BTreeSet::new() }) })
+    }
+
+    /// Binds the next free even port and the odd one above it on `ip`.
+    pub fn bind_pair(self: &Arc<Self>, ip: IpAddr) -> Result<PortPair, MediaError> {
+        let attempts = {
+            let p = self.inner.lock().map_err(|_| MediaError::PortsExhausted)?;
+            ((p.hi - p.lo) / 2 + 1) as usize
+        };
+        for _ in 0..attempts {
+            let port = {
+                let mut p = self.inner.lock().map_err(|_| MediaError::PortsExhausted)?;
+                let port = p.next;
+                p.next = if p.next + 3 > p.hi { p.lo } else { p.next + 2 };
+                if p.used.contains(&port) {
+                    continue;
+                }
+                p.used.insert(port);
+                port
+            };
+            let bind = |port: u16| -> std::io::Result<UdpSocket> {
+                let s = std::net::UdpSocket::bind(SocketAddr::new(ip, port))?;
+                s.set_nonblocking(true)?;
+                UdpSocket::from_std(s)
+            };
+            match (bind(port), bind(port + 1)) {
+                (Ok(rtp), Ok(rtcp)) => {
+                    return Ok(PortPair { rtp, rtcp, port, pool: self.clone() });
+                }
+                _ => {
+                    // Taken by another process: skip it, keep it marked so we do not retry soon.
+                    continue;
+                }
+            }
+        }
+        Err(MediaError::PortsExhausted)
+    }
+}
+
+/// Recording files written since the last sync; one task syncs them all each flush interval,
+/// so a thousand calls cost one wake-up per second, not a thousand.
+#[derive(Clone, Default)]
+pub struct Syncer {
+    dirty: Arc<Mutex<HashMap<RecordingId, Arc<std::fs::File>>>>,
+}
+
+impl Syncer {
+    pub fn mark(&self, id: &RecordingId, file: &Arc<std::fs::File>) {
+        if let Ok(mut d) = self.dirty.lock() {
+            d.entry(id.clone()).or_insert_with(|| file.clone());
+        }
+    }
+
+    /// Syncs everything marked; returns how many files.
+    pub async fn sync_all(&self) -> usize {
+        let batch: Vec<Arc<std::fs::File>> = match self.dirty.lock() {
+            Ok(mut d) => d.drain().map(|(_, f)| f).collect(),
+            Err(_) => return 0,
+        };
+        let n = batch.len();
+        if n > 0 {
+            let _ = tokio::task::spawn_blocking(move || {
+                for f in batch {
+                    if let Err(e) = f.sync_data() {
+                        tracing::warn!(error = %e, "recording sync failed");
+                    }
+                }
+            })
+            .await;
+        }
+        n
+    }
+
+    /// Runs until `stop` fires, syncing every `every`.
+    pub async fn run(self, every: Duration, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => { self.sync_all().await; }
+                _ = stop.changed() => { self.sync_all().await; return; }
+            }
+        }
+    }
+}
+
+/// Everything needed to record a call.
+pub struct RecordingPlan {
+    pub recording_id: RecordingId,
+    pub key_id: KeyId,
+    pub dek: Dek,
+    pub wrapped: WrappedDek,
+    pub storage: Arc<Storage>,
+    pub store: Store,
+    pub flush: Duration,
+    pub syncer: Syncer,
+}
+
+/// Where a leg's media goes and in what codec.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Remote {
+    pub rtp: SocketAddr,
+    pub rtcp: SocketAddr,
+    pub codec: G711,
+    pub telephone_event: Option<u8>,
+    /// The leg put us on hold (it may stop sending: no media timeout then).
+    pub on_hold: bool,
+}
+
+pub enum MediaCmd {
+    SetRemote { leg: Leg, remote: Remote },
+    PlayAnnouncement(Arc<Announcement>),
+    PlayRingback,
+    Bridge { recording: Option<Box<RecordingPlan>> },
+    Stop { reason: EndReason },
+}
+
+#[derive(Debug)]
+pub enum MediaEvent {
+    AnnouncementDone { call: CallId, started_ms: i64, ended_ms: i64 },
+    AnnouncementFailed { call: CallId, cause: String },
+    MediaTimeout { call: CallId, leg: Leg },
+    Finished { call: CallId, report: MediaReport },
+}
+
+/// Counters and the recording's fate, for the call record.
+#[derive(Debug, Default, Clone)]
+pub struct MediaReport {
+    pub caller_packets: u64,
+    pub caller_lost: u64,
+    pub agent_packets: u64,
+    pub agent_lost: u64,
+    pub recording: Option<RecordingResult>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RecordingResult {
+    pub recording_id: RecordingId,
+    pub key_id: KeyId,
+    /// `ok` or `failed`.
+    pub state: &'static str,
+    pub error: Option<String>,
+    pub bytes: u64,
+    pub sha256: Option<String>,
+    pub location: String,
+    pub audio_ms: u64,
+}
+
+/// Handle kept by the signalling task.
+pub struct MediaHandle {
+    pub cmd: mpsc::Sender<MediaCmd>,
+    pub caller_port: u16,
+    pub agent_port: u16,
+}
+
+/// Settings shared by every call's media task.
+#[derive(Clone, Debug)]
+pub struct MediaSettings {
+    pub timeout: Duration,
+    /// How long the reorder buffer waits for a missing packet before declaring it lost.
+    pub reorder_window: Duration,
+}
+
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Starts a call's media task.
+pub fn spawn(
+    call: CallId,
+    caller: PortPair,
+    agent: PortPair,
+    settings: MediaSettings,
+    events: mpsc::Sender<MediaEvent>,
+) -> MediaHandle {
+    let (tx, rx) = mpsc::channel(16);
+    let handle = MediaHandle { cmd: tx, caller_port: caller.port, agent_port: agent.port };
+    let task = MediaTask::new(call, caller, agent, settings, events);
+    tokio::spawn(task.run(rx));
+    handle
+}
+
+/// What plays toward the caller before the bridge.
+enum Prompt {
+    None,
+    Announcement { player: AnnouncementPlayer, started_ms: i64 },
+    Ringback { player: AnnouncementPlayer },
+}
+
+struct Recorder {
+    id: RecordingId,
+    key_id: KeyId,
+    writer: Option<RecordingWriter>,
+    file: Arc<std::fs::File>,
+    location: String,
+    tracks: [RecordTrack; 2],
+    store: Store,
+    syncer: Syncer,
+    bytes: u64,
+    error: Option<String>,
+    start: Instant,
+    codecs: [G711; 2],
+    call: CallId,
+    created_at_ms: i64,
+}
+
+struct MediaTask {
+    call: CallId,
+    socks: [PortPair; 2],
+    settings: MediaSettings,
+    events: mpsc::Sender<MediaEvent>,
+    remote: [Option<Remote>; 2],
+    /// Latched source addresses (symmetric RTP / RTCP).
+    latched: [Option<SocketAddr>; 2],
+    latched_rtcp: [Option<SocketAddr>; 2],
+    packets: [u64; 2],
+    last_rx: [Option<Instant>; 2],
+    bridged: Option<Instant>,
+    timed_out: bool,
+    prompt: Prompt,
+    /// Our own RTP stream toward the caller (announcement, ringback).
+    out_ssrc: Ssrc,
+    out_seq: u16,
+    out_ts: u32,
+    recorder: Option<Recorder>,
+    /// Loss counted by the tracks even when not recording.
+    tracks: Option<[RecordTrack; 2]>,
+    send_buf: Vec<u8>,
+}
+
+fn idx(leg: Leg) -> usize {
+    leg as usize
+}
+
+impl MediaTask {
+    fn new(
+        call: CallId,
+        caller: PortPair,
+        agent: PortPair,
+        settings: MediaSettings,
+        events: mpsc::Sender<MediaEvent>,
+    ) -> Self {
+        let mut r = [0u8; 10];
+        let _ = getrandom::fill(&mut r);
+        MediaTask {
+            call,
+            socks: [caller, agent],
+            settings,
+            events,
+            remote: [None, None],
+            latched: [None, None],
+            latched_rtcp: [None, None],
+            packets: [0, 0],
+            last_rx: [None, None],
+            bridged: None,
+            timed_out: false,
+            prompt: Prompt::None,
+            out_ssrc: Ssrc(u32::from_be_bytes([r[0], r[1], r[2], r[3]])),
+            out_seq: u16::from_be_bytes([r[4], r[5]]),
+            out_ts: u32::from_be_bytes([r[6], r[7], r[8], r[9]]),
+            recorder: None,
+            tracks: None,
+            send_buf: Vec::with_capacity(256),
+        }
+    }
+
+    async fn run(mut self, mut rx: mpsc::Receiver<MediaCmd>) {
+        let mut bufs = [[0u8; 2048]; 4];
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            let deadline = self.poll_timeout();
+            let sleep = tokio::time::sleep_until(
+                deadline.map(tokio::time::Instant::from_std).unwrap_or_else(|| {
+                    tokio::time::Instant::now() + Duration::from_secs(3600)
+                }),
+            );
+            let [b0, b1, b2, b3] = &mut bufs;
+            tokio::select! {
+                cmd = rx.recv() => match cmd {
+                    Some(MediaCmd::Stop { reason }) => { self.stop(reason).await; return; }
+                    // The signalling task dropped us without Stop: finish the recording anyway.
+                    None => { self.stop(EndReason::Failed).await; return; }
+                    Some(cmd) => self.command(cmd).await,
+                },
+                r = self.socks[0].rtp.recv_from(b0) => if let Ok((n, src)) = r { self.on_rtp(Leg::Caller, &b0[..n], src) },
+                r = self.socks[1].rtp.recv_from(b1) => if let Ok((n, src)) = r { self.on_rtp(Leg::Agent, &b1[..n], src) },
+                r = self.socks[0].rtcp.recv_from(b2) => if let Ok((n, src)) = r { self.on_rtcp(Leg::Caller, &b2[..n], src) },
+                r = self.socks[1].rtcp.recv_from(b3) => if let Ok((n, src)) = r { self.on_rtcp(Leg::Agent, &b3[..n], src) },
+                _ = sleep => {},
+                _ = tick.tick() => self.check_media_timeout(Instant::now()).await,
+            }
+            self.handle_timeout(Instant::now()).await;
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        let mut t: Option<Instant> = None;
+        let mut consider = |x: Option<Instant>| {
+            if let Some(x) = x {
+                t = Some(t.map_or(x, |t| t.min(x)));
+            }
+        };
+        match &self.prompt {
+            Prompt::Announcement { player, .. } | Prompt::Ringback { player } => consider(player.poll_timeout()),
+            Prompt::None => {}
+        }
+        if let Some(rec) = &self.recorder {
+            consider(rec.writer.as_ref().and_then(|w| w.poll_timeout()));
+            for tr in &rec.tracks {
+                consider(tr.poll_timeout());
+            }
+        }
+        if let Some(tracks) = &self.tracks {
+            for tr in tracks {
+                consider(tr.poll_timeout());
+            }
+        }
+        t
+    }
+
+    async fn command(&mut self, cmd: MediaCmd) {
+        match cmd {
+            MediaCmd::SetRemote { leg, remote } => {
+                if self.remote[idx(leg)].map(|r| r.rtp) != Some(remote.rtp) {
+                    // A new address from SDP replaces any latched one (re-INVITE moved the media).
+                    self.latched[idx(leg)] = None;
+                    self.latched_rtcp[idx(leg)] = None;
+                }
+                self.remote[idx(leg)] = Some(remote);
+            }
+            MediaCmd::PlayAnnouncement(a) => {
+                let Some(remote) = self.remote[0] else {
+                    self.send_event(MediaEvent::AnnouncementFailed {
+                        call: self.call.clone(),
+                        cause: "no caller media address".into(),
+                    })
+                    .await;
+                    return;
+                };
+                let player = AnnouncementPlayer::for_announcement(&a, remote.codec, Instant::now());
+                self.prompt = Prompt::Announcement { player, started_ms: unix_ms() };
+            }
+            MediaCmd::PlayRingback => {
+                if let (Prompt::None, Some(remote)) = (&self.prompt, self.remote[0]) {
+                    if self.bridged.is_none() {
+                        let player = AnnouncementPlayer::new(ringback(), remote.codec, Instant::now());
+                        self.prompt = Prompt::Ringback { player };
+                    }
+                }
+            }
+            MediaCmd::Bridge { recording } => {
+                let now = Instant::now();
+                self.prompt = Prompt::None;
+                self.bridged = Some(now);
+                self.last_rx = [Some(now), Some(now)];
+                let window = self.settings.reorder_window;
+                self.tracks = Some([RecordTrack::new(now, window), RecordTrack::new(now, window)]);
+                if let Some(plan) = recording {
+                    self.recorder = Some(self.start_recording(*plan, now).await);
+                }
+            }
+            MediaCmd::Stop { .. } => {}
+        }
+    }
+
+    async fn start_recording(&mut self, plan: RecordingPlan, now: Instant) -> Recorder {
+        let codecs = [
+            self.remote[0].map(|r| r.codec).unwrap_or(G711::Pcmu),
+            self.remote[1].map(|r| r.codec).unwrap_or(G711::Pcmu),
+        ];
+        let window = self.settings.reorder_window;
+        let location = match &*plan.storage {
+            Storage::Dir(d) => d
+                .path_for(&plan.recording_id)
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|_| plan.recording_id.to_string()),
+        };
+        let placeholder = || Arc::new(tempfile_placeholder());
+        let mut rec = Recorder {
+            id: plan.recording_id.clone(),
+            key_id: plan.key_id.clone(),
+            writer: None,
+            file: placeholder(),
+            location,
+            tracks: [RecordTrack::new(now, window), RecordTrack::new(now, window)],
+            store: plan.store.clone(),
+            syncer: plan.syncer.clone(),
+            bytes: 0,
+            error: None,
+            start: now,
+            codecs,
+            call: self.call.clone(),
+            created_at_ms: unix_ms(),
+        };
+        // The wrapped key goes to the database before any audio exists: a crash can leave a key
+        // without audio, never audio without its key.
+        if let Err(e) = plan.store.put_recording_key(&plan.recording_id, &plan.key_id, &plan.wrapped.0).await {
+            rec.error = Some(format!("storing the recording key failed: {e}"));
+            return rec;
+        }
+        let row = RecordingRow {
+            recording_id: plan.recording_id.clone(),
+            call_id: self.call.clone(),
+            location: rec.location.clone(),
+            state: "recording".into(),
+            bytes: 0,
+            sha256: None,
+            created_at_ms: rec.created_at_ms,
+            finished_at_ms: None,
+        };
+        if let Err(e) = plan.store.upsert_recording(&row).await {
+            rec.error = Some(format!("storing the recording row failed: {e}"));
+            return rec;
+        }
+        let header = match Header::new(plan.recording_id.clone(), plan.key_id.clone(), unix_ms(), plan.flush) {
+            Ok(h) => h,
+            Err(e) => {
+                rec.error = Some(format!("random nonce unavailable: {e:?}"));
+                return rec;
+            }
+        };
+        match plan.storage.create(&plan.recording_id) {
+            Ok(f) => rec.file = Arc::new(f),
+            Err(e) => {
+                rec.error = Some(format!("creating the recording file failed: {e}"));
+                return rec;
+            }
+        }
+        rec.writer = Some(RecordingWriter::new(header, &plan.dek, now, plan.flush));
+        rec.drain_writer();
+        rec
+    }
+
+    fn on_rtp(&mut self, leg: Leg, pkt: &[u8], src: SocketAddr) {
+        let now = Instant::now();
+        if rtp::is_rtcp(pkt) {
+            // rtcp-mux peers send RTCP on the RTP port.
+            self.on_rtcp(leg, pkt, src);
+            return;
+        }
+        let Ok(p) = RtpPacket::parse(pkt) else { return };
+        let Some(remote) = self.remote[idx(leg)] else { return };
+        let is_audio = p.payload_type() == remote.codec.payload_type();
+        let is_event = Some(p.payload_type()) == remote.telephone_event;
+        if !is_audio && !is_event {
+            return; // comfort noise or an unnegotiated type: neither relayed nor recorded
+        }
+        self.latched[idx(leg)] = Some(src);
+        self.packets[idx(leg)] += 1;
+        self.last_rx[idx(leg)] = Some(now);
+        if self.bridged.is_none() {
+            return; // nothing crosses before the bridge, and nothing is recorded
+        }
+        let other = leg.other();
+        if let Some(dest) = self.latched[idx(other)].or(self.remote[idx(other)].map(|r| r.rtp)) {
+            let _ = self.socks[idx(other)].rtp.try_send_to(pkt, dest);
+        }
+        if is_audio {
+            if let Some(tracks) = &mut self.tracks {
+                tracks[idx(leg)].push(now, p.ssrc(), p.sequence(), p.timestamp(), p.payload());
+            }
+            if let Some(rec) = &mut self.recorder {
+                rec.tracks[idx(leg)].push(now, p.ssrc(), p.sequence(), p.timestamp(), p.payload());
+                rec.drain_tracks(now);
+            }
+        }
+    }
+
+    fn on_rtcp(&mut self, leg: Leg, pkt: &[u8], src: SocketAddr) {
+        if pkt.len() < 8 {
+            return;
+        }
+        self.latched_rtcp[idx(leg)] = Some(src);
+        if self.bridged.is_none() {
+            return;
+        }
+        let other = leg.other();
+        let dest = self.latched_rtcp[idx(other)].or(self.remote[idx(other)].map(|r| r.rtcp));
+        if let Some(dest) = dest {
+            let _ = self.socks[idx(other)].rtcp.try_send_to(pkt, dest);
+        }
+    }
+
+    async fn handle_timeout(&mut self, now: Instant) {
+        // Prompt frames due now.
+        let mut finished_announcement = None;
+        let dest = self.latched[0].or(self.remote[0].map(|r| r.rtp));
+        let pt = self.remote[0].map(|r| r.codec.payload_type());
+        match &mut self.prompt {
+            Prompt::Announcement { player, started_ms } => {
+                while let Some(frame) = player.poll_frame(now) {
+                    if let (Some(dest), Some(pt)) = (dest, pt) {
+                        send_frame(&self.socks[0].rtp, &mut self.send_buf, dest, pt, frame.marker,
+                            &mut self.out_seq, &mut self.out_ts, self.out_ssrc, &frame.payload);
+                    }
+                }
+                if player.is_done() {
+                    finished_announcement = Some(*started_ms);
+                }
+            }
+            Prompt::Ringback { player } => {
+                while let Some(frame) = player.poll_frame(now) {
+                    if let (Some(dest), Some(pt)) = (dest, pt) {
+                        send_frame(&self.socks[0].rtp, &mut self.send_buf, dest, pt, frame.marker,
+                            &mut self.out_seq, &mut self.out_ts, self.out_ssrc, &frame.payload);
+                    }
+                }
+                if player.is_done() {
+                    // Loop the cadence until the bridge.
+                    if let Some(r) = self.remote[0] {
+                        *player = AnnouncementPlayer::new(ringback(), r.codec, now);
+                    }
+                }
+            }
+            Prompt::None => {}
+        }
+        if let Some(started_ms) = finished_announcement {
+            self.prompt = Prompt::None;
+            let ev = MediaEvent::AnnouncementDone { call: self.call.clone(), started_ms, ended_ms: unix_ms() };
+            self.send_event(ev).await;
+        }
+        if let Some(tracks) = &mut self.tracks {
+            for t in tracks.iter_mut() {
+                while t.poll(now).is_some() {}
+            }
+        }
+        if let Some(rec) = &mut self.recorder {
+            rec.drain_tracks(now);
+            if let Some(w) = &mut rec.writer {
+                w.handle_timeout(now);
+            }
+            rec.drain_writer();
+        }
+    }
+
+    async fn check_media_timeout(&mut self, now: Instant) {
+        if self.timed_out || self.bridged.is_none() {
+            return;
+        }
+        for leg in [Leg::Caller, Leg::Agent] {
+            let held = self.remote[idx(leg)].is_some_and(|r| r.on_hold);
+            let silent = self.last_rx[idx(leg)].is_some_and(|t| now.duration_since(t) > self.settings.timeout);
+            if silent && !held {
+                self.timed_out = true;
+                self.send_event(MediaEvent::MediaTimeout { call: self.call.clone(), leg }).await;
+                return;
+            }
+        }
+    }
+
+    async fn stop(mut self, reason: EndReason) {
+        let now = Instant::now();
+        let mut report = MediaReport {
+            caller_packets: self.packets[0],
+            agent_packets: self.packets[1],
+            ..Default::default()
+        };
+        if let Some(tracks) = &mut self.tracks {
+            for t in tracks.iter_mut() {
+                t.flush(now);
+                while t.poll(now).is_some() {}
+            }
+            report.caller_lost = tracks[0].stats().lost;
+            report.agent_lost = tracks[1].stats().lost;
+        }
+        if let Some(mut rec) = self.recorder.take() {
+            report.recording = Some(rec.finish(now, reason).await);
+        }
+        let ev = MediaEvent::Finished { call: self.call.clone(), report };
+        self.send_event(ev).await;
+    }
+
+    async fn send_event(&self, ev: MediaEvent) {
+        // Bounded: a stalled signalling task slows media reporting, never grows memory.
+        let _ = self.events.send(ev).await;
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn send_frame(
+    sock: &UdpSocket,
+    buf: &mut Vec<u8>,
+    dest: SocketAddr,
+    pt: u8,
+    marker: bool,
+    seq: &mut u16,
+    ts: &mut u32,
+    ssrc: Ssrc,
+    payload: &[u8],
+) {
+    buf.clear();
+    if rtp::write_rtp(buf, marker, pt, *seq, *ts, ssrc, payload).is_ok() {
+        let _ = sock.try_send_to(buf, dest);
+    }
+    *seq = seq.wrapping_add(1);
+    *ts = ts.wrapping_add(payload.len() as u32);
+}
+
+impl Recorder {
+    fn drain_tracks(&mut self, now: Instant) {
+        for leg in [Leg::Caller, Leg::Agent] {
+            while let Some(out) = self.tracks[idx(leg)].poll(now) {
+                let Some(w) = &mut self.writer else { continue };
+                match out {
+                    TrackOutput::Audio { pos, payload } => w.push_audio(leg, pos, self.codecs[idx(leg)], &payload),
+                    TrackOutput::Loss { from, to } => w.push_gap(leg, from, to, GapKind::Loss),
+                }
+            }
+        }
+    }
+
+    fn drain_writer(&mut self) {
+        let Some(w) = &mut self.writer else { return };
+        let mut wrote = false;
+        while let Some(bytes) = w.poll_output() {
+            if self.error.is_some() {
+                continue;
+            }
+            match (&*self.file).write_all(&bytes) {
+                Ok(()) => {
+                    self.bytes += bytes.len() as u64;
+                    wrote = true;
+                }
+                Err(e) => self.error = Some(format!("writing the recording failed: {e}")),
+            }
+        }
+        if wrote {
+            self.syncer.mark(&self.id, &self.file);
+        }
+    }
+
+    async fn finish(&mut self, now: Instant, reason: EndReason) -> RecordingResult {
+        for t in self.tracks.iter_mut() {
+            t.flush(now);
+        }
+        self.drain_tracks(now);
+        let audio_ms = now.duration_since(self.start).as_millis() as u64;
+        let mut sha = None;
+        if let Some(mut w) = self.writer.take() {
+            w.push_end(reason);
+            match w.finish() {
+                Ok(fin) => {
+                    if self.error.is_none() {
+                        match (&*self.file).write_all(&fin.bytes).and_then(|_| self.file.sync_data()) {
+                            Ok(()) => {
+                                self.bytes = fin.total_len;
+                                sha = Some(fin.sha256.iter().map(|b| format!("{b:02x}")).collect::<String>());
+                            }
+                            Err(e) => self.error = Some(format!("writing the recording failed: {e}")),
+                        }
+                    }
+                }
+                Err(e) => self.error = Some(format!("sealing the recording failed: {e}")),
+            }
+        }
+        let state = if self.error.is_none() { "ok" } else { "failed" };
+        let row = RecordingRow {
+            recording_id: self.id.clone(),
+            call_id: self.call.clone(),
+            location: self.location.clone(),
+            state: state.into(),
+            bytes: self.bytes as i64,
+            sha256: sha.clone(),
+            created_at_ms: self.created_at_ms,
+            finished_at_ms: Some(unix_ms()),
+        };
+        if let Err(e) = self.store.upsert_recording(&row).await {
+            tracing::warn!(recording = %self.id, error = %e, "could not update the recording row");
+        }
+        if let Some(e) = &self.error {
+            tracing::warn!(recording = %self.id, error = %e, "recording failed");
+        }
+        RecordingResult {
+            recording_id: self.id.clone(),
+            key_id: self.key_id.clone(),
+            state,
+            error: self.error.clone(),
+            bytes: self.bytes,
+            sha256: sha,
+            location: self.location.clone(),
+            audio_ms,
+        }
+    }
+}
+
+/// A file handle to stand in until the real file is created; never written (writer is None).
+fn tempfile_placeholder() -> std::fs::File {
+    // Invariant: /dev/null exists on every Unix we run on; if not, nothing is lost since the
+    // recorder's writer is None whenever this placeholder is in use.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/null")
+        .unwrap_or_else(|_| std::fs::File::open(".").expect("current directory is readable"))
+}
+
+/// UK ringback (400 + 450 Hz, 0.4 s on, 0.2 s off, 0.4 s on, 2 s off) as 8 kHz samples.
+fn ringback() -> Arc<[i16]> {
+    use std::sync::OnceLock;
+    static TONE: OnceLock<Arc<[i16]>> = OnceLock::new();
+    TONE.get_or_init(|| {
+        let mut out = Vec::with_capacity(3 * 8000);
+        let mut n = 0u32;
+        let mut burst = |out: &mut Vec<i16>, on: bool, ms: u32| {
+            for _ in 0..ms * 8 {
+                let t = n as f64 / 8000.0;
+                let s = if on {
+                    4000.0 * ((2.0 * std::f64::consts::PI * 400.0 * t).sin()
+                        + (2.0 * std::f64::consts::PI * 450.0 * t).sin())
+                } else {
+                    0.0
+                };
+                out.push(s as i16);
+                n += 1;
+            }
+        };
+        burst(&mut out, true, 400);
+        burst(&mut out, false, 200);
+        burst(&mut out, true, 400);
+        burst(&mut out, false, 2000);
+        out.into()
+    })
+    .clone()
+}
