@@ -276,7 +276,9 @@ fn call_from_row(r: &AnyRow) -> Result<CallRecord, sqlx::Error> {
             .map(RecordingId::from_string),
         recording_state: r.try_get("recording_state")?,
         recording_error: r.try_get("recording_error")?,
-        key_id: r.try_get::<Option<String>, _>("key_id")?.map(KeyId::from_string),
+        key_id: r
+            .try_get::<Option<String>, _>("key_id")?
+            .map(KeyId::from_string),
         recording_bytes: r.try_get("recording_bytes")?,
         recording_sha256: r.try_get("recording_sha256")?,
         recording_location: r.try_get("recording_location")?,
@@ -309,16 +311,20 @@ impl Store {
 
     /// The `limit` most recent calls, newest (`started_at_ms`) first; ties by `call_id`, descending.
     pub async fn list_calls(&self, limit: u32) -> Result<Vec<CallRecord>, StoreError> {
-        self.fetch_calls(LIST_CALLS.as_str(), "list_calls", |q| q.bind(i64::from(limit)))
-            .await
+        self.fetch_calls(LIST_CALLS.as_str(), "list_calls", |q| {
+            q.bind(i64::from(limit))
+        })
+        .await
     }
 
     /// Every call whose `recording_state` is `state` (e.g. [`recording_state::RECORDING`] at
     /// start-up: calls a crash left behind), oldest first.
     pub async fn calls_in_state(&self, state: &str) -> Result<Vec<CallRecord>, StoreError> {
         let state = state.to_string();
-        self.fetch_calls(CALLS_IN_STATE.as_str(), "calls_in_state", move |q| q.bind(state))
-            .await
+        self.fetch_calls(CALLS_IN_STATE.as_str(), "calls_in_state", move |q| {
+            q.bind(state)
+        })
+        .await
     }
 
     async fn fetch_calls(

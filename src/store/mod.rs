@@ -48,7 +48,9 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The URL is neither `sqlite:` nor `postgres://`.
-    #[error("database url {url:?}: unsupported scheme (expected sqlite://PATH?mode=rwc or postgres://USER:PASSWORD@HOST/DB)")]
+    #[error(
+        "database url {url:?}: unsupported scheme (expected sqlite://PATH?mode=rwc or postgres://USER:PASSWORD@HOST/DB)"
+    )]
     UnsupportedUrl { url: String },
     /// The directory for the SQLite file could not be created.
     #[error("database url {url}: cannot create directory {}: {source}", dir.display())]
@@ -154,7 +156,9 @@ impl Store {
             // unlinking their cells.
             options = options.after_connect(|conn, _meta| {
                 Box::pin(async move {
-                    sqlx::query("PRAGMA secure_delete = ON").execute(conn).await?;
+                    sqlx::query("PRAGMA secure_delete = ON")
+                        .execute(conn)
+                        .await?;
                     Ok(())
                 })
             });

@@ -96,10 +96,10 @@ impl Store {
         let row = sqlx::query(select_recording!(
             "WHERE call_id = $1 ORDER BY created_at_ms DESC, recording_id DESC LIMIT 1"
         ))
-            .bind(call_id.as_str())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(StoreError::query("recording_for_call"))?;
+        .bind(call_id.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::query("recording_for_call"))?;
         row.as_ref()
             .map(recording_from_row)
             .transpose()
@@ -143,13 +143,12 @@ impl Store {
         &self,
         recording_id: &RecordingId,
     ) -> Result<Option<(KeyId, Vec<u8>)>, StoreError> {
-        let row = sqlx::query(
-            "SELECT key_id, wrapped_dek FROM recording_keys WHERE recording_id = $1",
-        )
-        .bind(recording_id.as_str())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(StoreError::query("get_recording_key"))?;
+        let row =
+            sqlx::query("SELECT key_id, wrapped_dek FROM recording_keys WHERE recording_id = $1")
+                .bind(recording_id.as_str())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(StoreError::query("get_recording_key"))?;
         let Some(row) = row else {
             return Ok(None);
         };
@@ -164,7 +163,10 @@ impl Store {
 
     /// Crypto-shreds a recording: deletes its wrapped data key, the only copy. Returns whether
     /// a key was there. Irreversible.
-    pub async fn delete_recording_key(&self, recording_id: &RecordingId) -> Result<bool, StoreError> {
+    pub async fn delete_recording_key(
+        &self,
+        recording_id: &RecordingId,
+    ) -> Result<bool, StoreError> {
         let deleted = sqlx::query("DELETE FROM recording_keys WHERE recording_id = $1")
             .bind(recording_id.as_str())
             .execute(&self.pool)
@@ -210,7 +212,10 @@ impl Store {
     }
 
     /// Recordings whose data key is wrapped by `key_id` (for rotation), in id order.
-    pub async fn recordings_wrapped_by(&self, key_id: &KeyId) -> Result<Vec<RecordingId>, StoreError> {
+    pub async fn recordings_wrapped_by(
+        &self,
+        key_id: &KeyId,
+    ) -> Result<Vec<RecordingId>, StoreError> {
         let rows = sqlx::query(
             "SELECT recording_id FROM recording_keys WHERE key_id = $1 ORDER BY recording_id",
         )
@@ -219,7 +224,10 @@ impl Store {
         .await
         .map_err(StoreError::query("recordings_wrapped_by"))?;
         rows.iter()
-            .map(|r| r.try_get::<String, _>("recording_id").map(RecordingId::from_string))
+            .map(|r| {
+                r.try_get::<String, _>("recording_id")
+                    .map(RecordingId::from_string)
+            })
             .collect::<Result<Vec<_>, _>>()
             .map_err(StoreError::query("recordings_wrapped_by"))
     }

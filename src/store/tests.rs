@@ -49,14 +49,16 @@ struct PgCtx {
 impl PgCtx {
     async fn drop_database(self) {
         self.ctx.store.close().await;
-        let admin = sqlx::AnyPool::connect(&self.admin_url).await.expect("admin connect");
+        let admin = sqlx::AnyPool::connect(&self.admin_url)
+            .await
+            .expect("admin connect");
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "DROP DATABASE IF EXISTS {} WITH (FORCE)",
             self.db
         )))
-            .execute(&admin)
-            .await
-            .expect("drop test database");
+        .execute(&admin)
+        .await
+        .expect("drop test database");
         admin.close().await;
     }
 }
@@ -68,7 +70,9 @@ async fn postgres_ctx(test: &str) -> Option<PgCtx> {
     };
     sqlx::any::install_default_drivers();
     let db = format!("callgate_test_{}", crate::ids::random_hex(6));
-    let admin = sqlx::AnyPool::connect(&admin_url).await.expect("admin connect");
+    let admin = sqlx::AnyPool::connect(&admin_url)
+        .await
+        .expect("admin connect");
     // The name is ours (random hex), not input.
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
         .execute(&admin)
@@ -194,7 +198,10 @@ async fn call_round_trip_all_none(ctx: &Ctx) {
 async fn call_round_trip_all_some_then_update(ctx: &Ctx) {
     let call = full_call("call-full");
     ctx.store.upsert_call(&call).await.unwrap();
-    assert_eq!(ctx.store.get_call(&call.call_id).await.unwrap(), Some(call.clone()));
+    assert_eq!(
+        ctx.store.get_call(&call.call_id).await.unwrap(),
+        Some(call.clone())
+    );
     let json = serde_json::to_string(&call).unwrap();
     assert_eq!(serde_json::from_str::<CallRecord>(&json).unwrap(), call);
 
@@ -203,7 +210,10 @@ async fn call_round_trip_all_some_then_update(ctx: &Ctx) {
     changed.sip_call_id = "other".into();
     changed.caller_packets = 3;
     ctx.store.upsert_call(&changed).await.unwrap();
-    assert_eq!(ctx.store.get_call(&call.call_id).await.unwrap(), Some(changed.clone()));
+    assert_eq!(
+        ctx.store.get_call(&call.call_id).await.unwrap(),
+        Some(changed.clone())
+    );
     // And None -> Some again.
     ctx.store.upsert_call(&call).await.unwrap();
     assert_eq!(ctx.store.get_call(&call.call_id).await.unwrap(), Some(call));
@@ -211,13 +221,22 @@ async fn call_round_trip_all_some_then_update(ctx: &Ctx) {
 }
 
 async fn missing_rows_are_none(ctx: &Ctx) {
-    assert_eq!(ctx.store.get_call(&CallId::from_string("call-nope")).await.unwrap(), None);
+    assert_eq!(
+        ctx.store
+            .get_call(&CallId::from_string("call-nope"))
+            .await
+            .unwrap(),
+        None
+    );
     let rid = RecordingId::from_string("rec-nope");
     assert_eq!(ctx.store.get_recording(&rid).await.unwrap(), None);
     assert_eq!(ctx.store.get_recording_key(&rid).await.unwrap(), None);
     assert!(!ctx.store.delete_recording_key(&rid).await.unwrap());
     assert_eq!(
-        ctx.store.recording_for_call(&CallId::from_string("call-nope")).await.unwrap(),
+        ctx.store
+            .recording_for_call(&CallId::from_string("call-nope"))
+            .await
+            .unwrap(),
         None
     );
     assert!(ctx.store.list_calls(10).await.unwrap().is_empty());
@@ -225,15 +244,28 @@ async fn missing_rows_are_none(ctx: &Ctx) {
 
 async fn list_calls_newest_first(ctx: &Ctx) {
     // Inserted out of order; two share a start time (tie broken by call id, descending).
-    for (id, t) in [("call-c", 300), ("call-a", 100), ("call-e", 500), ("call-d", 300), ("call-b", 200)] {
+    for (id, t) in [
+        ("call-c", 300),
+        ("call-a", 100),
+        ("call-e", 500),
+        ("call-d", 300),
+        ("call-b", 200),
+    ] {
         ctx.store.upsert_call(&minimal_call(id, t)).await.unwrap();
     }
-    let ids = |v: Vec<CallRecord>| v.into_iter().map(|c| c.call_id.to_string()).collect::<Vec<_>>();
+    let ids = |v: Vec<CallRecord>| {
+        v.into_iter()
+            .map(|c| c.call_id.to_string())
+            .collect::<Vec<_>>()
+    };
     assert_eq!(
         ids(ctx.store.list_calls(100).await.unwrap()),
         ["call-e", "call-d", "call-c", "call-b", "call-a"]
     );
-    assert_eq!(ids(ctx.store.list_calls(2).await.unwrap()), ["call-e", "call-d"]);
+    assert_eq!(
+        ids(ctx.store.list_calls(2).await.unwrap()),
+        ["call-e", "call-d"]
+    );
     assert!(ctx.store.list_calls(0).await.unwrap().is_empty());
     assert_eq!(ctx.store.list_calls(u32::MAX).await.unwrap().len(), 5);
 }
@@ -248,7 +280,11 @@ async fn calls_in_state_filters(ctx: &Ctx) {
     for call in [&a, &b, &c] {
         ctx.store.upsert_call(call).await.unwrap();
     }
-    let recording = ctx.store.calls_in_state(recording_state::RECORDING).await.unwrap();
+    let recording = ctx
+        .store
+        .calls_in_state(recording_state::RECORDING)
+        .await
+        .unwrap();
     assert_eq!(recording, vec![b.clone(), a.clone()], "oldest first");
     assert_eq!(ctx.store.calls_in_state("ok").await.unwrap(), vec![c]);
     assert!(ctx.store.calls_in_state("failed").await.unwrap().is_empty());
@@ -256,7 +292,10 @@ async fn calls_in_state_filters(ctx: &Ctx) {
     let mut fixed = a.clone();
     fixed.recording_state = recording_state::TRUNCATED.into();
     ctx.store.upsert_call(&fixed).await.unwrap();
-    assert_eq!(ctx.store.calls_in_state("recording").await.unwrap(), vec![b]);
+    assert_eq!(
+        ctx.store.calls_in_state("recording").await.unwrap(),
+        vec![b]
+    );
 }
 
 async fn recording_rows(ctx: &Ctx) {
@@ -272,15 +311,24 @@ async fn recording_rows(ctx: &Ctx) {
         finished_at_ms: None,
     };
     ctx.store.upsert_recording(&first).await.unwrap();
-    assert_eq!(ctx.store.get_recording(&first.recording_id).await.unwrap(), Some(first.clone()));
-    assert_eq!(ctx.store.recording_for_call(&call).await.unwrap(), Some(first.clone()));
+    assert_eq!(
+        ctx.store.get_recording(&first.recording_id).await.unwrap(),
+        Some(first.clone())
+    );
+    assert_eq!(
+        ctx.store.recording_for_call(&call).await.unwrap(),
+        Some(first.clone())
+    );
 
     first.state = recording_state::OK.into();
     first.bytes = 9_000_000_000;
     first.sha256 = Some("ef".repeat(32));
     first.finished_at_ms = Some(61_000);
     ctx.store.upsert_recording(&first).await.unwrap();
-    assert_eq!(ctx.store.get_recording(&first.recording_id).await.unwrap(), Some(first.clone()));
+    assert_eq!(
+        ctx.store.get_recording(&first.recording_id).await.unwrap(),
+        Some(first.clone())
+    );
 
     let second = RecordingRow {
         recording_id: RecordingId::from_string("rec-0"),
@@ -288,9 +336,15 @@ async fn recording_rows(ctx: &Ctx) {
         ..first.clone()
     };
     ctx.store.upsert_recording(&second).await.unwrap();
-    assert_eq!(ctx.store.recording_for_call(&call).await.unwrap(), Some(second));
     assert_eq!(
-        ctx.store.recording_for_call(&CallId::from_string("call-other")).await.unwrap(),
+        ctx.store.recording_for_call(&call).await.unwrap(),
+        Some(second)
+    );
+    assert_eq!(
+        ctx.store
+            .recording_for_call(&CallId::from_string("call-other"))
+            .await
+            .unwrap(),
         None
     );
 }
@@ -299,16 +353,29 @@ async fn recording_keys_put_get_delete(ctx: &Ctx) {
     let rid = RecordingId::from_string("rec-k");
     let kek = KeyId::from_string("kek-1");
     // 40 bytes like an AES-KW-wrapped 256-bit key, with NULs and high bytes.
-    let wrapped: Vec<u8> = (0u8..40).map(|i| i.wrapping_mul(97) ^ 0xA5).chain([0, 0xff]).collect();
-    ctx.store.put_recording_key(&rid, &kek, &wrapped).await.unwrap();
+    let wrapped: Vec<u8> = (0u8..40)
+        .map(|i| i.wrapping_mul(97) ^ 0xA5)
+        .chain([0, 0xff])
+        .collect();
+    ctx.store
+        .put_recording_key(&rid, &kek, &wrapped)
+        .await
+        .unwrap();
     assert_eq!(
         ctx.store.get_recording_key(&rid).await.unwrap(),
         Some((kek.clone(), wrapped.clone()))
     );
     // Same key again: fine (retry after an unknown outcome).
-    ctx.store.put_recording_key(&rid, &kek, &wrapped).await.unwrap();
+    ctx.store
+        .put_recording_key(&rid, &kek, &wrapped)
+        .await
+        .unwrap();
     // A different key: refused, the stored one untouched.
-    let err = ctx.store.put_recording_key(&rid, &kek, &[1, 2, 3]).await.unwrap_err();
+    let err = ctx
+        .store
+        .put_recording_key(&rid, &kek, &[1, 2, 3])
+        .await
+        .unwrap_err();
     assert!(matches!(err, StoreError::KeyConflict { .. }), "{err}");
     assert!(err.to_string().contains("rec-k"), "{err}");
     let err = ctx
@@ -323,7 +390,10 @@ async fn recording_keys_put_get_delete(ctx: &Ctx) {
     );
     // Another recording's key is independent.
     let other = RecordingId::from_string("rec-k2");
-    ctx.store.put_recording_key(&other, &kek, &[9; 40]).await.unwrap();
+    ctx.store
+        .put_recording_key(&other, &kek, &[9; 40])
+        .await
+        .unwrap();
 
     assert!(ctx.store.delete_recording_key(&rid).await.unwrap());
     assert_eq!(ctx.store.get_recording_key(&rid).await.unwrap(), None);
@@ -342,29 +412,64 @@ async fn recording_key_rotation(ctx: &Ctx) {
         RecordingId::from_string("rec-2"),
         RecordingId::from_string("rec-3"),
     );
-    ctx.store.put_recording_key(&r2, &old, &[2; 40]).await.unwrap();
-    ctx.store.put_recording_key(&r1, &old, &[1; 40]).await.unwrap();
-    ctx.store.put_recording_key(&r3, &new, &[3; 40]).await.unwrap();
-    assert_eq!(ctx.store.recordings_wrapped_by(&old).await.unwrap(), vec![r1.clone(), r2.clone()]);
+    ctx.store
+        .put_recording_key(&r2, &old, &[2; 40])
+        .await
+        .unwrap();
+    ctx.store
+        .put_recording_key(&r1, &old, &[1; 40])
+        .await
+        .unwrap();
+    ctx.store
+        .put_recording_key(&r3, &new, &[3; 40])
+        .await
+        .unwrap();
+    assert_eq!(
+        ctx.store.recordings_wrapped_by(&old).await.unwrap(),
+        vec![r1.clone(), r2.clone()]
+    );
 
-    ctx.store.rewrap_recording_key(&r1, &old, &new, &[11; 40]).await.unwrap();
+    ctx.store
+        .rewrap_recording_key(&r1, &old, &new, &[11; 40])
+        .await
+        .unwrap();
     assert_eq!(
         ctx.store.get_recording_key(&r1).await.unwrap(),
         Some((new.clone(), vec![11; 40]))
     );
     // A second rotation expecting the old KEK loses the race cleanly.
-    let err = ctx.store.rewrap_recording_key(&r1, &old, &new, &[12; 40]).await.unwrap_err();
+    let err = ctx
+        .store
+        .rewrap_recording_key(&r1, &old, &new, &[12; 40])
+        .await
+        .unwrap_err();
     match &err {
         StoreError::KeyNotWrappedBy { found, .. } => assert_eq!(found.as_ref(), Some(&new)),
         other => panic!("unexpected {other}"),
     }
-    assert_eq!(ctx.store.get_recording_key(&r1).await.unwrap().unwrap().1, vec![11; 40]);
+    assert_eq!(
+        ctx.store.get_recording_key(&r1).await.unwrap().unwrap().1,
+        vec![11; 40]
+    );
     // Shredded recordings cannot be re-wrapped.
     let gone = RecordingId::from_string("rec-gone");
-    let err = ctx.store.rewrap_recording_key(&gone, &old, &new, &[0; 40]).await.unwrap_err();
-    assert!(matches!(err, StoreError::KeyNotWrappedBy { found: None, .. }), "{err}");
-    assert_eq!(ctx.store.recordings_wrapped_by(&old).await.unwrap(), vec![r2]);
-    assert_eq!(ctx.store.recordings_wrapped_by(&new).await.unwrap(), vec![r1, r3]);
+    let err = ctx
+        .store
+        .rewrap_recording_key(&gone, &old, &new, &[0; 40])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::KeyNotWrappedBy { found: None, .. }),
+        "{err}"
+    );
+    assert_eq!(
+        ctx.store.recordings_wrapped_by(&old).await.unwrap(),
+        vec![r2]
+    );
+    assert_eq!(
+        ctx.store.recordings_wrapped_by(&new).await.unwrap(),
+        vec![r1, r3]
+    );
 }
 
 async fn migrations_are_idempotent(ctx: &Ctx) {
@@ -373,7 +478,10 @@ async fn migrations_are_idempotent(ctx: &Ctx) {
     // Connecting again re-runs the migrator: nothing to apply, data kept.
     for _ in 0..2 {
         let again = Store::connect(&ctx.url).await.expect("second connect");
-        assert_eq!(again.get_call(&call.call_id).await.unwrap(), Some(call.clone()));
+        assert_eq!(
+            again.get_call(&call.call_id).await.unwrap(),
+            Some(call.clone())
+        );
         again.close().await;
     }
     let applied: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success")
@@ -411,7 +519,11 @@ async fn store_debug_hides_password(ctx: &Ctx) {
     for secret in url::secrets(&ctx.url) {
         assert!(!debug.contains(&secret), "{debug}");
     }
-    assert!(debug.contains(ctx.store.dialect().as_str()) || debug.contains("Sqlite") || debug.contains("Postgres"));
+    assert!(
+        debug.contains(ctx.store.dialect().as_str())
+            || debug.contains("Sqlite")
+            || debug.contains("Postgres")
+    );
 }
 
 // ---- dialect-specific and error tests ----
@@ -420,10 +532,19 @@ async fn store_debug_hides_password(ctx: &Ctx) {
 async fn unsupported_urls_are_clear_errors() {
     for bad in ["mysql://u:hunter2@h/db", "data/callgate.db", "", "http://x"] {
         let err = Store::connect(bad).await.unwrap_err();
-        assert!(matches!(err, StoreError::UnsupportedUrl { .. }), "{bad}: {err}");
+        assert!(
+            matches!(err, StoreError::UnsupportedUrl { .. }),
+            "{bad}: {err}"
+        );
         let msg = err.to_string();
-        assert!(msg.contains("sqlite://") && msg.contains("postgres://"), "{msg}");
-        assert!(!msg.contains("hunter2") && !format!("{err:?}").contains("hunter2"), "{msg}");
+        assert!(
+            msg.contains("sqlite://") && msg.contains("postgres://"),
+            "{msg}"
+        );
+        assert!(
+            !msg.contains("hunter2") && !format!("{err:?}").contains("hunter2"),
+            "{msg}"
+        );
     }
 }
 
@@ -444,7 +565,11 @@ async fn sqlite_missing_file_without_rwc() {
     let url = format!("sqlite://{}/absent.db", dir.path().display());
     let err = Store::connect(&url).await.unwrap_err();
     assert!(matches!(err, StoreError::Connect { .. }), "{err}");
-    assert!(err.to_string().starts_with("cannot connect to database sqlite://"), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("cannot connect to database sqlite://"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -490,12 +615,21 @@ async fn sqlite_delete_overwrites_the_wrapped_key_in_the_file() {
     let file = url::sqlite_file(&ctx.url).unwrap();
     let marker: Vec<u8> = b"WRAPPED-DEK-MARKER-0123456789abcdef-0123".to_vec();
     let rid = RecordingId::from_string("rec-shred");
-    ctx.store.put_recording_key(&rid, &KeyId::from_string("kek-1"), &marker).await.unwrap();
+    ctx.store
+        .put_recording_key(&rid, &KeyId::from_string("kek-1"), &marker)
+        .await
+        .unwrap();
     let contains = |hay: &[u8]| hay.windows(marker.len()).any(|w| w == marker.as_slice());
-    assert!(contains(&std::fs::read(&file).unwrap()), "marker should be in the file before delete");
+    assert!(
+        contains(&std::fs::read(&file).unwrap()),
+        "marker should be in the file before delete"
+    );
     assert!(ctx.store.delete_recording_key(&rid).await.unwrap());
     ctx.store.close().await;
-    assert!(!contains(&std::fs::read(&file).unwrap()), "deleted key still readable in the file");
+    assert!(
+        !contains(&std::fs::read(&file).unwrap()),
+        "deleted key still readable in the file"
+    );
 }
 
 #[test]

@@ -76,7 +76,13 @@ fn parts(url: &str) -> Parts<'_> {
         Some((h, q)) => (h, Some(q)),
         None => (tail, None),
     };
-    Parts { scheme, user, password, host_and_path, query }
+    Parts {
+        scheme,
+        user,
+        password,
+        host_and_path,
+        query,
+    }
 }
 
 /// `url` with the password (userinfo and any `password`-like query parameter) replaced by `***`.
@@ -184,10 +190,19 @@ mod tests {
 
     #[test]
     fn dialects() {
-        assert_eq!(Dialect::of_url("sqlite://data/x.db?mode=rwc"), Some(Dialect::Sqlite));
+        assert_eq!(
+            Dialect::of_url("sqlite://data/x.db?mode=rwc"),
+            Some(Dialect::Sqlite)
+        );
         assert_eq!(Dialect::of_url("sqlite::memory:"), Some(Dialect::Sqlite));
-        assert_eq!(Dialect::of_url("postgres://u@h/db"), Some(Dialect::Postgres));
-        assert_eq!(Dialect::of_url("postgresql://u@h/db"), Some(Dialect::Postgres));
+        assert_eq!(
+            Dialect::of_url("postgres://u@h/db"),
+            Some(Dialect::Postgres)
+        );
+        assert_eq!(
+            Dialect::of_url("postgresql://u@h/db"),
+            Some(Dialect::Postgres)
+        );
         assert_eq!(Dialect::of_url("mysql://u@h/db"), None);
         assert_eq!(Dialect::of_url("data/x.db"), None);
         assert_eq!(Dialect::of_url(""), None);
@@ -195,9 +210,18 @@ mod tests {
 
     #[test]
     fn sqlite_files() {
-        assert_eq!(sqlite_file("sqlite://data/x.db?mode=rwc"), Some(PathBuf::from("data/x.db")));
-        assert_eq!(sqlite_file("sqlite:///var/lib/c.db"), Some(PathBuf::from("/var/lib/c.db")));
-        assert_eq!(sqlite_file("sqlite:a%20b.db"), Some(PathBuf::from("a b.db")));
+        assert_eq!(
+            sqlite_file("sqlite://data/x.db?mode=rwc"),
+            Some(PathBuf::from("data/x.db"))
+        );
+        assert_eq!(
+            sqlite_file("sqlite:///var/lib/c.db"),
+            Some(PathBuf::from("/var/lib/c.db"))
+        );
+        assert_eq!(
+            sqlite_file("sqlite:a%20b.db"),
+            Some(PathBuf::from("a b.db"))
+        );
         assert_eq!(sqlite_file("sqlite::memory:"), None);
         assert_eq!(sqlite_file("sqlite://x.db?mode=memory"), None);
         assert_eq!(sqlite_file("sqlite:"), None);
@@ -216,12 +240,24 @@ mod tests {
         assert!(s.contains(&"hunter#2".to_string()));
         assert!(s.contains(&"other".to_string()));
         let text = scrub("failed for hunter#2 and hunter%232 and other", url);
-        assert!(!text.contains("hunter") && !text.contains("other"), "{text}");
+        assert!(
+            !text.contains("hunter") && !text.contains("other"),
+            "{text}"
+        );
         assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
-        assert_eq!(redact("sqlite://data/x.db?mode=rwc"), "sqlite://data/x.db?mode=rwc");
+        assert_eq!(
+            redact("sqlite://data/x.db?mode=rwc"),
+            "sqlite://data/x.db?mode=rwc"
+        );
         // A password containing '@' and '/' (unencoded): the last '@' before the path ends userinfo.
         assert_eq!(redact("postgres://u:p@ss@h/db"), "postgres://u:***@h/db");
-        assert_eq!(redact("postgres://u:p/s?s@h/db?x=1"), "postgres://u:***@h/db?x=1");
-        assert_eq!(secrets("postgres://u:p/s?s@h/db"), vec!["p/s?s".to_string()]);
+        assert_eq!(
+            redact("postgres://u:p/s?s@h/db?x=1"),
+            "postgres://u:***@h/db?x=1"
+        );
+        assert_eq!(
+            secrets("postgres://u:p/s?s@h/db"),
+            vec!["p/s?s".to_string()]
+        );
     }
 }
