@@ -1,2 +1,3 @@
+pub mod dialog;
 pub mod message;
 pub mod transaction;

@@ -93,9 +93,7 @@ fn unacknowledged_ok_times_out() {
     let key = TxKey { branch: "z9hG4bK-c".into(), method: Method::Invite };
     t.send_response(t0, &key, response(&inv, 200, Some("t"), vec![], None));
     drain(&mut t);
-    let mut now = t0;
-    while let Some(next) = t.poll_timeout() {
-        now = next;
+    while let Some(now) = t.poll_timeout() {
         t.handle_timeout(now);
         if now > t0 + TIMEOUT * 2 {
             break;
@@ -133,7 +131,7 @@ fn client_invite_retransmits_until_provisional_and_times_out_without_answer() {
     t.handle_timeout(t0 + T1);
     t.handle_timeout(t0 + T1 * 3);
     assert_eq!(drain(&mut t).0.len(), 2, "timer A doubles");
-    let mut now;
+    let mut now = t0;
     while let Some(next) = t.poll_timeout() {
         now = next;
         t.handle_timeout(now);
