@@ -85,7 +85,9 @@ mod interop_tests {
     #[test]
     fn python_decrypter_agrees_with_rust_reader() {
         if !python_with_cryptography() {
-            eprintln!("NOTE: skipping python_decrypter_agrees_with_rust_reader: python3 with `cryptography` not found (pip install cryptography)");
+            eprintln!(
+                "NOTE: skipping python_decrypter_agrees_with_rust_reader: python3 with `cryptography` not found (pip install cryptography)"
+            );
             return;
         }
         let kek_bytes = [0x5a; 32];
@@ -116,7 +118,15 @@ mod interop_tests {
                 w.push_audio(Leg::Agent, p * 160 + 40, G711::Pcma, &agent);
             }
         }
-        w.push_gap(Leg::Caller, 1000, 2000, GapKind::Pause { trigger: 3, digits: 16 });
+        w.push_gap(
+            Leg::Caller,
+            1000,
+            2000,
+            GapKind::Pause {
+                trigger: 3,
+                digits: 16,
+            },
+        );
         w.push_end(EndReason::Hangup);
         while let Some(b) = w.poll_output() {
             file.extend(b);
