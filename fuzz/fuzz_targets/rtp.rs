@@ -13,7 +13,14 @@ fuzz_target!(|data: &[u8]| {
     let _ = is_rtcp(data);
     let _ = TelephoneEvent::parse(data);
     if let Ok(p) = RtpPacket::parse(data) {
-        let _ = (p.marker(), p.payload_type(), p.sequence(), p.timestamp(), p.ssrc(), p.extension());
+        let _ = (
+            p.marker(),
+            p.payload_type(),
+            p.sequence(),
+            p.timestamp(),
+            p.ssrc(),
+            p.extension(),
+        );
         let _ = p.csrcs().count();
         let _ = TelephoneEvent::parse(p.payload());
     }

@@ -6,9 +6,13 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
-    let Ok(offer) = parse_offer(&text) else { return };
+    let Ok(offer) = parse_offer(&text) else {
+        return;
+    };
     let _ = offer.is_hold();
-    let Ok(codecs) = negotiate(&offer) else { return };
+    let Ok(codecs) = negotiate(&offer) else {
+        return;
+    };
     let (audio, te) = split_codecs(&codecs);
     let answer = build_sdp(&BuildSdp {
         session_id: 1,

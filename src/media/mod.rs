@@ -72,16 +72,28 @@ mod robustness {
         write_rtp(&mut valid, true, 101, 65535, 1, Ssrc(7), &[1, 0x8a, 0, 160]).unwrap();
         let mut parsed = 0;
         for i in 0..20_000 {
-            let buf = if i % 2 == 0 { rng.bytes(64) } else { rng.mutate(valid.clone()) };
+            let buf = if i % 2 == 0 {
+                rng.bytes(64)
+            } else {
+                rng.mutate(valid.clone())
+            };
             let _ = is_rtcp(&buf);
             let _ = TelephoneEvent::parse(&buf);
             if let Ok(p) = RtpPacket::parse(&buf) {
                 parsed += 1;
                 // Every accessor on an accepted packet stays in bounds.
-                let hdr = 12 + 4 * p.csrc_count() as usize + p.extension().map_or(0, |(_, d)| 4 + d.len());
+                let hdr = 12
+                    + 4 * p.csrc_count() as usize
+                    + p.extension().map_or(0, |(_, d)| 4 + d.len());
                 assert!(hdr + p.payload().len() <= buf.len());
                 assert_eq!(p.csrcs().count(), p.csrc_count() as usize);
-                let _ = (p.marker(), p.payload_type(), p.sequence(), p.timestamp(), p.ssrc());
+                let _ = (
+                    p.marker(),
+                    p.payload_type(),
+                    p.sequence(),
+                    p.timestamp(),
+                    p.ssrc(),
+                );
                 let _ = TelephoneEvent::parse(p.payload());
             }
         }
@@ -123,7 +135,11 @@ mod robustness {
                     let answer = super::sdp::build_sdp(&sdp).unwrap();
                     // Our answer always parses and mirrors the offer's m-line count.
                     let back = parse_offer(&answer).unwrap();
-                    assert_eq!(back.media_lines.len(), m.media_lines.len(), "{text:?}\n{answer}");
+                    assert_eq!(
+                        back.media_lines.len(),
+                        m.media_lines.len(),
+                        "{text:?}\n{answer}"
+                    );
                 }
             }
         }
@@ -151,7 +167,10 @@ mod robustness {
                     end = pos + payload.len() as u64;
                 }
                 TrackOutput::Loss { from, to } => {
-                    assert!(from == end && from < to, "round {round}: loss {from}..{to} after audio ending {end}");
+                    assert!(
+                        from == end && from < to,
+                        "round {round}: loss {from}..{to} after audio ending {end}"
+                    );
                     assert!(after_loss.is_none());
                     after_loss = Some(to);
                 }
@@ -169,7 +188,11 @@ mod robustness {
                         (1, seq.wrapping_add(rng.below(3) as u16), ts)
                     }
                 };
-                let len = if rng.below(50) == 0 { rng.below(400) } else { 160 } as usize;
+                let len = if rng.below(50) == 0 {
+                    rng.below(400)
+                } else {
+                    160
+                } as usize;
                 t.push(now, Ssrc(s), q, x, &vec![0x55; len]);
                 while let Some(o) = t.poll(now) {
                     check(o);
