@@ -37,13 +37,20 @@ pub const MAX_INPUT_RATE: u32 = 384_000;
 #[derive(Debug, thiserror::Error)]
 pub enum AnnouncementError {
     #[error("announcement {}: {source}", path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("announcement {}: not a readable WAV file: {source}", path.display())]
     Wav { path: PathBuf, source: hound::Error },
     #[error("announcement {}: {bytes} bytes exceeds the {MAX_FILE_BYTES}-byte limit", path.display())]
     TooLarge { path: PathBuf, bytes: u64 },
     #[error("announcement {}: unsupported sample format ({bits}-bit {format})", path.display())]
-    UnsupportedFormat { path: PathBuf, bits: u16, format: &'static str },
+    UnsupportedFormat {
+        path: PathBuf,
+        bits: u16,
+        format: &'static str,
+    },
     #[error("announcement {}: sample rate {rate} Hz outside {MIN_INPUT_RATE}..={MAX_INPUT_RATE}", path.display())]
     UnsupportedRate { path: PathBuf, rate: u32 },
     #[error("announcement {}: no channels", path.display())]
@@ -82,10 +89,16 @@ impl Announcement {
     /// [`MIN_INPUT_RATE`]..=[`MAX_INPUT_RATE`], any channel count (averaged to mono).
     pub fn load(path: impl AsRef<Path>) -> Result<Announcement, AnnouncementError> {
         let path = path.as_ref().to_path_buf();
-        let io = |source| AnnouncementError::Io { path: path.clone(), source };
+        let io = |source| AnnouncementError::Io {
+            path: path.clone(),
+            source,
+        };
         let bytes_len = std::fs::metadata(&path).map_err(io)?.len();
         if bytes_len > MAX_FILE_BYTES {
-            return Err(AnnouncementError::TooLarge { path, bytes: bytes_len });
+            return Err(AnnouncementError::TooLarge {
+                path,
+                bytes: bytes_len,
+            });
         }
         let bytes = std::fs::read(&path).map_err(io)?;
         let sha256: [u8; 32] = Sha256::digest(&bytes).into();
@@ -93,7 +106,11 @@ impl Announcement {
         if samples_8k.is_empty() {
             return Err(AnnouncementError::Empty { path });
         }
-        Ok(Announcement { path, sha256, samples_8k: samples_8k.into() })
+        Ok(Announcement {
+            path,
+            sha256,
+            samples_8k: samples_8k.into(),
+        })
     }
 
     /// Builds an announcement from 8 kHz samples already in memory (tests, generated prompts).
@@ -103,7 +120,11 @@ impl Announcement {
         for s in &samples {
             h.update(s.to_le_bytes());
         }
-        Announcement { path: PathBuf::new(), sha256: h.finalize().into(), samples_8k: samples.into() }
+        Announcement {
+            path: PathBuf::new(),
+            sha256: h.finalize().into(),
+            samples_8k: samples.into(),
+        }
     }
 
     /// Playing time at 8 kHz.
@@ -138,7 +159,9 @@ impl DecodeError {
     fn with_path(self, path: PathBuf) -> AnnouncementError {
         match self {
             DecodeError::Wav(source) => AnnouncementError::Wav { path, source },
-            DecodeError::Format(bits, format) => AnnouncementError::UnsupportedFormat { path, bits, format },
+            DecodeError::Format(bits, format) => {
+                AnnouncementError::UnsupportedFormat { path, bits, format }
+            }
             DecodeError::Rate(rate) => AnnouncementError::UnsupportedRate { path, rate },
             DecodeError::NoChannels => AnnouncementError::NoChannels { path },
         }
@@ -178,7 +201,10 @@ fn decode_wav(bytes: &[u8]) -> Result<Vec<i16>, DecodeError> {
         .map(|frame| frame.iter().sum::<f32>() / channels as f32)
         .collect();
     let out = resample_to_8k(&mono, spec.sample_rate);
-    Ok(out.iter().map(|&v| (v * 32767.0).round().clamp(-32768.0, 32767.0) as i16).collect())
+    Ok(out
+        .iter()
+        .map(|&v| (v * 32767.0).round().clamp(-32768.0, 32767.0) as i16)
+        .collect())
 }
 
 fn gcd(mut a: u32, mut b: u32) -> u32 {
@@ -220,7 +246,11 @@ fn resample_to_8k(x: &[f32], rate: u32) -> Vec<f32> {
                 0.0
             } else {
                 let x = c * d;
-                let sinc = if x.abs() < 1e-12 { 1.0 } else { (PI * x).sin() / (PI * x) };
+                let sinc = if x.abs() < 1e-12 {
+                    1.0
+                } else {
+                    (PI * x).sin() / (PI * x)
+                };
                 let r = d / hw;
                 let win = 0.42 + 0.5 * (PI * r).cos() + 0.08 * (2.0 * PI * r).cos();
                 c * sinc * win
@@ -232,15 +262,16 @@ fn resample_to_8k(x: &[f32], rate: u32) -> Vec<f32> {
         w.extend(tmp.iter().map(|v| (v * norm) as f32));
     };
 
-    let table: Option<Vec<Vec<f32>>> = ((l as usize).saturating_mul(taps) <= MAX_TABLE).then(|| {
-        (0..l)
-            .map(|p| {
-                let mut w = Vec::new();
-                weights(p as f64 / l as f64, &mut w);
-                w
-            })
-            .collect()
-    });
+    let table: Option<Vec<Vec<f32>>> =
+        ((l as usize).saturating_mul(taps) <= MAX_TABLE).then(|| {
+            (0..l)
+                .map(|p| {
+                    let mut w = Vec::new();
+                    weights(p as f64 / l as f64, &mut w);
+                    w
+                })
+                .collect()
+        });
 
     let out_len = ((x.len() as u64 * l).div_ceil(m)) as usize;
     let mut out = Vec::with_capacity(out_len);
@@ -275,7 +306,10 @@ fn resample_to_8k(x: &[f32], rate: u32) -> Vec<f32> {
 pub fn tone(freq_hz: f64, peak: i16, duration: Duration) -> Vec<i16> {
     let n = (duration.as_secs_f64() * SAMPLE_RATE as f64).round() as usize;
     (0..n)
-        .map(|i| (peak as f64 * (2.0 * PI * freq_hz * i as f64 / SAMPLE_RATE as f64).sin()).round() as i16)
+        .map(|i| {
+            (peak as f64 * (2.0 * PI * freq_hz * i as f64 / SAMPLE_RATE as f64).sin()).round()
+                as i16
+        })
         .collect()
 }
 
@@ -326,7 +360,13 @@ impl AnnouncementPlayer {
     /// A player for `samples` (8 kHz mono), first frame due at `start`.
     pub fn new(samples: Arc<[i16]>, codec: G711, start: Instant) -> AnnouncementPlayer {
         let frames = frame_count(samples.len());
-        AnnouncementPlayer { samples, codec, start, next: 0, frames }
+        AnnouncementPlayer {
+            samples,
+            codec,
+            start,
+            next: 0,
+            frames,
+        }
     }
 
     /// Convenience: a player for a loaded announcement.
@@ -357,7 +397,11 @@ impl AnnouncementPlayer {
         for (dst, &s) in payload.iter_mut().zip(&self.samples[from..to]) {
             *dst = self.codec.encode(s);
         }
-        Some(Frame { payload, index, marker: index == 0 })
+        Some(Frame {
+            payload,
+            index,
+            marker: index == 0,
+        })
     }
 
     /// All frames have been returned.
@@ -380,7 +424,12 @@ impl AnnouncementPlayer {
 mod tests {
     use super::*;
 
-    fn write_wav(path: &Path, spec: hound::WavSpec, f: impl Fn(usize, usize) -> f64, frames: usize) {
+    fn write_wav(
+        path: &Path,
+        spec: hound::WavSpec,
+        f: impl Fn(usize, usize) -> f64,
+        frames: usize,
+    ) {
         let mut w = hound::WavWriter::create(path, spec).unwrap();
         for i in 0..frames {
             for ch in 0..spec.channels as usize {
@@ -423,12 +472,28 @@ mod tests {
     fn stereo_16k_downmixed_resampled_and_hashed() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("notice.wav");
-        let spec = hound::WavSpec { channels: 2, sample_rate: 16000, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
+        let spec = hound::WavSpec {
+            channels: 2,
+            sample_rate: 16000,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        };
         // Left: 440 Hz. Right: the same 440 Hz plus a 6 kHz tone that must not survive (it would
         // alias to 2 kHz without a low-pass).
         let tone_fn = sine(440.0, 16000, 0.4);
         let hf = sine(6000.0, 16000, 0.4);
-        write_wav(&path, spec, |i, ch| if ch == 0 { tone_fn(i, 0) } else { tone_fn(i, 0) + hf(i, 0) }, 16000);
+        write_wav(
+            &path,
+            spec,
+            |i, ch| {
+                if ch == 0 {
+                    tone_fn(i, 0)
+                } else {
+                    tone_fn(i, 0) + hf(i, 0)
+                }
+            },
+            16000,
+        );
 
         let a = Announcement::load(&path).unwrap();
         let expect: [u8; 32] = Sha256::digest(std::fs::read(&path).unwrap()).into();
@@ -457,7 +522,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         for (freq, alias) in [(4100.0, 3900.0), (6000.0, 2000.0), (7000.0, 1000.0)] {
             let path = dir.path().join(format!("hf{freq}.wav"));
-            let spec = hound::WavSpec { channels: 1, sample_rate: 16000, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
+            let spec = hound::WavSpec {
+                channels: 1,
+                sample_rate: 16000,
+                bits_per_sample: 16,
+                sample_format: hound::SampleFormat::Int,
+            };
             write_wav(&path, spec, sine(freq, 16000, 0.5), 16000);
             let a = Announcement::load(&path).unwrap();
             let body = &a.samples_8k[400..7600];
@@ -465,7 +535,10 @@ mod tests {
             let p_ref = goertzel_power(&reference, 8000, alias);
             let p = goertzel_power(body, 8000, alias);
             // At least 40 dB down.
-            assert!(p < p_ref * 1e-4, "{freq} Hz leaks to {alias} Hz: {p} vs {p_ref}");
+            assert!(
+                p < p_ref * 1e-4,
+                "{freq} Hz leaks to {alias} Hz: {p} vs {p_ref}"
+            );
         }
     }
 
@@ -481,11 +554,19 @@ mod tests {
             (22050, 16, hound::SampleFormat::Int),
         ] {
             let path = dir.path().join(format!("t{rate}-{bits}.wav"));
-            let spec = hound::WavSpec { channels: 1, sample_rate: rate, bits_per_sample: bits, sample_format: fmt };
+            let spec = hound::WavSpec {
+                channels: 1,
+                sample_rate: rate,
+                bits_per_sample: bits,
+                sample_format: fmt,
+            };
             write_wav(&path, spec, sine(440.0, rate, 0.5), rate as usize);
             let a = Announcement::load(&path).unwrap_or_else(|e| panic!("{rate}/{bits}: {e}"));
             assert_eq!(a.samples_8k.len(), 8000, "{rate}/{bits}");
-            let c = correlation(&to_f64(&a.samples_8k[400..7600]), &to_f64(&ideal[400..7600]));
+            let c = correlation(
+                &to_f64(&a.samples_8k[400..7600]),
+                &to_f64(&ideal[400..7600]),
+            );
             let min = if bits == 8 { 0.99 } else { 0.999 };
             assert!(c > min, "{rate}/{bits}: correlation {c}");
             let p440 = goertzel_power(&a.samples_8k, 8000, 440.0);
@@ -504,13 +585,27 @@ mod tests {
         let junk = dir.path().join("junk.wav");
         std::fs::write(&junk, b"RIFF....not a wav at all").unwrap();
         let e = Announcement::load(&junk).unwrap_err();
-        assert!(matches!(e, AnnouncementError::Wav { .. }) && e.to_string().contains("junk.wav"), "{e}");
+        assert!(
+            matches!(e, AnnouncementError::Wav { .. }) && e.to_string().contains("junk.wav"),
+            "{e}"
+        );
 
         let empty = dir.path().join("empty.wav");
-        let spec = hound::WavSpec { channels: 1, sample_rate: 8000, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
-        hound::WavWriter::create(&empty, spec).unwrap().finalize().unwrap();
+        let spec = hound::WavSpec {
+            channels: 1,
+            sample_rate: 8000,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        };
+        hound::WavWriter::create(&empty, spec)
+            .unwrap()
+            .finalize()
+            .unwrap();
         let e = Announcement::load(&empty).unwrap_err();
-        assert!(matches!(e, AnnouncementError::Empty { .. }) && e.to_string().contains("empty.wav"), "{e}");
+        assert!(
+            matches!(e, AnnouncementError::Empty { .. }) && e.to_string().contains("empty.wav"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -524,7 +619,11 @@ mod tests {
         let mut now = start;
         let mut frames = 0;
         while let Some(t) = p.poll_timeout() {
-            assert_eq!(t, start + FRAME_DURATION * frames, "frame {frames} due time");
+            assert_eq!(
+                t,
+                start + FRAME_DURATION * frames,
+                "frame {frames} due time"
+            );
             // Just before the deadline nothing is released.
             if t > start {
                 assert_eq!(p.poll_frame(t - Duration::from_micros(1)), None);
@@ -555,14 +654,23 @@ mod tests {
         assert_eq!(p.poll_frame(start).map(|f| f.index), Some(0));
         // Wake 75 ms late: frames 1..=3 (due at 20, 40, 60 ms) are overdue, 4 (80 ms) is not.
         let late = start + Duration::from_millis(75);
-        let got: Vec<u32> = std::iter::from_fn(|| p.poll_frame(late)).map(|f| f.index).collect();
+        let got: Vec<u32> = std::iter::from_fn(|| p.poll_frame(late))
+            .map(|f| f.index)
+            .collect();
         assert_eq!(got, vec![1, 2, 3]);
         assert_eq!(p.poll_timeout(), Some(start + Duration::from_millis(80)));
         // Far in the future: everything left, in order, then done.
-        let rest: Vec<Frame> = std::iter::from_fn(|| p.poll_frame(start + Duration::from_secs(10))).collect();
-        assert_eq!(rest.iter().map(|f| f.index).collect::<Vec<_>>(), (4..10).collect::<Vec<_>>());
+        let rest: Vec<Frame> =
+            std::iter::from_fn(|| p.poll_frame(start + Duration::from_secs(10))).collect();
+        assert_eq!(
+            rest.iter().map(|f| f.index).collect::<Vec<_>>(),
+            (4..10).collect::<Vec<_>>()
+        );
         assert!(rest.iter().all(|f| !f.marker));
-        assert_eq!(G711::Pcmu.decode(rest[5].payload[159]), G711::Pcmu.decode(G711::Pcmu.encode(src[1599])));
+        assert_eq!(
+            G711::Pcmu.decode(rest[5].payload[159]),
+            G711::Pcmu.decode(G711::Pcmu.encode(src[1599]))
+        );
         assert!(p.is_done() && p.poll_timeout().is_none());
     }
 }

@@ -81,7 +81,12 @@ impl<'a> RtpPacket<'a> {
             }
             end -= count as usize;
         }
-        Ok(RtpPacket { buf, payload_start: pos, payload_end: end, ext })
+        Ok(RtpPacket {
+            buf,
+            payload_start: pos,
+            payload_end: end,
+            ext,
+        })
     }
 
     /// The whole packet as received.
@@ -109,7 +114,12 @@ impl<'a> RtpPacket<'a> {
         u32::from_be_bytes([self.buf[4], self.buf[5], self.buf[6], self.buf[7]])
     }
     pub fn ssrc(&self) -> Ssrc {
-        Ssrc(u32::from_be_bytes([self.buf[8], self.buf[9], self.buf[10], self.buf[11]]))
+        Ssrc(u32::from_be_bytes([
+            self.buf[8],
+            self.buf[9],
+            self.buf[10],
+            self.buf[11],
+        ]))
     }
     pub fn csrc_count(&self) -> u8 {
         self.buf[0] & 0x0f
@@ -119,7 +129,12 @@ impl<'a> RtpPacket<'a> {
         let buf = self.buf;
         (0..self.csrc_count() as usize).map(move |i| {
             let o = RTP_HEADER_LEN + 4 * i;
-            Ssrc(u32::from_be_bytes([buf[o], buf[o + 1], buf[o + 2], buf[o + 3]]))
+            Ssrc(u32::from_be_bytes([
+                buf[o],
+                buf[o + 1],
+                buf[o + 2],
+                buf[o + 3],
+            ]))
         })
     }
     /// The header extension: (profile-defined 16 bits, extension data).
@@ -176,7 +191,10 @@ pub fn write_rtp_into(
 ) -> Result<usize, RtpError> {
     let need = RTP_HEADER_LEN + payload.len();
     if buf.len() < need {
-        return Err(RtpError::BufferTooSmall { have: buf.len(), need });
+        return Err(RtpError::BufferTooSmall {
+            have: buf.len(),
+            need,
+        });
     }
     let h = header(marker, pt, seq, ts, ssrc)?;
     buf[..RTP_HEADER_LEN].copy_from_slice(&h);
@@ -245,7 +263,12 @@ impl TelephoneEvent {
     /// Encodes the event (R bit zero), for tests and for regenerating events toward a leg.
     pub fn to_bytes(&self) -> [u8; 4] {
         let d = self.duration.to_be_bytes();
-        [self.event, (self.volume & 0x3f) | if self.end { 0x80 } else { 0 }, d[0], d[1]]
+        [
+            self.event,
+            (self.volume & 0x3f) | if self.end { 0x80 } else { 0 },
+            d[0],
+            d[1],
+        ]
     }
 }
 
@@ -255,7 +278,16 @@ mod tests {
 
     fn sample() -> Vec<u8> {
         let mut v = Vec::new();
-        write_rtp(&mut v, true, 8, 65535, 0xdead_beef, Ssrc(0x0102_0304), &[1, 2, 3, 4]).unwrap();
+        write_rtp(
+            &mut v,
+            true,
+            8,
+            65535,
+            0xdead_beef,
+            Ssrc(0x0102_0304),
+            &[1, 2, 3, 4],
+        )
+        .unwrap();
         v
     }
 
@@ -285,7 +317,10 @@ mod tests {
             write_rtp_into(&mut buf[..10], false, 0, 0, 0, Ssrc(0), &[]),
             Err(RtpError::BufferTooSmall { have: 10, need: 12 })
         ));
-        assert_eq!(write_rtp(&mut Vec::new(), false, 128, 0, 0, Ssrc(0), &[]), Err(RtpError::BadPayloadType(128)));
+        assert_eq!(
+            write_rtp(&mut Vec::new(), false, 128, 0, 0, Ssrc(0), &[]),
+            Err(RtpError::BadPayloadType(128))
+        );
     }
 
     #[test]
@@ -369,11 +404,30 @@ mod tests {
     fn telephone_event_parse() {
         // '5', end, volume 10, duration 1280.
         let e = TelephoneEvent::parse(&[5, 0x8a, 0x05, 0x00]).unwrap();
-        assert_eq!(e, TelephoneEvent { event: 5, end: true, volume: 10, duration: 1280 });
+        assert_eq!(
+            e,
+            TelephoneEvent {
+                event: 5,
+                end: true,
+                volume: 10,
+                duration: 1280
+            }
+        );
         assert_eq!(e.to_bytes(), [5, 0x8a, 5, 0]);
         // R bit is ignored.
         let e = TelephoneEvent::parse(&[11, 0x40 | 0x3f, 0, 160, 0xff]).unwrap();
-        assert_eq!(e, TelephoneEvent { event: 11, end: false, volume: 63, duration: 160 });
-        assert_eq!(TelephoneEvent::parse(&[1, 2, 3]), Err(TelephoneEventError::TooShort(3)));
+        assert_eq!(
+            e,
+            TelephoneEvent {
+                event: 11,
+                end: false,
+                volume: 63,
+                duration: 160
+            }
+        );
+        assert_eq!(
+            TelephoneEvent::parse(&[1, 2, 3]),
+            Err(TelephoneEventError::TooShort(3))
+        );
     }
 }

@@ -47,7 +47,9 @@ impl SdpError {
         match self {
             SdpError::NoAudio | SdpError::UnsupportedTransport(_) | SdpError::NoCommonCodec => 488,
             SdpError::TooLarge(_) => 413,
-            SdpError::MissingConnection | SdpError::BadConnection | SdpError::BadMediaLine(_) => 400,
+            SdpError::MissingConnection | SdpError::BadConnection | SdpError::BadMediaLine(_) => {
+                400
+            }
         }
     }
 }
@@ -232,19 +234,31 @@ fn split_sections(sdp: &str) -> (Option<u64>, Vec<Section<'_>>) {
     let mut origin_version = None;
     for raw in sdp.split('\n') {
         let line = raw.trim();
-        let Some((kind, value)) = line.split_once('=') else { continue };
+        let Some((kind, value)) = line.split_once('=') else {
+            continue;
+        };
         let value = value.trim();
         match kind.trim() {
-            "m" => sections.push(Section { m: Some(value), ..Section::default() }),
+            "m" => sections.push(Section {
+                m: Some(value),
+                ..Section::default()
+            }),
             "o" if sections.len() == 1 => {
-                origin_version = value.split_ascii_whitespace().nth(2).and_then(|v| v.parse().ok());
+                origin_version = value
+                    .split_ascii_whitespace()
+                    .nth(2)
+                    .and_then(|v| v.parse().ok());
             }
             "c" => {
                 // Invariant: `sections` starts non-empty and only grows.
                 let s = sections.last_mut().expect("sections is never empty");
                 s.c = s.c.or(Some(value));
             }
-            "a" => sections.last_mut().expect("sections is never empty").attrs.push(value),
+            "a" => sections
+                .last_mut()
+                .expect("sections is never empty")
+                .attrs
+                .push(value),
             _ => {}
         }
     }
@@ -257,7 +271,9 @@ fn parse_media_line(m: &str) -> Result<MediaLine, SdpError> {
     let port = it.next().ok_or(SdpError::BadMediaLine("no port"))?;
     // "49170/2" (port count) → first port.
     let port = port.split('/').next().unwrap_or(port);
-    let port: u16 = port.parse().map_err(|_| SdpError::BadMediaLine("port is not a number"))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| SdpError::BadMediaLine("port is not a number"))?;
     let proto = it.next().ok_or(SdpError::BadMediaLine("no transport"))?;
     Ok(MediaLine {
         kind: kind.to_ascii_lowercase(),
@@ -270,7 +286,11 @@ fn parse_media_line(m: &str) -> Result<MediaLine, SdpError> {
 fn parse_connection(c: &str) -> Result<IpAddr, SdpError> {
     // "IN IP4 192.0.2.1", multicast "IN IP4 224.2.1.1/127", "IN IP6 2001:db8::1".
     let mut it = c.split_ascii_whitespace();
-    let (_net, _atype, addr) = (it.next(), it.next(), it.next().ok_or(SdpError::BadConnection)?);
+    let (_net, _atype, addr) = (
+        it.next(),
+        it.next(),
+        it.next().ok_or(SdpError::BadConnection)?,
+    );
     let addr = addr.split('/').next().unwrap_or(addr);
     addr.parse().map_err(|_| SdpError::BadConnection)
 }
@@ -298,13 +318,22 @@ pub fn parse_offer(sdp: &str) -> Result<SessionMedia, SdpError> {
     let mut media_lines = Vec::with_capacity(media.len());
     for s in media {
         // Invariant: only sections created from an m= line follow the session section.
-        media_lines.push(parse_media_line(s.m.expect("media sections carry their m= line"))?);
+        media_lines.push(parse_media_line(
+            s.m.expect("media sections carry their m= line"),
+        )?);
     }
 
-    let audio = media_lines.iter().position(|m| m.kind == "audio" && m.port != 0 && is_plain_rtp(&m.proto));
+    let audio = media_lines
+        .iter()
+        .position(|m| m.kind == "audio" && m.port != 0 && is_plain_rtp(&m.proto));
     let Some(audio_index) = audio else {
-        if let Some(m) = media_lines.iter().find(|m| m.kind == "audio" && m.port != 0) {
-            return Err(SdpError::UnsupportedTransport(m.proto.chars().take(32).collect()));
+        if let Some(m) = media_lines
+            .iter()
+            .find(|m| m.kind == "audio" && m.port != 0)
+        {
+            return Err(SdpError::UnsupportedTransport(
+                m.proto.chars().take(32).collect(),
+            ));
         }
         return Err(SdpError::NoAudio);
     };
@@ -322,7 +351,12 @@ pub fn parse_offer(sdp: &str) -> Result<SessionMedia, SdpError> {
             continue;
         }
         let (name, clock_rate) = static_payload(pt).unwrap_or(("", 0));
-        payloads.push(PayloadFormat { pt, name: name.to_string(), clock_rate, channels: 1 });
+        payloads.push(PayloadFormat {
+            pt,
+            name: name.to_string(),
+            clock_rate,
+            channels: 1,
+        });
     }
 
     let mut direction = None;
@@ -333,21 +367,35 @@ pub fn parse_offer(sdp: &str) -> Result<SessionMedia, SdpError> {
         if let Some(v) = attr_value(a, "rtpmap") {
             // "<pt> <name>/<rate>[/<channels>]"
             let mut it = v.split_ascii_whitespace();
-            let (Some(pt), Some(enc)) = (it.next(), it.next()) else { continue };
+            let (Some(pt), Some(enc)) = (it.next(), it.next()) else {
+                continue;
+            };
             let Ok(pt) = pt.parse::<u8>() else { continue };
-            let Some(p) = payloads.iter_mut().find(|p| p.pt == pt) else { continue };
+            let Some(p) = payloads.iter_mut().find(|p| p.pt == pt) else {
+                continue;
+            };
             let mut parts = enc.split('/');
             p.name = parts.next().unwrap_or_default().to_string();
             p.clock_rate = parts.next().and_then(|r| r.parse().ok()).unwrap_or(0);
             p.channels = parts.next().and_then(|c| c.parse().ok()).unwrap_or(1);
         } else if let Some(v) = attr_value(a, "ptime") {
-            ptime = v.parse::<f64>().ok().filter(|p| p.is_finite() && *p > 0.0 && *p < 10_000.0).map(|p| p.round() as u32);
+            ptime = v
+                .parse::<f64>()
+                .ok()
+                .filter(|p| p.is_finite() && *p > 0.0 && *p < 10_000.0)
+                .map(|p| p.round() as u32);
         } else if let Some(v) = attr_value(a, "rtcp") {
             // "53020" or "53020 IN IP4 192.0.2.1" (RFC 3605).
             let mut it = v.split_ascii_whitespace();
-            let Some(Ok(p)) = it.next().map(str::parse::<u16>) else { continue };
+            let Some(Ok(p)) = it.next().map(str::parse::<u16>) else {
+                continue;
+            };
             let rest: Vec<&str> = it.collect();
-            let addr = if rest.len() >= 3 { parse_connection(&rest.join(" ")).unwrap_or(ip) } else { ip };
+            let addr = if rest.len() >= 3 {
+                parse_connection(&rest.join(" ")).unwrap_or(ip)
+            } else {
+                ip
+            };
             rtcp = Some(SocketAddr::new(addr, p));
         } else if *a == "rtcp-mux" {
             rtcp_mux = true;
@@ -402,7 +450,10 @@ pub fn negotiate(offer: &SessionMedia) -> Result<Vec<Codec>, SdpError> {
 /// also in the offer (RFC 3264 §6.1: the answerer lists its preference first).
 pub fn answer_codec(offer: &SessionMedia, answer: &SessionMedia) -> Option<G711> {
     let offered = offer.g711_codecs();
-    answer.g711_codecs().into_iter().find(|c| offered.contains(c))
+    answer
+        .g711_codecs()
+        .into_iter()
+        .find(|c| offered.contains(c))
 }
 
 /// Inputs for [`build_sdp`].
@@ -436,7 +487,11 @@ pub fn build_sdp(b: &BuildSdp<'_>) -> Result<String, SdpError> {
     let ipv = if b.addr.is_ipv4() { "IP4" } else { "IP6" };
     let mut s = String::with_capacity(320);
     // Writing into a String cannot fail; results are ignored below for that reason.
-    let _ = write!(s, "v=0\r\no=callgate {} {} IN {ipv} {}\r\ns=callgate\r\nc=IN {ipv} {}\r\nt=0 0\r\n", b.session_id, b.version, b.addr, b.addr);
+    let _ = write!(
+        s,
+        "v=0\r\no=callgate {} {} IN {ipv} {}\r\ns=callgate\r\nc=IN {ipv} {}\r\nt=0 0\r\n",
+        b.session_id, b.version, b.addr, b.addr
+    );
 
     let audio = |s: &mut String| {
         let _ = write!(s, "m=audio {} RTP/AVP", b.port);
@@ -451,7 +506,10 @@ pub fn build_sdp(b: &BuildSdp<'_>) -> Result<String, SdpError> {
             let _ = write!(s, "a=rtpmap:{} {}/8000\r\n", c.payload_type(), c.name());
         }
         if let Some(te) = b.telephone_event {
-            let _ = write!(s, "a=rtpmap:{te} telephone-event/8000\r\na=fmtp:{te} 0-16\r\n");
+            let _ = write!(
+                s,
+                "a=rtpmap:{te} telephone-event/8000\r\na=fmtp:{te} 0-16\r\n"
+            );
         }
         let _ = write!(s, "a=ptime:{}\r\na={}\r\n", b.ptime, b.direction.as_str());
     };
@@ -560,16 +618,30 @@ a=sendrecv\r
         assert_eq!(m.rtp.0, "192.168.1.20:10002".parse().unwrap());
         assert!(m.rtcp_mux);
         assert_eq!(m.rtcp.0, m.rtp.0);
-        let names: Vec<_> = m.payloads.iter().map(|p| (p.pt, p.name.as_str(), p.clock_rate, p.channels)).collect();
+        let names: Vec<_> = m
+            .payloads
+            .iter()
+            .map(|p| (p.pt, p.name.as_str(), p.clock_rate, p.channels))
+            .collect();
         assert_eq!(
             names,
-            vec![(96, "opus", 48000, 2), (9, "G722", 8000, 1), (0, "PCMU", 8000, 1), (8, "PCMA", 8000, 1), (101, "telephone-event", 8000, 1)]
+            vec![
+                (96, "opus", 48000, 2),
+                (9, "G722", 8000, 1),
+                (0, "PCMU", 8000, 1),
+                (8, "PCMA", 8000, 1),
+                (101, "telephone-event", 8000, 1)
+            ]
         );
         assert_eq!(m.telephone_event, Some(101));
         assert_eq!(m.ptime, None);
         assert_eq!(
             negotiate(&m).unwrap(),
-            vec![Codec::G711(G711::Pcmu), Codec::G711(G711::Pcma), Codec::TelephoneEvent(101)]
+            vec![
+                Codec::G711(G711::Pcmu),
+                Codec::G711(G711::Pcma),
+                Codec::TelephoneEvent(101)
+            ]
         );
     }
 
@@ -585,7 +657,14 @@ a=sendrecv\r
         assert_eq!(m.audio_index, 0);
         assert_eq!(m.media_lines[1].kind, "video");
         let codecs = negotiate(&m).unwrap();
-        assert_eq!(codecs, vec![Codec::G711(G711::Pcma), Codec::G711(G711::Pcmu), Codec::TelephoneEvent(121)]);
+        assert_eq!(
+            codecs,
+            vec![
+                Codec::G711(G711::Pcma),
+                Codec::G711(G711::Pcmu),
+                Codec::TelephoneEvent(121)
+            ]
+        );
 
         let (audio, te) = split_codecs(&codecs);
         let answer = build_sdp(&BuildSdp {
@@ -600,7 +679,10 @@ a=sendrecv\r
             answer_to: Some(&m),
         })
         .unwrap();
-        assert!(answer.contains("m=audio 20000 RTP/AVP 8 121\r\n"), "{answer}");
+        assert!(
+            answer.contains("m=audio 20000 RTP/AVP 8 121\r\n"),
+            "{answer}"
+        );
         assert!(answer.contains("m=video 0 RTP/AVP 97\r\n"), "{answer}");
         assert!(answer.find("m=audio").unwrap() < answer.find("m=video").unwrap());
         // Our own answer parses back, and the caller's codec is what the answer picked.
@@ -647,16 +729,40 @@ a=sendrecv\r
              m=audio 20002 RTP/AVP 0 8 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n\
              a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=ptime:20\r\na=sendrecv\r\n"
         );
-        let v6 = build_sdp(&BuildSdp { addr: "2001:db8::5".parse().unwrap(), ..BuildSdp {
-            session_id: 1, version: 1, addr: "0.0.0.0".parse().unwrap(), port: 1, codecs: &[G711::Pcma],
-            telephone_event: None, direction: Direction::SendOnly, ptime: 20, answer_to: None } })
+        let v6 = build_sdp(&BuildSdp {
+            addr: "2001:db8::5".parse().unwrap(),
+            ..BuildSdp {
+                session_id: 1,
+                version: 1,
+                addr: "0.0.0.0".parse().unwrap(),
+                port: 1,
+                codecs: &[G711::Pcma],
+                telephone_event: None,
+                direction: Direction::SendOnly,
+                ptime: 20,
+                answer_to: None,
+            }
+        })
         .unwrap();
         assert!(v6.contains("c=IN IP6 2001:db8::5\r\n") && v6.contains("a=sendonly\r\n"));
         let back = parse_offer(&v6).unwrap();
         assert_eq!(back.rtp.0, "[2001:db8::5]:1".parse().unwrap());
         assert_eq!(back.direction, Direction::SendOnly);
         assert_eq!(
-            build_sdp(&BuildSdp { codecs: &[], ..BuildSdp { session_id: 1, version: 1, addr: "0.0.0.0".parse().unwrap(), port: 1, codecs: &[], telephone_event: None, direction: Direction::SendRecv, ptime: 20, answer_to: None } }),
+            build_sdp(&BuildSdp {
+                codecs: &[],
+                ..BuildSdp {
+                    session_id: 1,
+                    version: 1,
+                    addr: "0.0.0.0".parse().unwrap(),
+                    port: 1,
+                    codecs: &[],
+                    telephone_event: None,
+                    direction: Direction::SendRecv,
+                    ptime: 20,
+                    answer_to: None
+                }
+            }),
             Err(SdpError::NoCommonCodec)
         );
     }
@@ -670,21 +776,42 @@ a=sendrecv\r
         assert_eq!(e.sip_status(), 488);
         // PT 0 relabelled by rtpmap is not PCMU.
         let s = "v=0\nc=IN IP4 192.0.2.1\nm=audio 4000 RTP/AVP 0\na=rtpmap:0 G729/8000\n";
-        assert_eq!(negotiate(&parse_offer(s).unwrap()), Err(SdpError::NoCommonCodec));
+        assert_eq!(
+            negotiate(&parse_offer(s).unwrap()),
+            Err(SdpError::NoCommonCodec)
+        );
     }
 
     #[test]
     fn errors_and_odd_inputs() {
         assert_eq!(parse_offer(""), Err(SdpError::NoAudio));
-        assert_eq!(parse_offer("v=0\r\nc=IN IP4 1.2.3.4\r\nm=video 5 RTP/AVP 96\r\n"), Err(SdpError::NoAudio));
-        assert_eq!(parse_offer("v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio 0 RTP/AVP 0\r\n"), Err(SdpError::NoAudio));
+        assert_eq!(
+            parse_offer("v=0\r\nc=IN IP4 1.2.3.4\r\nm=video 5 RTP/AVP 96\r\n"),
+            Err(SdpError::NoAudio)
+        );
+        assert_eq!(
+            parse_offer("v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio 0 RTP/AVP 0\r\n"),
+            Err(SdpError::NoAudio)
+        );
         let e = parse_offer("v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio 5 RTP/SAVP 0\r\n").unwrap_err();
         assert_eq!(e, SdpError::UnsupportedTransport("RTP/SAVP".into()));
         assert_eq!(e.sip_status(), 488);
-        assert_eq!(parse_offer("v=0\r\nm=audio 5 RTP/AVP 0\r\n"), Err(SdpError::MissingConnection));
-        assert_eq!(parse_offer("v=0\r\nc=IN IP4 pbx.example\r\nm=audio 5 RTP/AVP 0\r\n"), Err(SdpError::BadConnection));
-        assert_eq!(parse_offer("v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio x RTP/AVP 0\r\n"), Err(SdpError::BadMediaLine("port is not a number")));
-        assert_eq!(parse_offer(&"a".repeat(MAX_SDP_LEN + 1)), Err(SdpError::TooLarge(MAX_SDP_LEN + 1)));
+        assert_eq!(
+            parse_offer("v=0\r\nm=audio 5 RTP/AVP 0\r\n"),
+            Err(SdpError::MissingConnection)
+        );
+        assert_eq!(
+            parse_offer("v=0\r\nc=IN IP4 pbx.example\r\nm=audio 5 RTP/AVP 0\r\n"),
+            Err(SdpError::BadConnection)
+        );
+        assert_eq!(
+            parse_offer("v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio x RTP/AVP 0\r\n"),
+            Err(SdpError::BadMediaLine("port is not a number"))
+        );
+        assert_eq!(
+            parse_offer(&"a".repeat(MAX_SDP_LEN + 1)),
+            Err(SdpError::TooLarge(MAX_SDP_LEN + 1))
+        );
         // A second audio stream on SRTP before a plain one: the plain one is chosen.
         let s = "v=0\nc=IN IP4 1.2.3.4\nm=audio 5 RTP/SAVP 0\nm=audio 7 RTP/AVP 8\n";
         let m = parse_offer(s).unwrap();

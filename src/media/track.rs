@@ -207,7 +207,13 @@ impl RecordTrack {
                 if stale.is_some() {
                     self.stats.late += 1;
                 }
-                self.probation = Some(Probation { ssrc, seq, ts, payload: payload.to_vec(), arrival: now });
+                self.probation = Some(Probation {
+                    ssrc,
+                    seq,
+                    ts,
+                    payload: payload.to_vec(),
+                    arrival: now,
+                });
             }
         }
     }
@@ -216,7 +222,9 @@ impl RecordTrack {
     /// first packet.
     fn start_stream(&mut self, now: Instant, ssrc: Ssrc, seq: u16, ts: u32, payload: &[u8]) {
         let arrival = self.arrival_pos(now);
-        let floor = self.end_pos.map_or(0, |e| i64::try_from(e).unwrap_or(i64::MAX / 2));
+        let floor = self
+            .end_pos
+            .map_or(0, |e| i64::try_from(e).unwrap_or(i64::MAX / 2));
         let pos = arrival.max(floor);
         if self.stream.is_some() {
             self.stats.reanchors += 1;
@@ -234,12 +242,21 @@ impl RecordTrack {
             next_release: None,
             history: 0,
         });
-        self.buffer.insert(ext, Pending { pos, payload: payload.to_vec(), arrival: now });
+        self.buffer.insert(
+            ext,
+            Pending {
+                pos,
+                payload: payload.to_vec(),
+                arrival: now,
+            },
+        );
     }
 
     fn insert(&mut self, now: Instant, ext: u64, ts: u32, payload: &[u8]) {
         let arrival = self.arrival_pos(now);
-        let Some(s) = self.stream.as_mut() else { return };
+        let Some(s) = self.stream.as_mut() else {
+            return;
+        };
         if let Some(nr) = s.next_release
             && ext < nr
         {
@@ -260,7 +277,8 @@ impl RecordTrack {
         let seq_d = ext as i64 - s.highest as i64;
         let ts_d = ts_delta(s.highest_ts, ts);
         let arr_d = arrival - s.highest_arrival;
-        let explained = (ts_d - arr_d).abs() <= MAX_TS_JUMP || (ts_d - seq_d * s.highest_len).abs() <= MAX_TS_JUMP;
+        let explained = (ts_d - arr_d).abs() <= MAX_TS_JUMP
+            || (ts_d - seq_d * s.highest_len).abs() <= MAX_TS_JUMP;
         let pos;
         if seq_d > 0 {
             if explained {
@@ -284,7 +302,14 @@ impl RecordTrack {
             }
             pos = s.anchor_pos + ts_delta(s.anchor_ts, ts);
         }
-        self.buffer.insert(ext, Pending { pos, payload: payload.to_vec(), arrival: now });
+        self.buffer.insert(
+            ext,
+            Pending {
+                pos,
+                payload: payload.to_vec(),
+                arrival: now,
+            },
+        );
         while self.buffer.len() > MAX_BUFFERED {
             self.release_head();
         }
@@ -293,7 +318,9 @@ impl RecordTrack {
     /// Releases what is due at `now`.
     fn drive(&mut self, now: Instant) {
         loop {
-            let Some((&head, _)) = self.buffer.first_key_value() else { return };
+            let Some((&head, _)) = self.buffer.first_key_value() else {
+                return;
+            };
             let in_order = self.stream.as_ref().and_then(|s| s.next_release) == Some(head);
             let expired = self.deadline().is_some_and(|d| d <= now);
             if !(in_order || expired) {
@@ -306,18 +333,29 @@ impl RecordTrack {
     /// When the oldest buffered packet's reorder window expires.
     fn deadline(&self) -> Option<Instant> {
         // A window so large it overflows `Instant` never expires.
-        self.buffer.values().map(|p| p.arrival).min().and_then(|a| a.checked_add(self.window))
+        self.buffer
+            .values()
+            .map(|p| p.arrival)
+            .min()
+            .and_then(|a| a.checked_add(self.window))
     }
 
     fn release_head(&mut self) {
-        let Some((ext, p)) = self.buffer.pop_first() else { return };
-        let Some(s) = self.stream.as_mut() else { return };
+        let Some((ext, p)) = self.buffer.pop_first() else {
+            return;
+        };
+        let Some(s) = self.stream.as_mut() else {
+            return;
+        };
         if let Some(nr) = s.next_release
             && ext > nr
         {
             let missing = ext - nr;
             self.stats.lost += missing;
-            s.history = u32::try_from(missing).ok().and_then(|m| s.history.checked_shl(m)).unwrap_or(0);
+            s.history = u32::try_from(missing)
+                .ok()
+                .and_then(|m| s.history.checked_shl(m))
+                .unwrap_or(0);
             if let Some(from) = self.end_pos {
                 let to = u64::try_from(p.pos).unwrap_or(0);
                 if to > from {
@@ -327,7 +365,9 @@ impl RecordTrack {
         }
         s.next_release = Some(ext + 1);
         // Never go backwards on the timeline: trim what overlaps released audio (or precedes 0).
-        let floor = self.end_pos.map_or(0, |e| i64::try_from(e).unwrap_or(i64::MAX / 2));
+        let floor = self
+            .end_pos
+            .map_or(0, |e| i64::try_from(e).unwrap_or(i64::MAX / 2));
         let skip = usize::try_from(floor.saturating_sub(p.pos)).unwrap_or(0);
         if skip >= p.payload.len() {
             s.history <<= 1;
@@ -336,7 +376,11 @@ impl RecordTrack {
         }
         s.history = (s.history << 1) | 1;
         let pos = u64::try_from(p.pos.max(floor)).unwrap_or(0);
-        let payload = if skip == 0 { p.payload } else { p.payload[skip..].to_vec() };
+        let payload = if skip == 0 {
+            p.payload
+        } else {
+            p.payload[skip..].to_vec()
+        };
         self.end_pos = Some(pos + payload.len() as u64);
         self.out.push_back(TrackOutput::Audio { pos, payload });
     }
@@ -384,7 +428,11 @@ mod tests {
 
     /// Packet `k` of a 20 ms stream: seq `seq0 + k`, ts `ts0 + 160 k`, payload byte = k.
     fn pkt(seq0: u16, ts0: u32, k: u32) -> (u16, u32, Vec<u8>) {
-        (seq0.wrapping_add(k as u16), ts0.wrapping_add(160 * k), vec![k as u8; 160])
+        (
+            seq0.wrapping_add(k as u16),
+            ts0.wrapping_add(160 * k),
+            vec![k as u8; 160],
+        )
     }
 
     fn drain(t: &mut RecordTrack, now: Instant) -> Vec<TrackOutput> {
@@ -416,8 +464,18 @@ mod tests {
         // The first packet waits for the window (no predecessor known); then each goes at once.
         assert!(t.poll_timeout().is_none());
         let exp: Vec<(u64, u8)> = (0..10).map(|k| (8000 + 160 * k as u64, k as u8)).collect();
-        assert_eq!(audio_positions(&out), exp, "positions follow RTP timestamps, not jitter");
-        assert_eq!(t.stats(), TrackStats { received: 10, ..TrackStats::default() });
+        assert_eq!(
+            audio_positions(&out),
+            exp,
+            "positions follow RTP timestamps, not jitter"
+        );
+        assert_eq!(
+            t.stats(),
+            TrackStats {
+                received: 10,
+                ..TrackStats::default()
+            }
+        );
     }
 
     #[test]
@@ -428,7 +486,10 @@ mod tests {
         t.push(t0, S, seq, ts, &p);
         assert_eq!(t.poll(ms(t0, 59)), None);
         assert_eq!(t.poll_timeout(), Some(ms(t0, 60)));
-        assert_eq!(t.poll(ms(t0, 60)), Some(TrackOutput::Audio { pos: 0, payload: p }));
+        assert_eq!(
+            t.poll(ms(t0, 60)),
+            Some(TrackOutput::Audio { pos: 0, payload: p })
+        );
         assert_eq!(t.poll_timeout(), None);
     }
 
@@ -464,7 +525,13 @@ mod tests {
         }
         t.flush(ms(t0, 300));
         let out = drain(&mut t, ms(t0, 300));
-        assert_eq!(audio_positions(&out).iter().map(|a| a.1).collect::<Vec<_>>(), vec![0, 1, 2, 3]);
+        assert_eq!(
+            audio_positions(&out)
+                .iter()
+                .map(|a| a.1)
+                .collect::<Vec<_>>(),
+            vec![0, 1, 2, 3]
+        );
         assert_eq!(t.stats().duplicates, 2);
         assert_eq!(t.stats().late, 0);
     }
@@ -491,8 +558,14 @@ mod tests {
             out,
             vec![
                 TrackOutput::Loss { from: 320, to: 640 },
-                TrackOutput::Audio { pos: 640, payload: vec![4; 160] },
-                TrackOutput::Audio { pos: 800, payload: vec![5; 160] },
+                TrackOutput::Audio {
+                    pos: 640,
+                    payload: vec![4; 160]
+                },
+                TrackOutput::Audio {
+                    pos: 800,
+                    payload: vec![5; 160]
+                },
             ]
         );
         assert_eq!(t.stats().lost, 2);
@@ -521,7 +594,10 @@ mod tests {
         out.extend(drain(&mut t, ms(t0, 500)));
         let exp: Vec<(u64, u8)> = (0..6).map(|k| (160 * k as u64, k as u8)).collect();
         assert_eq!(audio_positions(&out), exp);
-        assert_eq!((t.stats().lost, t.stats().late, t.stats().reanchors), (0, 0, 0));
+        assert_eq!(
+            (t.stats().lost, t.stats().late, t.stats().reanchors),
+            (0, 0, 0)
+        );
     }
 
     #[test]
@@ -545,9 +621,17 @@ mod tests {
         t.flush(ms(t0, 3000));
         out.extend(drain(&mut t, ms(t0, 3000)));
         let got = audio_positions(&out);
-        assert_eq!(&got[..5], &(0..5).map(|k| (160 * k as u64, k as u8)).collect::<Vec<_>>()[..]);
+        assert_eq!(
+            &got[..5],
+            &(0..5)
+                .map(|k| (160 * k as u64, k as u8))
+                .collect::<Vec<_>>()[..]
+        );
         assert_eq!(&got[5..], &[(16000, 10), (16160, 11), (16320, 12)]);
-        assert!(out.iter().all(|o| matches!(o, TrackOutput::Audio { .. })), "an SSRC change is not loss");
+        assert!(
+            out.iter().all(|o| matches!(o, TrackOutput::Audio { .. })),
+            "an SSRC change is not loss"
+        );
         assert_eq!(t.stats().reanchors, 1);
         assert_eq!(t.stats().lost, 0);
     }
@@ -573,7 +657,15 @@ mod tests {
         let out = drain(&mut t, ms(t0, 8000));
         assert_eq!(
             audio_positions(&out),
-            vec![(0, 1), (160, 2), (24320, 3), (24480, 4), (24640, 5), (24800, 6), (24960, 7)]
+            vec![
+                (0, 1),
+                (160, 2),
+                (24320, 3),
+                (24480, 4),
+                (24640, 5),
+                (24800, 6),
+                (24960, 7)
+            ]
         );
         assert_eq!(t.stats().reanchors, 1);
         assert_eq!(t.stats().lost, 0);
@@ -601,7 +693,10 @@ mod tests {
             audio_positions(&out),
             vec![(0, 0), (160, 1), (320, 2), (480, 3), (640, 60), (800, 61)]
         );
-        assert!(out.iter().all(|o| matches!(o, TrackOutput::Audio { .. })), "a restart is not 17000 lost packets");
+        assert!(
+            out.iter().all(|o| matches!(o, TrackOutput::Audio { .. })),
+            "a restart is not 17000 lost packets"
+        );
         assert_eq!(t.stats().lost, 0);
     }
 
@@ -626,7 +721,12 @@ mod tests {
         t.push(t0 + Duration::from_millis(1), S, seq, ts, &p);
         let out = drain(&mut t, t0 + Duration::from_millis(1));
         assert_eq!(out.first(), Some(&TrackOutput::Loss { from: 160, to: 320 }));
-        assert_eq!(audio_positions(&out), (2..=66).map(|k| (160 * k as u64, k as u8)).collect::<Vec<_>>());
+        assert_eq!(
+            audio_positions(&out),
+            (2..=66)
+                .map(|k| (160 * k as u64, k as u8))
+                .collect::<Vec<_>>()
+        );
         assert_eq!(t.stats().lost, 1);
         assert!(t.buffer.is_empty());
     }
@@ -637,7 +737,13 @@ mod tests {
         let mut t = RecordTrack::new(t0, W);
         // Old stream runs ahead of arrival (its ts claims 1 s of audio in 100 ms).
         for k in 0..5u32 {
-            t.push(ms(t0, 20 * k as u64), S, k as u16, 2000 * k, &[k as u8; 160]);
+            t.push(
+                ms(t0, 20 * k as u64),
+                S,
+                k as u16,
+                2000 * k,
+                &[k as u8; 160],
+            );
         }
         // New SSRC arrives at 120 ms, earlier than where the old stream's audio ended.
         t.push(ms(t0, 120), Ssrc(2), 0, 0, &[9; 160]);

@@ -665,6 +665,8 @@ mod tests {
         assert!(decode_records(&[1, 0, 10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]).is_err());
         assert!(decode_records(&[1, 0, 11, 0, 99, 0, 0, 0, 0, 0, 0, 0, 0, 7]).is_err());
         // Position overflow.
-        assert!(decode_records(&[1, 0, 11, 0, 0, 255, 255, 255, 255, 255, 255, 255, 255, 7]).is_err());
+        assert!(
+            decode_records(&[1, 0, 11, 0, 0, 255, 255, 255, 255, 255, 255, 255, 255, 7]).is_err()
+        );
     }
 }

@@ -408,12 +408,19 @@ fn parse_keys(path: &Path, text: &str) -> Result<Vec<Kek>, KeyError> {
             ));
         };
         if tag != KEK_LINE_TAG {
-            return Err(parse(line_no, "unknown key line version (expected callgate-kek-v1)"));
+            return Err(parse(
+                line_no,
+                "unknown key line version (expected callgate-kek-v1)",
+            ));
         }
         if !valid_key_id(id) {
-            return Err(parse(line_no, "key id must be 1-64 characters of [A-Za-z0-9_-]"));
+            return Err(parse(
+                line_no,
+                "key id must be 1-64 characters of [A-Za-z0-9_-]",
+            ));
         }
-        let key = parse_hex32(key_hex).ok_or_else(|| parse(line_no, "key must be 64 hex digits"))?;
+        let key =
+            parse_hex32(key_hex).ok_or_else(|| parse(line_no, "key must be 64 hex digits"))?;
         let id = KeyId::from_string(id);
         if keys.iter().any(|k| k.id == id) {
             return Err(KeyError::DuplicateId {
@@ -461,7 +468,11 @@ mod tests {
         let dek = Dek::generate().unwrap();
         let w = kek.wrap(&dek);
         assert_eq!(w.0.len(), WRAPPED_DEK_LEN);
-        assert_ne!(&w.0[8..], dek.as_bytes(), "wrapped key must not contain the key");
+        assert_ne!(
+            &w.0[8..],
+            dek.as_bytes(),
+            "wrapped key must not contain the key"
+        );
         let back = kek.unwrap(&w).unwrap();
         assert_eq!(back.as_bytes(), dek.as_bytes());
     }
@@ -471,10 +482,12 @@ mod tests {
         // RFC 3394 section 4.6.
         let kek = Kek::from_bytes(
             KeyId::from_string("kek-test"),
-            parse_hex32("000102030405060708090A0B0C0D0E0F101112131415161718191A1B1C1D1E1F").unwrap(),
+            parse_hex32("000102030405060708090A0B0C0D0E0F101112131415161718191A1B1C1D1E1F")
+                .unwrap(),
         );
         let dek = Dek::from_bytes(
-            parse_hex32("00112233445566778899AABBCCDDEEFF000102030405060708090A0B0C0D0E0F").unwrap(),
+            parse_hex32("00112233445566778899AABBCCDDEEFF000102030405060708090A0B0C0D0E0F")
+                .unwrap(),
         );
         assert_eq!(
             kek.wrap(&dek).to_hex(),
@@ -576,7 +589,10 @@ mod tests {
         let err = Keyring::load(&path).unwrap_err();
         let msg = err.to_string();
         assert!(matches!(err, KeyError::Parse { line: 3, .. }), "{msg}");
-        assert!(msg.contains("kek.key") && !msg.contains("00112233"), "{msg}");
+        assert!(
+            msg.contains("kek.key") && !msg.contains("00112233"),
+            "{msg}"
+        );
 
         fs::write(&path, "# only comments\n").unwrap();
         assert!(matches!(Keyring::load(&path), Err(KeyError::Empty { .. })));
@@ -594,7 +610,10 @@ mod tests {
 
         fs::write(
             &path,
-            format!("callgate-kek-v1 kek-a {k}\n  callgate-kek-v1 kek-b {}  \n", "11".repeat(32)),
+            format!(
+                "callgate-kek-v1 kek-a {k}\n  callgate-kek-v1 kek-b {}  \n",
+                "11".repeat(32)
+            ),
         )
         .unwrap();
         let ring = Keyring::load(&path).unwrap();

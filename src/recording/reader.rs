@@ -200,20 +200,20 @@ mod tests {
 
     /// Builds a file with both legs, gaps, an end record, over several chunks.
     /// Returns (file, chunk boundaries (offset of each chunk's length prefix), expected records).
-    pub(crate) fn sample_file(seconds: u64) -> (Vec<u8>, Vec<usize>, Vec<Record>) {
+    pub(crate) fn sample_file(packets: u64, flush_ms: u64) -> (Vec<u8>, Vec<usize>, Vec<Record>) {
         let t0 = Instant::now();
         let h = Header::new(
             RecordingId::from_string("rec-test"),
             KeyId::from_string("kek-test"),
             1_700_000_000_000,
-            Duration::from_millis(500),
+            Duration::from_millis(flush_ms),
         )
         .unwrap();
         let mut w = RecordingWriter::new(
             h,
             &Dek::from_bytes(DEK),
             t0,
-            Duration::from_millis(500),
+            Duration::from_millis(flush_ms),
         );
         let mut file = Vec::new();
         let mut bounds = Vec::new();
@@ -227,7 +227,7 @@ mod tests {
             }
         };
         // 20 ms packets: 50 per second per leg.
-        for p in 0..seconds * 50 {
+        for p in 0..packets {
             let now = t0 + Duration::from_millis(p * 20);
             w.handle_timeout(now);
             drain(&mut w, &mut file, &mut bounds);
@@ -263,7 +263,7 @@ mod tests {
             trigger: 1,
             digits: 16,
         };
-        let end = seconds * 8000;
+        let end = packets * 160;
         w.push_gap(Leg::Caller, end, end + 800, pause);
         expected.push(Record::Gap {
             leg: Leg::Caller,
@@ -284,7 +284,7 @@ mod tests {
 
     #[test]
     fn round_trip_both_legs_and_gaps() {
-        let (file, bounds, expected) = sample_file(3);
+        let (file, bounds, expected) = sample_file(150, 500);
         assert!(bounds.len() >= 6, "several chunks: {bounds:?}");
         let out = read(&file, &Dek::from_bytes(DEK));
         assert_eq!(out.status, ReadStatus::Complete);
@@ -299,7 +299,7 @@ mod tests {
 
     #[test]
     fn wrong_dek_is_damaged_at_chunk_0() {
-        let (file, _, _) = sample_file(1);
+        let (file, _, _) = sample_file(12, 60);
         let out = read(&file, &Dek::from_bytes([0x43; 32]));
         assert_eq!(
             out.status,
@@ -313,7 +313,7 @@ mod tests {
 
     #[test]
     fn truncation_at_every_byte_is_never_complete() {
-        let (file, bounds, _) = sample_file(1);
+        let (file, bounds, _) = sample_file(12, 60);
         let dek = Dek::from_bytes(DEK);
         for cut in 0..file.len() {
             let out = read(&file[..cut], &dek);
@@ -331,7 +331,7 @@ mod tests {
 
     #[test]
     fn every_single_byte_flip_is_detected() {
-        let (file, bounds, _) = sample_file(1);
+        let (file, bounds, _) = sample_file(12, 60);
         let dek = Dek::from_bytes(DEK);
         let header_len = bounds[0];
         for i in 0..file.len() {
@@ -361,7 +361,7 @@ mod tests {
 
     #[test]
     fn dropped_reordered_or_extra_chunks_are_damaged() {
-        let (file, bounds, _) = sample_file(2);
+        let (file, bounds, _) = sample_file(100, 500);
         let dek = Dek::from_bytes(DEK);
         let chunk = |i: usize| &file[bounds[i]..*bounds.get(i + 1).unwrap_or(&file.len())];
         // Drop chunk 1.
@@ -400,7 +400,7 @@ mod tests {
             }
         );
         // Header of another recording spliced onto these chunks.
-        let (other, other_bounds, _) = sample_file(1);
+        let (other, other_bounds, _) = sample_file(12, 60);
         let mut spliced = other[..other_bounds[0]].to_vec();
         spliced.extend_from_slice(&file[bounds[0]..]);
         assert!(!read(&spliced, &dek).status.is_complete());
@@ -422,7 +422,7 @@ mod tests {
 
     #[test]
     fn random_mutations_never_panic_never_complete() {
-        let (file, _, _) = sample_file(1);
+        let (file, _, _) = sample_file(12, 60);
         let dek = Dek::from_bytes(DEK);
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
         for round in 0..3000 {

@@ -139,10 +139,7 @@ pub fn render_stereo_wav(outcome: &ReadOutcome, out_path: &Path) -> Result<Rende
     };
     let mut w = hound::WavWriter::create(out_path, spec).map_err(write_err)?;
     // frames <= MAX_FRAMES, so the window fits in memory and usize.
-    let mut buf = [
-        vec![0i16; WINDOW as usize],
-        vec![0i16; WINDOW as usize],
-    ];
+    let mut buf = [vec![0i16; WINDOW as usize], vec![0i16; WINDOW as usize]];
     let mut start = 0u64;
     while start < frames {
         let end = (start + WINDOW).min(frames);
@@ -175,9 +172,9 @@ pub fn render_stereo_wav(outcome: &ReadOutcome, out_path: &Path) -> Result<Rende
                 }
             }
         }
-        for i in 0..n {
-            w.write_sample(buf[0][i]).map_err(write_err)?;
-            w.write_sample(buf[1][i]).map_err(write_err)?;
+        for (l, r) in buf[0][..n].iter().zip(&buf[1][..n]) {
+            w.write_sample(*l).map_err(write_err)?;
+            w.write_sample(*r).map_err(write_err)?;
         }
         start = end;
     }
@@ -206,10 +203,7 @@ mod tests {
             .collect()
     }
 
-    fn record(
-        build: impl FnOnce(&mut RecordingWriter),
-        truncate_final: bool,
-    ) -> (Vec<u8>, Dek) {
+    fn record(build: impl FnOnce(&mut RecordingWriter), truncate_final: bool) -> (Vec<u8>, Dek) {
         let dek = Dek::from_bytes([9; 32]);
         let t0 = Instant::now();
         let h = Header::new(
@@ -270,7 +264,10 @@ mod tests {
 
         let mut r = hound::WavReader::open(&path).unwrap();
         let spec = r.spec();
-        assert_eq!((spec.channels, spec.sample_rate, spec.bits_per_sample), (2, 8000, 16));
+        assert_eq!(
+            (spec.channels, spec.sample_rate, spec.bits_per_sample),
+            (2, 8000, 16)
+        );
         let s: Vec<i16> = r.samples::<i16>().map(|x| x.unwrap()).collect();
         assert_eq!(s.len(), 2 * 2800);
         let left = |i: usize| s[2 * i];
