@@ -4,7 +4,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use rsipstack::sip::{self as rsip, Header, HeadersExt, Method, Request, UntypedHeader as _};
+use rsipstack::sip::{self as rsip, Header, HeadersExt, Method, Request};
 
 use super::message;
 use super::transaction::{Peer, Transport};

@@ -1,3 +1,4 @@
 pub mod dialog;
 pub mod message;
 pub mod transaction;
+pub mod transport;
