@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rsipstack::sip::{self as rsip, Header, Method, Request, SipMessage};
+use rsipstack::sip::{self as rsip, Header, HeadersExt, Method, Request, SipMessage};
 use tokio::sync::{mpsc, watch};
 
 use crate::call::{Call, CallPolicy, Command, HangupCause, Input};
@@ -231,7 +231,7 @@ enum ClientPurpose {
 #[derive(Clone, Copy, Debug)]
 enum ServerPurpose {
     CallerInvite,
-    Reinvite(Leg),
+    Reinvite,
 }
 
 struct CallCtx {
@@ -476,7 +476,13 @@ impl Signalling {
     fn respond(&mut self, key: &TxKey, req: &Request, status: u16, tag: Option<&str>, sdp: Option<&str>) {
         let mut extra = vec![];
         if (200..300).contains(&status) || (101..200).contains(&status) && sdp.is_some() {
-            extra.push(self.local.contact(Transport::Udp));
+            // Contact must name the transport the request came over (TCP callers stay on TCP).
+            let via_tcp = req
+                .via_header()
+                .map(|v| v.value().to_ascii_uppercase().contains("/TCP"))
+                .unwrap_or(false);
+            let transport = if via_tcp { Transport::Tcp(0) } else { Transport::Udp };
+            extra.push(self.local.contact(transport));
         }
         if status == 405 || (req.method == Method::Options && status == 200) {
             extra.push(Header::Allow(rsip::Allow::new("INVITE, ACK, BYE, CANCEL, OPTIONS, INFO")));
@@ -666,7 +672,7 @@ impl Signalling {
         });
         ctx.pending_reinvite[leg as usize] = Some(key.clone());
         self.reinvite_requests.insert(key.clone(), req);
-        self.server_txs.insert(key, (id.clone(), ServerPurpose::Reinvite(leg)));
+        self.server_txs.insert(key, (id.clone(), ServerPurpose::Reinvite));
         self.feed(&id, Input::Reinvite(leg));
     }
 
