@@ -11,7 +11,8 @@
 #   INTEROP_BYE_CALLS     calls to 2002 hung up by the agent, default 8
 #   INTEROP_CONCURRENCY   max simultaneous calls per SIPp caller instance, default 3
 #   INTEROP_TCP=0         skip the caller-over-TCP call
-#   INTEROP_BARESIP=1     also run the OPTIONAL baresip-as-agent call (off by default)
+#   INTEROP_BARESIP=1     also run the OPTIONAL baresip-as-agent call (route 2005 -> baresip
+#                         on 5085, see baresip_agent.sh); off by default, may be flaky
 #   INTEROP_KEEP=1        keep the work directory even when everything passed
 #
 # Needs: sipp (Debian sip-tester), sox, jq, python3, timeout; tcpdump optional.
