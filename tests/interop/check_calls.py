@@ -97,8 +97,10 @@ def main():
             calls = json.load(f)
     except (OSError, ValueError) as e:
         check(False, f"calls list --json is a JSON document ({e})")
+        print("check_calls: 0 passed, 1 failed")
         return 1
     if not check(isinstance(calls, list), "calls list --json is a JSON array"):
+        print("check_calls: 0 passed, 1 failed")
         return 1
     calls = [c for c in calls if isinstance(c, dict)]
     expected = n_caller + n_agent + n_busy + n_cancel + n_extra

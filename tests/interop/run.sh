@@ -248,11 +248,21 @@ done
 ok "SIPp agents listening on 5081-5084"
 
 # ---------------------------------------------------------------- callers
-# run_caller NAME SCENARIO NUMBER LOCAL_PORT RTP_BASE CALLS TIMEOUT_S extra...
-run_caller() {
+# start_caller NAME SCENARIO NUMBER LOCAL_PORT RTP_BASE CALLS TIMEOUT_S extra...
+# Runs SIPp in the background (one process level, so the EXIT trap can kill it);
+# its PID is left in $caller_pid.
+start_caller() {
   local name=$1 sc=$2 num=$3 port=$4 mp=$5 m=$6 to=$7; shift 7
   (cd traces && exec timeout $((to + 20)) sipp -sf "$scen/$sc.xml" -s "$num" "$GW" -p "$port" -mp "$mp" \
-      -m "$m" -l "$CONC" -r 1 -timeout "${to}s" "${sipp_common[@]}" "$@" >"$name.out" 2>&1)
+      -m "$m" -l "$CONC" -r 1 -timeout "${to}s" "${sipp_common[@]}" "$@" >"$name.out" 2>&1) &
+  caller_pid=$!
+  pids+=("$caller_pid")
+}
+run_caller() { # same arguments; waits and returns SIPp's exit status
+  start_caller "$@"
+  local rc=0
+  wait "$caller_pid" || rc=$?
+  return "$rc"
 }
 caller_result() { # name rc calls
   local name=$1 rc=$2 m=$3 stat
@@ -263,8 +273,8 @@ caller_result() { # name rc calls
 
 step "calls: $N_TALK caller-hangup (2001) and $N_BYE agent-hangup (2002), concurrently"
 rc_talk=0; rc_bye=0
-run_caller caller-talk uac_talk 2001 5091 44000 "$N_TALK" 240 -d "$TALK_MS" & p_talk=$!; pids+=("$p_talk")
-run_caller caller-wait-bye uac_wait_bye 2002 5092 45000 "$N_BYE" 240 & p_bye=$!; pids+=("$p_bye")
+start_caller caller-talk uac_talk 2001 5091 44000 "$N_TALK" 240 -d "$TALK_MS"; p_talk=$caller_pid
+start_caller caller-wait-bye uac_wait_bye 2002 5092 45000 "$N_BYE" 240; p_bye=$caller_pid
 wait "$p_talk" || rc_talk=$?
 wait "$p_bye" || rc_bye=$?
 caller_result caller-talk "$rc_talk" "$N_TALK"
@@ -297,10 +307,11 @@ fi
 
 # ---------------------------------------------------------------- agent side verdicts
 step "agent side"
+agent_deadline=$(( $(date +%s) + 30 ))   # one shared 30 s grace period, not 30 s per agent
 for a in agent-answer agent-hangup agent-busy agent-ringing; do
   rc=0
   # Agents exit by themselves once their -m calls are done.
-  for _ in $(seq 1 60); do kill -0 "${agent_pid[$a]}" 2>/dev/null || break; sleep 0.5; done
+  while kill -0 "${agent_pid[$a]}" 2>/dev/null && (( $(date +%s) < agent_deadline )); do sleep 0.5; done
   if kill -0 "${agent_pid[$a]}" 2>/dev/null; then
     kill "${agent_pid[$a]}" 2>/dev/null || true
     bad "$a: still waiting 30 s after the callers finished (expected ${agent_calls[$a]} call(s)); see traces/$a.out"
