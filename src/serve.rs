@@ -243,7 +243,12 @@ struct CallCtx {
     agent: Option<UacInvite>,
     agent_peer: Option<Peer>,
     media: MediaHandle,
-    caller_offer: SessionMedia,
+    /// The last SDP offer each leg made (our answers mirror its m-lines).
+    last_offer: [Option<SessionMedia>; 2],
+    /// Where each leg's media goes, as last told to the media task.
+    remotes: [Option<Remote>; 2],
+    /// A codec change offered in a re-INVITE, committed when the other leg accepts it.
+    pending_codec: Option<G711>,
     codec: G711,
     telephone_event: Option<u8>,
     session_id: u64,
@@ -548,16 +553,14 @@ impl Signalling {
         };
         let id = CallId::new_random();
         let media = relay::spawn(id.clone(), caller_pair, agent_pair, self.media_settings.clone(), self.media_tx.clone());
-        let _ = media.cmd.try_send(MediaCmd::SetRemote {
-            leg: Leg::Caller,
-            remote: Remote {
-                rtp: offer.rtp.0,
-                rtcp: offer.rtcp.0,
-                codec,
-                telephone_event,
-                on_hold: offer.is_hold(),
-            },
-        });
+        let caller_remote = Remote {
+            rtp: offer.rtp.0,
+            rtcp: offer.rtcp.0,
+            codec,
+            telephone_event,
+            on_hold: offer.is_hold(),
+        };
+        let _ = media.cmd.try_send(MediaCmd::SetRemote { leg: Leg::Caller, remote: caller_remote });
         let our_tag = random_hex(6);
         let caller = Dialog::uas(&req, &our_tag, peer);
         let mut record = CallRecord::new(
@@ -601,7 +604,9 @@ impl Signalling {
             agent_peer: None,
             media,
             offered_dir: [offer.direction, Direction::SendRecv],
-            caller_offer: offer,
+            remotes: [Some(caller_remote), None],
+            last_offer: [Some(offer), None],
+            pending_codec: None,
             codec,
             telephone_event,
             session_id: u32::from_be_bytes(sid) as u64,
@@ -654,22 +659,27 @@ impl Signalling {
             Err(e) => return self.respond(&key, &req, e.sip_status(), None, None),
         };
         let Some(ctx) = self.calls.get_mut(&id) else { return };
-        let codec = offer.g711_codecs().into_iter().find(|c| *c == ctx.codec);
-        if codec.is_none() {
-            // A codec change away from the call's codec would need transcoding: refuse.
-            return self.respond(&key, &req, 488, None, None);
+        let offered = offer.g711_codecs();
+        let bridged = ctx.call.is_bridged();
+        if !offered.contains(&ctx.codec) {
+            // A codec change. We relay without transcoding, so both legs must move together:
+            // it is offered across the bridge and committed only when the other leg accepts.
+            match offered.first() {
+                Some(&new) if bridged => ctx.pending_codec = Some(new),
+                _ => return self.respond(&key, &req, 488, None, None),
+            }
         }
         ctx.offered_dir[leg as usize] = offer.direction;
-        let _ = ctx.media.cmd.try_send(MediaCmd::SetRemote {
-            leg,
-            remote: Remote {
-                rtp: offer.rtp.0,
-                rtcp: offer.rtcp.0,
-                codec: ctx.codec,
-                telephone_event: ctx.telephone_event,
-                on_hold: offer.is_hold(),
-            },
-        });
+        let remote = Remote {
+            rtp: offer.rtp.0,
+            rtcp: offer.rtcp.0,
+            codec: ctx.codec,
+            telephone_event: offer.telephone_event.or(ctx.telephone_event),
+            on_hold: offer.is_hold(),
+        };
+        ctx.remotes[leg as usize] = Some(remote);
+        ctx.last_offer[leg as usize] = Some(offer);
+        let _ = ctx.media.cmd.try_send(MediaCmd::SetRemote { leg, remote });
         ctx.pending_reinvite[leg as usize] = Some(key.clone());
         self.reinvite_requests.insert(key.clone(), req);
         self.server_txs.insert(key, (id.clone(), ServerPurpose::Reinvite));
@@ -691,17 +701,15 @@ impl Signalling {
                         agent.confirm(&resp);
                     }
                     if let Some(answer) = message::sdp_body(&resp).and_then(|b| sdp::parse_offer(&b).ok()) {
-                        let codec = answer.g711_codecs().into_iter().find(|c| *c == ctx.codec).unwrap_or(ctx.codec);
-                        let _ = ctx.media.cmd.try_send(MediaCmd::SetRemote {
-                            leg: Leg::Agent,
-                            remote: Remote {
-                                rtp: answer.rtp.0,
-                                rtcp: answer.rtcp.0,
-                                codec,
-                                telephone_event: answer.telephone_event,
-                                on_hold: answer.is_hold(),
-                            },
-                        });
+                        let remote = Remote {
+                            rtp: answer.rtp.0,
+                            rtcp: answer.rtcp.0,
+                            codec: ctx.codec,
+                            telephone_event: answer.telephone_event,
+                            on_hold: answer.is_hold(),
+                        };
+                        ctx.remotes[Leg::Agent as usize] = Some(remote);
+                        let _ = ctx.media.cmd.try_send(MediaCmd::SetRemote { leg: Leg::Agent, remote });
                     }
                     self.feed(&id, Input::AgentAnswered);
                 } else {
@@ -723,20 +731,40 @@ impl Signalling {
                         self.txs.send_ack_2xx(&key, ack, peer);
                     }
                     if let Some(ctx) = self.calls.get_mut(&id) {
-                        if let Some(answer) = message::sdp_body(&resp).and_then(|b| sdp::parse_offer(&b).ok()) {
-                            let _ = ctx.media.cmd.try_send(MediaCmd::SetRemote {
-                                leg,
-                                remote: Remote {
-                                    rtp: answer.rtp.0,
-                                    rtcp: answer.rtcp.0,
-                                    codec: ctx.codec,
-                                    telephone_event: answer.telephone_event.or(ctx.telephone_event),
-                                    on_hold: answer.is_hold(),
-                                },
+                        let answer = message::sdp_body(&resp).and_then(|b| sdp::parse_offer(&b).ok());
+                        // Commit a codec change only if the answer accepted the new codec.
+                        if let (Some(new), Some(a)) = (ctx.pending_codec, &answer) {
+                            if a.g711_codecs().contains(&new) {
+                                ctx.codec = new;
+                            }
+                        }
+                        if let Some(answer) = answer {
+                            ctx.remotes[leg as usize] = Some(Remote {
+                                rtp: answer.rtp.0,
+                                rtcp: answer.rtcp.0,
+                                codec: ctx.codec,
+                                telephone_event: answer.telephone_event.or(ctx.telephone_event),
+                                on_hold: answer.is_hold(),
                             });
                         }
+                        let codec = ctx.codec;
+                        for l in [Leg::Caller, Leg::Agent] {
+                            if let Some(r) = &mut ctx.remotes[l as usize] {
+                                r.codec = codec;
+                                let _ = ctx.media.cmd.try_send(MediaCmd::SetRemote { leg: l, remote: *r });
+                            }
+                        }
+                        ctx.record.caller_codec = Some(codec.name().into());
+                        ctx.record.agent_codec = Some(codec.name().into());
                     }
                 }
+                let failed_change = self
+                    .calls
+                    .get_mut(&id)
+                    .and_then(|ctx| ctx.pending_codec.take().map(|p| p != ctx.codec))
+                    .unwrap_or(false);
+                // The other leg kept the old codec: the change failed for the offerer too.
+                let status = if failed_change && status < 300 { 488 } else { status };
                 self.feed(&id, Input::ReinviteAnswered { leg, status });
             }
             ClientPurpose::Other => {}
@@ -801,16 +829,19 @@ impl Signalling {
         let i = leg as usize;
         let port = if leg == Leg::Caller { ctx.media.caller_port } else { ctx.media.agent_port };
         let dir = direction.unwrap_or_else(|| ctx.offered_dir[i].reversed());
+        // Offering (a direction given): a pending codec change is what we offer.
+        let codec = if direction.is_some() { ctx.pending_codec.unwrap_or(ctx.codec) } else { ctx.codec };
         let b = BuildSdp {
             session_id: ctx.session_id,
             version: ctx.sdp_version[i],
             addr: self.cfg.media.advertise,
             port,
-            codecs: &[ctx.codec],
+            codecs: &[codec],
             telephone_event: ctx.telephone_event,
             direction: dir,
             ptime: 20,
-            answer_to: if leg == Leg::Caller { Some(&ctx.caller_offer) } else { None },
+            // Answering: mirror the m-lines of the offer we answer.
+            answer_to: if direction.is_none() { ctx.last_offer[i].as_ref() } else { None },
         };
         sdp::build_sdp(&b).ok()
     }

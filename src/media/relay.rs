@@ -399,6 +399,10 @@ impl MediaTask {
                     self.latched_rtcp[idx(leg)] = None;
                 }
                 self.remote[idx(leg)] = Some(remote);
+                if let Some(rec) = &mut self.recorder {
+                    // A re-INVITE changed the codec: label what is recorded from now on.
+                    rec.codecs[idx(leg)] = remote.codec;
+                }
             }
             MediaCmd::PlayAnnouncement(a) => {
                 let Some(remote) = self.remote[0] else {
