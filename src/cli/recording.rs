@@ -24,30 +24,44 @@ pub(super) fn storage(config: &Config) -> Result<Storage, CliError> {
     Ok(Storage::Dir(DirStorage::new(s)))
 }
 
-/// `rec-…` or `call-…` → the recording row.
-async fn resolve(store: &Store, id: &str) -> Result<RecordingRow, CliError> {
-    let rec_id = if id.starts_with("rec-") {
-        RecordingId::from_string(id)
+/// What the user typed as ID.
+enum Target {
+    Recording(RecordingId),
+    Call(CallId),
+}
+
+/// `rec-…` or `call-…`; checked before anything is opened.
+fn parse_target(id: &str) -> Result<Target, CliError> {
+    if id.starts_with("rec-") {
+        Ok(Target::Recording(RecordingId::from_string(id)))
     } else if id.starts_with("call-") {
-        let call_id = CallId::from_string(id);
-        let call = store
-            .get_call(&call_id)
-            .await?
-            .ok_or_else(|| CliError::UnknownCall(call_id.clone()))?;
-        match call.recording_id {
-            Some(r) => r,
-            None => match store.recording_for_call(&call_id).await? {
-                Some(row) => return Ok(row),
-                None => {
-                    return Err(CliError::CallNotRecorded {
-                        call_id,
-                        state: call.recording_state,
-                    });
-                }
-            },
-        }
+        Ok(Target::Call(CallId::from_string(id)))
     } else {
-        return Err(CliError::InvalidId { id: id.to_owned() });
+        Err(CliError::InvalidId { id: id.to_owned() })
+    }
+}
+
+/// The recording row of a recording id, or of a call's recording.
+async fn resolve(store: &Store, target: Target) -> Result<RecordingRow, CliError> {
+    let rec_id = match target {
+        Target::Recording(r) => r,
+        Target::Call(call_id) => {
+            let call = store
+                .get_call(&call_id)
+                .await?
+                .ok_or_else(|| CliError::UnknownCall(call_id.clone()))?;
+            match call.recording_id {
+                Some(r) => r,
+                None => {
+                    return store.recording_for_call(&call_id).await?.ok_or(
+                        CliError::CallNotRecorded {
+                            call_id,
+                            state: call.recording_state,
+                        },
+                    );
+                }
+            }
+        }
     };
     store
         .get_recording(&rec_id)
@@ -57,9 +71,10 @@ async fn resolve(store: &Store, id: &str) -> Result<RecordingRow, CliError> {
 
 /// Looks up, unwraps and reads a recording: (id, outcome).
 async fn open(config: &Config, id: &str) -> Result<(RecordingId, ReadOutcome), CliError> {
+    let target = parse_target(id)?;
     let storage = storage(config)?;
     let store = open_existing_store(config).await?;
-    let res = open_with(config, &store, &storage, id).await;
+    let res = open_with(config, &store, &storage, target).await;
     store.close().await;
     res
 }
@@ -68,9 +83,9 @@ async fn open_with(
     config: &Config,
     store: &Store,
     storage: &Storage,
-    id: &str,
+    target: Target,
 ) -> Result<(RecordingId, ReadOutcome), CliError> {
-    let row = resolve(store, id).await?;
+    let row = resolve(store, target).await?;
     if row.location.to_ascii_lowercase().starts_with("s3://") {
         return Err(CliError::S3Unsupported {
             storage: row.location.clone(),
