@@ -16,18 +16,11 @@ use crate::call::{AnnouncementFailure, AnswerMode};
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {file}: {source}")]
-    Read {
-        file: PathBuf,
-        source: std::io::Error,
-    },
+    Read { file: PathBuf, source: std::io::Error },
     #[error("config file {file}: {message}")]
     Parse { file: PathBuf, message: String },
     #[error("config file {file}: key `{key}`: {message}")]
-    Invalid {
-        file: PathBuf,
-        key: String,
-        message: String,
-    },
+    Invalid { file: PathBuf, key: String, message: String },
 }
 
 /// The whole, validated configuration.
@@ -225,11 +218,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "h" => secs(3600),
         "d" => secs(86_400),
         "y" => secs(365 * 86_400),
-        _ => {
-            return Err(format!(
-                "`{s}` has an unknown unit (use ms, s, m, h, d or y)"
-            ));
-        }
+        _ => return Err(format!("`{s}` has an unknown unit (use ms, s, m, h, d or y)")),
     })
 }
 
@@ -239,12 +228,7 @@ impl Config {
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
             Err(e) if allow_missing && e.kind() == std::io::ErrorKind::NotFound => String::new(),
-            Err(source) => {
-                return Err(ConfigError::Read {
-                    file: path.to_owned(),
-                    source,
-                });
-            }
+            Err(source) => return Err(ConfigError::Read { file: path.to_owned(), source }),
         };
         Self::parse(&text, path)
     }
@@ -260,13 +244,12 @@ impl Config {
             key: key.to_owned(),
             message,
         };
-        let dur =
-            |key: &str, v: &Option<String>, default: Duration| -> Result<Duration, ConfigError> {
-                match v {
-                    None => Ok(default),
-                    Some(s) => parse_duration(s).map_err(|m| invalid(key, m)),
-                }
-            };
+        let dur = |key: &str, v: &Option<String>, default: Duration| -> Result<Duration, ConfigError> {
+            match v {
+                None => Ok(default),
+                Some(s) => parse_duration(s).map_err(|m| invalid(key, m)),
+            }
+        };
 
         let listen: SocketAddr = raw
             .sip
@@ -274,12 +257,7 @@ impl Config {
             .as_deref()
             .unwrap_or("0.0.0.0:5060")
             .parse()
-            .map_err(|_| {
-                invalid(
-                    "sip.listen",
-                    "expected IP:port, e.g. \"0.0.0.0:5060\"".into(),
-                )
-            })?;
+            .map_err(|_| invalid("sip.listen", "expected IP:port, e.g. \"0.0.0.0:5060\"".into()))?;
         let advertise: IpAddr = match &raw.sip.advertise {
             Some(s) => s
                 .parse()
@@ -300,10 +278,7 @@ impl Config {
             .collect::<Result<Vec<_>, _>>()?;
         let max_message_size = raw.sip.max_message_size.unwrap_or(16 * 1024);
         if !(1024..=65_535).contains(&max_message_size) {
-            return Err(invalid(
-                "sip.max_message_size",
-                "must be 1024..=65535".into(),
-            ));
+            return Err(invalid("sip.max_message_size", "must be 1024..=65535".into()));
         }
 
         let rtp_ports = parse_port_range(raw.media.rtp_ports.as_deref().unwrap_or("20000-29999"))
@@ -319,16 +294,10 @@ impl Config {
         for (i, r) in raw.route.into_iter().enumerate() {
             let key = |k: &str| format!("route[{i}].{k}");
             if !r.target.starts_with("sip:") {
-                return Err(invalid(
-                    &key("target"),
-                    format!("`{}` is not a sip: URI", r.target),
-                ));
+                return Err(invalid(&key("target"), format!("`{}` is not a sip: URI", r.target)));
             }
             if r.matches.is_empty() {
-                return Err(invalid(
-                    &key("match"),
-                    "must be \"*\" or a dialled number".into(),
-                ));
+                return Err(invalid(&key("match"), "must be \"*\" or a dialled number".into()));
             }
             routes.push(Route {
                 matches: r.matches,
@@ -342,16 +311,9 @@ impl Config {
             });
         }
 
-        let flush = dur(
-            "recording.flush",
-            &raw.recording.flush,
-            Duration::from_secs(1),
-        )?;
+        let flush = dur("recording.flush", &raw.recording.flush, Duration::from_secs(1))?;
         if flush < Duration::from_millis(100) || flush > Duration::from_secs(60) {
-            return Err(invalid(
-                "recording.flush",
-                "must be between 100ms and 60s".into(),
-            ));
+            return Err(invalid("recording.flush", "must be between 100ms and 60s".into()));
         }
 
         let portal_listen = raw
@@ -364,12 +326,7 @@ impl Config {
 
         Ok(Config {
             file: file.to_owned(),
-            sip: SipConfig {
-                listen,
-                advertise,
-                trusted,
-                max_message_size,
-            },
+            sip: SipConfig { listen, advertise, trusted, max_message_size },
             media: MediaConfig {
                 rtp_ports,
                 advertise: media_advertise,
@@ -397,9 +354,7 @@ impl Config {
                     Duration::from_secs(60),
                 )?,
             },
-            portal: PortalConfig {
-                listen: portal_listen,
-            },
+            portal: PortalConfig { listen: portal_listen },
             pci: raw.pci,
             retention: raw.retention,
         })
@@ -417,9 +372,7 @@ fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
     let a: u16 = a.trim().parse().map_err(|_| bad())?;
     let b: u16 = b.trim().parse().map_err(|_| bad())?;
     if a < 1024 || b < a || b - a < 3 {
-        return Err(format!(
-            "`{s}`: need at least 4 ports, all ≥ 1024, low-high"
-        ));
+        return Err(format!("`{s}`: need at least 4 ports, all ≥ 1024, low-high"));
     }
     Ok((a, b))
 }
@@ -446,9 +399,8 @@ mod tests {
 
     #[test]
     fn the_documented_example_parses() {
-        let text =
-            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/callgate.toml"))
-                .unwrap();
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/callgate.toml"))
+            .unwrap();
         let c = parse(&text).unwrap();
         assert!(!c.routes.is_empty());
         assert!(c.route_for("0800123456").is_some());
@@ -478,29 +430,16 @@ mod tests {
 
     #[test]
     fn errors_name_the_key_and_the_file() {
-        let e = parse("[media]\nrtp_ports = \"30000\"")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("media.rtp_ports") && e.contains("test.toml"),
-            "{e}"
-        );
-        let e = parse("[recording]\nflush = \"1 fortnight\"")
-            .unwrap_err()
-            .to_string();
+        let e = parse("[media]\nrtp_ports = \"30000\"").unwrap_err().to_string();
+        assert!(e.contains("media.rtp_ports") && e.contains("test.toml"), "{e}");
+        let e = parse("[recording]\nflush = \"1 fortnight\"").unwrap_err().to_string();
         assert!(e.contains("recording.flush"), "{e}");
-        let e = parse("[sip]\ntrusted = [\"10.0.0.0/33\"]")
-            .unwrap_err()
-            .to_string();
+        let e = parse("[sip]\ntrusted = [\"10.0.0.0/33\"]").unwrap_err().to_string();
         assert!(e.contains("sip.trusted"), "{e}");
-        let e = parse("[[route]]\nmatch = \"*\"\ntarget = \"http://x\"")
-            .unwrap_err()
-            .to_string();
+        let e = parse("[[route]]\nmatch = \"*\"\ntarget = \"http://x\"").unwrap_err().to_string();
         assert!(e.contains("route[0].target"), "{e}");
         // Unknown keys are typos, not silently ignored.
-        let e = parse("[sip]\nlisen = \"0.0.0.0:5060\"")
-            .unwrap_err()
-            .to_string();
+        let e = parse("[sip]\nlisen = \"0.0.0.0:5060\"").unwrap_err().to_string();
         assert!(e.contains("lisen") && e.contains("test.toml"), "{e}");
     }
 
@@ -508,14 +447,8 @@ mod tests {
     fn durations() {
         assert_eq!(parse_duration("20ms").unwrap(), Duration::from_millis(20));
         assert_eq!(parse_duration("10m").unwrap(), Duration::from_secs(600));
-        assert_eq!(
-            parse_duration("183d").unwrap(),
-            Duration::from_secs(183 * 86_400)
-        );
-        assert_eq!(
-            parse_duration("2y").unwrap(),
-            Duration::from_secs(730 * 86_400)
-        );
+        assert_eq!(parse_duration("183d").unwrap(), Duration::from_secs(183 * 86_400));
+        assert_eq!(parse_duration("2y").unwrap(), Duration::from_secs(730 * 86_400));
         assert!(parse_duration("d").is_err());
         assert!(parse_duration("5 weeks").is_err());
     }

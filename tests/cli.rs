@@ -97,7 +97,10 @@ fn fixture() -> Fixture {
             bytes.extend(b);
         }
         let range = (p * 160) as usize..((p + 1) * 160) as usize;
-        let c: Vec<u8> = caller[range.clone()].iter().map(|s| G711::Pcmu.encode(*s)).collect();
+        let c: Vec<u8> = caller[range.clone()]
+            .iter()
+            .map(|s| G711::Pcmu.encode(*s))
+            .collect();
         let a: Vec<u8> = agent[range].iter().map(|s| G711::Pcmu.encode(*s)).collect();
         w.push_audio(Leg::Caller, p * 160, G711::Pcmu, &c);
         w.push_audio(Leg::Agent, p * 160, G711::Pcmu, &a);
@@ -108,7 +111,11 @@ fn fixture() -> Fixture {
     }
     let fin = w.finish().unwrap();
     bytes.extend(&fin.bytes);
-    assert!(fin.chunks >= 10, "want a multi-chunk file, got {}", fin.chunks);
+    assert!(
+        fin.chunks >= 10,
+        "want a multi-chunk file, got {}",
+        fin.chunks
+    );
 
     let storage = DirStorage::new(dir.path().join("recordings"));
     let rec_file = storage.path_for(&rec_id).unwrap();
@@ -274,7 +281,11 @@ fn verify_decrypt_and_list_a_complete_recording() {
     {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&wav).unwrap().permissions().mode();
-        assert_eq!(mode & 0o077, 0, "decrypted audio readable by others: {mode:o}");
+        assert_eq!(
+            mode & 0o077,
+            0,
+            "decrypted audio readable by others: {mode:o}"
+        );
     }
     no_temp_files(f.dir.path());
 
@@ -302,7 +313,15 @@ fn verify_decrypt_and_list_a_complete_recording() {
     assert_eq!(lines.len(), 2, "{out}");
     assert!(lines[0].starts_with("CALL ID"), "{out}");
     let row = lines[1];
-    for want in [f.call_id.as_str(), "2023-11-14 22:13:20", "***23", "***34", "normal", "caller", "ok"] {
+    for want in [
+        f.call_id.as_str(),
+        "2023-11-14 22:13:20",
+        "***23",
+        "***34",
+        "normal",
+        "caller",
+        "ok",
+    ] {
         assert!(row.contains(want), "{want:?} not in {row:?}");
     }
     assert!(!out.contains(FROM) && !out.contains("900123"), "{out}");
@@ -332,13 +351,20 @@ fn truncated_recording_verifies_as_truncated_and_renders_with_a_warning() {
     assert_eq!(code(&o), 1, "{}{}", stdout(&o), stderr(&o));
     let out = stdout(&o);
     assert_eq!(out.lines().count(), 1, "{out}");
-    assert!(out.contains("truncated after") && out.contains("chunks"), "{out}");
+    assert!(
+        out.contains("truncated after") && out.contains("chunks"),
+        "{out}"
+    );
     assert!(!out.contains(": ok"), "{out}");
 
     let wav = f.path("t.wav");
     let o = f.decrypt(f.rec_id.as_str(), &wav);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
-    assert!(stderr(&o).contains("warning") && stderr(&o).contains("truncated"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("warning") && stderr(&o).contains("truncated"),
+        "{}",
+        stderr(&o)
+    );
     // Everything but the final (cut) chunk's 100 ms or so is there.
     assert_tones(&wav, (SECS * 8000 - 1600) as usize);
 }
@@ -400,12 +426,18 @@ fn rotate_rewraps_every_data_key_and_decrypt_still_works() {
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     let out = stdout(&o);
     let line = out.lines().find(|l| l.contains(old_id.as_str())).unwrap();
-    assert!(line.contains("active") && line.trim_end().ends_with(" 1"), "{out}");
+    assert!(
+        line.contains("active") && line.trim_end().ends_with(" 1"),
+        "{out}"
+    );
 
     let o = f.run(&["keys", "rotate"]);
     assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
     let out = stdout(&o);
-    assert!(out.contains(&format!("re-wrapped 1 recording key(s) from {old_id}")), "{out}");
+    assert!(
+        out.contains(&format!("re-wrapped 1 recording key(s) from {old_id}")),
+        "{out}"
+    );
     assert!(out.contains("1 re-wrapped, 0 failed"), "{out}");
 
     let ring = Keyring::load(&f.kek_file).unwrap();
@@ -438,8 +470,14 @@ fn rotate_rewraps_every_data_key_and_decrypt_still_works() {
     assert_eq!(lines.len(), 3, "{out}");
     let old_line = lines.iter().find(|l| l.contains(old_id.as_str())).unwrap();
     let new_line = lines.iter().find(|l| l.contains(new_id.as_str())).unwrap();
-    assert!(!old_line.contains("active") && old_line.trim_end().ends_with(" 0"), "{out}");
-    assert!(new_line.contains("active") && new_line.trim_end().ends_with(" 1"), "{out}");
+    assert!(
+        !old_line.contains("active") && old_line.trim_end().ends_with(" 0"),
+        "{out}"
+    );
+    assert!(
+        new_line.contains("active") && new_line.trim_end().ends_with(" 1"),
+        "{out}"
+    );
 
     // Never key material: no 64-hex-digit key from the file appears in any output.
     let key_text = std::fs::read_to_string(&f.kek_file).unwrap();
@@ -505,21 +543,36 @@ fn bad_input_gives_one_line_errors() {
     // Bad config value: names the key and the file.
     let dir = tempfile::tempdir().unwrap();
     let bad = write_config(dir.path(), "[media]\nrtp_ports = \"30000\"\n");
-    let o = callgate(dir.path(), &["--config", bad.to_str().unwrap(), "calls", "list"]);
+    let o = callgate(
+        dir.path(),
+        &["--config", bad.to_str().unwrap(), "calls", "list"],
+    );
     assert_one_line_error(&o, 2, &["media.rtp_ports", bad.to_str().unwrap()]);
     // Unknown config key.
     let bad = write_config(dir.path(), "[sip]\nlisen = \"0.0.0.0:5060\"\n");
-    let o = callgate(dir.path(), &["--config", bad.to_str().unwrap(), "keys", "list"]);
+    let o = callgate(
+        dir.path(),
+        &["--config", bad.to_str().unwrap(), "keys", "list"],
+    );
     assert_one_line_error(&o, 2, &["lisen", bad.to_str().unwrap()]);
 
     // An explicit config path must exist.
-    let o = callgate(dir.path(), &["--config", "/nonexistent.toml", "calls", "list"]);
+    let o = callgate(
+        dir.path(),
+        &["--config", "/nonexistent.toml", "calls", "list"],
+    );
     assert_one_line_error(&o, 2, &["/nonexistent.toml"]);
 
     // Ids.
     let o = f.run(&["recording", "verify", "rec-0000000000000000"]);
     assert_one_line_error(&o, 2, &["no recording rec-0000000000000000"]);
-    let o = f.run(&["recording", "decrypt", "call-0000000000000000", "--out", "y.wav"]);
+    let o = f.run(&[
+        "recording",
+        "decrypt",
+        "call-0000000000000000",
+        "--out",
+        "y.wav",
+    ]);
     assert_one_line_error(&o, 2, &["no call call-0000000000000000"]);
     let o = f.run(&["recording", "verify", "../../etc/passwd"]);
     assert_one_line_error(&o, 2, &["neither a recording id"]);
@@ -539,30 +592,45 @@ fn bad_input_gives_one_line_errors() {
     std::fs::rename(f.path("moved.cgrec"), &f.rec_file).unwrap();
 
     // S3 storage is not supported yet.
-    let s3 = write_config(dir.path(), "[recording]\nstorage = \"s3://bucket/prefix\"\n");
+    let s3 = write_config(
+        dir.path(),
+        "[recording]\nstorage = \"s3://bucket/prefix\"\n",
+    );
     let o = callgate(
         dir.path(),
-        &["--config", s3.to_str().unwrap(), "recording", "verify", f.rec_id.as_str()],
+        &[
+            "--config",
+            s3.to_str().unwrap(),
+            "recording",
+            "verify",
+            f.rec_id.as_str(),
+        ],
     );
     assert_one_line_error(&o, 2, &["s3://bucket/prefix", "not supported yet"]);
 
     // A database file that does not exist is not created by the tools.
     let nodb = write_config(dir.path(), "");
-    let o = callgate(dir.path(), &["--config", nodb.to_str().unwrap(), "calls", "list"]);
+    let o = callgate(
+        dir.path(),
+        &["--config", nodb.to_str().unwrap(), "calls", "list"],
+    );
     assert_one_line_error(&o, 2, &["does not exist", "callgate.db"]);
     assert!(!dir.path().join("data/callgate.db").exists());
 
     // Unreachable database: one line, password never shown.
-    let pg = write_config(
-        dir.path(),
-        "",
-    );
+    let pg = write_config(dir.path(), "");
     let text = std::fs::read_to_string(&pg).unwrap().replace(
-        &format!("sqlite://{}?mode=rwc", dir.path().join("data/callgate.db").display()),
+        &format!(
+            "sqlite://{}?mode=rwc",
+            dir.path().join("data/callgate.db").display()
+        ),
         "postgres://callgate:s3cretPW@127.0.0.1:1/callgate",
     );
     std::fs::write(&pg, text).unwrap();
-    let o = callgate(dir.path(), &["--config", pg.to_str().unwrap(), "calls", "list"]);
+    let o = callgate(
+        dir.path(),
+        &["--config", pg.to_str().unwrap(), "calls", "list"],
+    );
     assert_one_line_error(&o, 2, &["127.0.0.1:1"]);
     assert!(!stderr(&o).contains("s3cretPW"), "{}", stderr(&o));
 

@@ -269,10 +269,7 @@ impl Call {
             if input == Input::AgentAnswered && self.agent == AgentState::Cancelling {
                 self.agent = AgentState::Gone;
                 self.out.push_back(Command::AckAgent);
-                self.out.push_back(Command::Bye {
-                    leg: Leg::Agent,
-                    reason: None,
-                });
+                self.out.push_back(Command::Bye { leg: Leg::Agent, reason: None });
             }
             return;
         }
@@ -326,10 +323,7 @@ impl Call {
                     // 2xx raced our CANCEL: the agent's dialog exists now and must be closed.
                     self.agent = AgentState::Gone;
                     self.push(Command::AckAgent);
-                    self.push(Command::Bye {
-                        leg: Leg::Agent,
-                        reason: None,
-                    });
+                    self.push(Command::Bye { leg: Leg::Agent, reason: None });
                 }
                 AgentState::Answered | AgentState::Gone => {}
             },
@@ -360,10 +354,7 @@ impl Call {
             Input::ReinviteAnswered { leg, status } => {
                 if self.reinvite_pending == Some(leg.other()) {
                     self.reinvite_pending = None;
-                    self.push(Command::AnswerReinvite {
-                        leg: leg.other(),
-                        status,
-                    });
+                    self.push(Command::AnswerReinvite { leg: leg.other(), status });
                 }
             }
             Input::AnnouncementDone => {
@@ -420,15 +411,9 @@ impl Call {
         match self.policy.answer {
             AnswerMode::EarlyMedia => {
                 if self.policy.announce {
-                    self.push(Command::CallerProvisional {
-                        status: 183,
-                        with_sdp: true,
-                    });
+                    self.push(Command::CallerProvisional { status: 183, with_sdp: true });
                 } else {
-                    self.push(Command::CallerProvisional {
-                        status: 180,
-                        with_sdp: false,
-                    });
+                    self.push(Command::CallerProvisional { status: 180, with_sdp: false });
                 }
             }
             AnswerMode::Immediate => {
@@ -444,8 +429,7 @@ impl Call {
         }
         self.agent = AgentState::Inviting;
         self.push(Command::InviteAgent);
-        self.timers
-            .push((Timer::AgentAnswer, now + self.policy.agent_answer_timeout));
+        self.timers.push((Timer::AgentAnswer, now + self.policy.agent_answer_timeout));
     }
 
     fn maybe_bridge(&mut self) {
@@ -486,10 +470,7 @@ impl Call {
             }
             AgentState::Answered => {
                 self.agent = AgentState::Gone;
-                self.push(Command::Bye {
-                    leg: Leg::Agent,
-                    reason: None,
-                });
+                self.push(Command::Bye { leg: Leg::Agent, reason: None });
             }
             AgentState::Cancelling | AgentState::Gone => {}
         }
@@ -499,10 +480,7 @@ impl Call {
     fn end_caller(&mut self, reason: Option<u16>) {
         if self.caller == CallerState::Answered {
             self.caller = CallerState::Gone;
-            self.push(Command::Bye {
-                leg: Leg::Caller,
-                reason,
-            });
+            self.push(Command::Bye { leg: Leg::Caller, reason });
         }
     }
 
@@ -525,11 +503,7 @@ impl Call {
         }
         self.finished = true;
         self.timers.clear();
-        self.push(Command::Finished(Outcome {
-            cause,
-            side,
-            final_status,
-        }));
+        self.push(Command::Finished(Outcome { cause, side, final_status }));
     }
 
     fn cancel_timer(&mut self, t: Timer) {

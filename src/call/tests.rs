@@ -20,10 +20,7 @@ struct Rig {
 
 impl Rig {
     fn new(p: CallPolicy) -> Self {
-        let mut r = Rig {
-            call: Call::new(p),
-            t0: Instant::now(),
-        };
+        let mut r = Rig { call: Call::new(p), t0: Instant::now() };
         r.call.handle_input(r.t0, Input::Start);
         r
     }
@@ -34,8 +31,7 @@ impl Rig {
         Self::new(policy(AnswerMode::Immediate))
     }
     fn at(&mut self, ms: u64, i: Input) -> Vec<Command> {
-        self.call
-            .handle_input(self.t0 + Duration::from_millis(ms), i);
+        self.call.handle_input(self.t0 + Duration::from_millis(ms), i);
         self.drain()
     }
     fn drain(&mut self) -> Vec<Command> {
@@ -44,11 +40,7 @@ impl Rig {
 }
 
 fn outcome(cause: HangupCause, side: Option<Leg>, final_status: Option<u16>) -> Command {
-    Finished(Outcome {
-        cause,
-        side,
-        final_status,
-    })
+    Finished(Outcome { cause, side, final_status })
 }
 
 #[test]
@@ -56,14 +48,7 @@ fn early_media_start_plays_prompt_and_invites_agent_in_parallel() {
     let mut r = Rig::early();
     assert_eq!(
         r.drain(),
-        vec![
-            CallerProvisional {
-                status: 183,
-                with_sdp: true
-            },
-            PlayAnnouncement,
-            InviteAgent
-        ]
+        vec![CallerProvisional { status: 183, with_sdp: true }, PlayAnnouncement, InviteAgent]
     );
 }
 
@@ -73,21 +58,12 @@ fn happy_path_agent_answers_after_prompt() {
     r.drain();
     assert_eq!(r.at(100, Input::AgentProvisional(180)), vec![]);
     assert_eq!(r.at(3000, Input::AnnouncementDone), vec![PlayRingback]);
-    assert_eq!(
-        r.at(5000, Input::AgentAnswered),
-        vec![AckAgent, AnswerCaller, Bridge { record: true }]
-    );
+    assert_eq!(r.at(5000, Input::AgentAnswered), vec![AckAgent, AnswerCaller, Bridge { record: true }]);
     assert!(r.call.is_bridged());
     assert_eq!(r.at(5010, Input::CallerAck), vec![]);
     assert_eq!(
         r.at(60_000, Input::Bye(Leg::Caller)),
-        vec![
-            Bye {
-                leg: Leg::Agent,
-                reason: None
-            },
-            outcome(HangupCause::Normal, Some(Leg::Caller), None)
-        ]
+        vec![Bye { leg: Leg::Agent, reason: None }, outcome(HangupCause::Normal, Some(Leg::Caller), None)]
     );
     assert!(r.call.is_finished());
 }
@@ -99,10 +75,7 @@ fn agent_answers_while_announcement_still_playing_waits_for_the_prompt() {
     // Answered mid-prompt: ACK at once, but nothing connects and nothing is recorded yet.
     assert_eq!(r.at(500, Input::AgentAnswered), vec![AckAgent]);
     assert!(!r.call.is_bridged());
-    assert_eq!(
-        r.at(3000, Input::AnnouncementDone),
-        vec![AnswerCaller, Bridge { record: true }]
-    );
+    assert_eq!(r.at(3000, Input::AnnouncementDone), vec![AnswerCaller, Bridge { record: true }]);
 }
 
 #[test]
@@ -113,13 +86,7 @@ fn agent_hangs_up_at_the_end_of_a_bridged_call() {
     r.at(2, Input::AgentAnswered);
     assert_eq!(
         r.at(9000, Input::Bye(Leg::Agent)),
-        vec![
-            Bye {
-                leg: Leg::Caller,
-                reason: None
-            },
-            outcome(HangupCause::Normal, Some(Leg::Agent), None)
-        ]
+        vec![Bye { leg: Leg::Caller, reason: None }, outcome(HangupCause::Normal, Some(Leg::Agent), None)]
     );
 }
 
@@ -129,10 +96,7 @@ fn agent_busy_maps_to_486_for_the_caller() {
     r.drain();
     assert_eq!(
         r.at(50, Input::AgentRejected(486)),
-        vec![
-            RejectCaller { status: 486 },
-            outcome(HangupCause::Busy, Some(Leg::Agent), Some(486))
-        ]
+        vec![RejectCaller { status: 486 }, outcome(HangupCause::Busy, Some(Leg::Agent), Some(486))]
     );
     // Late prompt completion changes nothing.
     assert_eq!(r.at(3000, Input::AnnouncementDone), vec![]);
@@ -155,10 +119,7 @@ fn agent_failures_map_sensibly() {
         r.drain();
         assert_eq!(
             r.at(10, Input::AgentRejected(agent)),
-            vec![
-                RejectCaller { status: caller },
-                outcome(cause, Some(Leg::Agent), Some(caller))
-            ],
+            vec![RejectCaller { status: caller }, outcome(cause, Some(Leg::Agent), Some(caller))],
             "agent {agent}"
         );
     }
@@ -170,10 +131,7 @@ fn unreachable_agent_gives_503() {
     r.drain();
     assert_eq!(
         r.at(32_000, Input::AgentUnreachable),
-        vec![
-            RejectCaller { status: 503 },
-            outcome(HangupCause::Unreachable, None, Some(503))
-        ]
+        vec![RejectCaller { status: 503 }, outcome(HangupCause::Unreachable, None, Some(503))]
     );
 }
 
@@ -188,11 +146,7 @@ fn no_answer_timer_cancels_agent_and_gives_480() {
     r.call.handle_timeout(r.t0 + Duration::from_secs(30));
     assert_eq!(
         r.drain(),
-        vec![
-            CancelAgent,
-            RejectCaller { status: 480 },
-            outcome(HangupCause::NoAnswer, Some(Leg::Agent), Some(480))
-        ]
+        vec![CancelAgent, RejectCaller { status: 480 }, outcome(HangupCause::NoAnswer, Some(Leg::Agent), Some(480))]
     );
     assert_eq!(r.call.poll_timeout(), None);
     // The agent's 487 after our CANCEL is absorbed.
@@ -214,11 +168,7 @@ fn cancel_before_answer_cancels_agent_and_gives_487() {
     r.at(100, Input::AgentProvisional(180));
     assert_eq!(
         r.at(1500, Input::CallerCancel),
-        vec![
-            RejectCaller { status: 487 },
-            CancelAgent,
-            outcome(HangupCause::Cancelled, Some(Leg::Caller), Some(487))
-        ]
+        vec![RejectCaller { status: 487 }, CancelAgent, outcome(HangupCause::Cancelled, Some(Leg::Caller), Some(487))]
     );
 }
 
@@ -228,16 +178,7 @@ fn cancel_racing_agent_200_closes_the_agent_dialog() {
     r.drain();
     r.at(100, Input::CallerCancel);
     // The agent's 2xx crossed our CANCEL on the wire.
-    assert_eq!(
-        r.at(110, Input::AgentAnswered),
-        vec![
-            AckAgent,
-            Bye {
-                leg: Leg::Agent,
-                reason: None
-            }
-        ]
-    );
+    assert_eq!(r.at(110, Input::AgentAnswered), vec![AckAgent, Bye { leg: Leg::Agent, reason: None }]);
     // A second 2xx retransmission does not produce a second BYE.
     assert_eq!(r.at(120, Input::AgentAnswered), vec![]);
 }
@@ -251,10 +192,7 @@ fn cancel_after_agent_answered_but_before_bridge_byes_agent() {
         r.at(600, Input::CallerCancel),
         vec![
             RejectCaller { status: 487 },
-            Bye {
-                leg: Leg::Agent,
-                reason: None
-            },
+            Bye { leg: Leg::Agent, reason: None },
             outcome(HangupCause::Cancelled, Some(Leg::Caller), Some(487))
         ]
     );
@@ -275,10 +213,7 @@ fn immediate_mode_bye_during_announcement() {
     r.at(10, Input::AgentProvisional(180));
     assert_eq!(
         r.at(1000, Input::Bye(Leg::Caller)),
-        vec![
-            CancelAgent,
-            outcome(HangupCause::Normal, Some(Leg::Caller), None)
-        ]
+        vec![CancelAgent, outcome(HangupCause::Normal, Some(Leg::Caller), None)]
     );
     // The announcement task reporting later changes nothing.
     assert_eq!(r.at(3000, Input::AnnouncementDone), vec![]);
@@ -290,13 +225,7 @@ fn immediate_mode_agent_busy_ends_caller_with_reason() {
     r.drain();
     assert_eq!(
         r.at(10, Input::AgentRejected(486)),
-        vec![
-            Bye {
-                leg: Leg::Caller,
-                reason: Some(486)
-            },
-            outcome(HangupCause::Busy, Some(Leg::Agent), Some(486))
-        ]
+        vec![Bye { leg: Leg::Caller, reason: Some(486) }, outcome(HangupCause::Busy, Some(Leg::Agent), Some(486))]
     );
 }
 
@@ -305,10 +234,7 @@ fn immediate_mode_bridges_without_a_second_answer() {
     let mut r = Rig::immediate();
     r.drain();
     r.at(10, Input::AgentAnswered);
-    assert_eq!(
-        r.at(3000, Input::AnnouncementDone),
-        vec![Bridge { record: true }]
-    );
+    assert_eq!(r.at(3000, Input::AnnouncementDone), vec![Bridge { record: true }]);
 }
 
 #[test]
@@ -318,11 +244,7 @@ fn announcement_failure_fails_closed_by_default() {
     r.at(100, Input::AgentProvisional(180));
     assert_eq!(
         r.at(200, Input::AnnouncementFailed),
-        vec![
-            CancelAgent,
-            RejectCaller { status: 503 },
-            outcome(HangupCause::AnnouncementFailed, None, Some(503))
-        ]
+        vec![CancelAgent, RejectCaller { status: 503 }, outcome(HangupCause::AnnouncementFailed, None, Some(503))]
     );
 }
 
@@ -333,10 +255,7 @@ fn announcement_failure_can_connect_unrecorded() {
     let mut r = Rig::new(p);
     r.drain();
     r.at(10, Input::AnnouncementFailed);
-    assert_eq!(
-        r.at(20, Input::AgentAnswered),
-        vec![AckAgent, AnswerCaller, Bridge { record: false }]
-    );
+    assert_eq!(r.at(20, Input::AgentAnswered), vec![AckAgent, AnswerCaller, Bridge { record: false }]);
 }
 
 #[test]
@@ -344,20 +263,8 @@ fn no_announcement_route_rings_and_bridges_on_answer() {
     let mut p = policy(AnswerMode::EarlyMedia);
     p.announce = false;
     let mut r = Rig::new(p);
-    assert_eq!(
-        r.drain(),
-        vec![
-            CallerProvisional {
-                status: 180,
-                with_sdp: false
-            },
-            InviteAgent
-        ]
-    );
-    assert_eq!(
-        r.at(10, Input::AgentAnswered),
-        vec![AckAgent, AnswerCaller, Bridge { record: true }]
-    );
+    assert_eq!(r.drain(), vec![CallerProvisional { status: 180, with_sdp: false }, InviteAgent]);
+    assert_eq!(r.at(10, Input::AgentAnswered), vec![AckAgent, AnswerCaller, Bridge { record: true }]);
 }
 
 #[test]
@@ -366,54 +273,21 @@ fn reinvite_is_carried_across_and_glare_gets_491() {
     r.drain();
     r.at(1, Input::AnnouncementDone);
     r.at(2, Input::AgentAnswered);
+    assert_eq!(r.at(10_000, Input::Reinvite(Leg::Caller)), vec![ForwardReinvite { from: Leg::Caller }]);
+    assert_eq!(r.at(10_001, Input::Reinvite(Leg::Agent)), vec![AnswerReinvite { leg: Leg::Agent, status: 491 }]);
     assert_eq!(
-        r.at(10_000, Input::Reinvite(Leg::Caller)),
-        vec![ForwardReinvite { from: Leg::Caller }]
-    );
-    assert_eq!(
-        r.at(10_001, Input::Reinvite(Leg::Agent)),
-        vec![AnswerReinvite {
-            leg: Leg::Agent,
-            status: 491
-        }]
-    );
-    assert_eq!(
-        r.at(
-            10_050,
-            Input::ReinviteAnswered {
-                leg: Leg::Agent,
-                status: 200
-            }
-        ),
-        vec![AnswerReinvite {
-            leg: Leg::Caller,
-            status: 200
-        }]
+        r.at(10_050, Input::ReinviteAnswered { leg: Leg::Agent, status: 200 }),
+        vec![AnswerReinvite { leg: Leg::Caller, status: 200 }]
     );
     // A stray answer with nothing pending is ignored.
-    assert_eq!(
-        r.at(
-            10_060,
-            Input::ReinviteAnswered {
-                leg: Leg::Agent,
-                status: 200
-            }
-        ),
-        vec![]
-    );
+    assert_eq!(r.at(10_060, Input::ReinviteAnswered { leg: Leg::Agent, status: 200 }), vec![]);
 }
 
 #[test]
 fn reinvite_before_bridge_is_answered_locally() {
     let mut r = Rig::immediate();
     r.drain();
-    assert_eq!(
-        r.at(500, Input::Reinvite(Leg::Caller)),
-        vec![AnswerReinvite {
-            leg: Leg::Caller,
-            status: 200
-        }]
-    );
+    assert_eq!(r.at(500, Input::Reinvite(Leg::Caller)), vec![AnswerReinvite { leg: Leg::Caller, status: 200 }]);
 }
 
 #[test]
@@ -425,14 +299,8 @@ fn media_timeout_ends_both_legs() {
     assert_eq!(
         r.at(40_000, Input::MediaTimeout(Leg::Caller)),
         vec![
-            Bye {
-                leg: Leg::Agent,
-                reason: None
-            },
-            Bye {
-                leg: Leg::Caller,
-                reason: None
-            },
+            Bye { leg: Leg::Agent, reason: None },
+            Bye { leg: Leg::Caller, reason: None },
             outcome(HangupCause::MediaTimeout, Some(Leg::Caller), None)
         ]
     );
@@ -444,11 +312,7 @@ fn shutdown_rejects_early_calls_and_byes_bridged_ones() {
     r.drain();
     assert_eq!(
         r.at(5, Input::Shutdown),
-        vec![
-            CancelAgent,
-            RejectCaller { status: 503 },
-            outcome(HangupCause::Shutdown, None, None)
-        ]
+        vec![CancelAgent, RejectCaller { status: 503 }, outcome(HangupCause::Shutdown, None, None)]
     );
     let mut r = Rig::early();
     r.drain();
@@ -457,14 +321,8 @@ fn shutdown_rejects_early_calls_and_byes_bridged_ones() {
     assert_eq!(
         r.at(5, Input::Shutdown),
         vec![
-            Bye {
-                leg: Leg::Agent,
-                reason: None
-            },
-            Bye {
-                leg: Leg::Caller,
-                reason: Some(503)
-            },
+            Bye { leg: Leg::Agent, reason: None },
+            Bye { leg: Leg::Caller, reason: Some(503) },
             outcome(HangupCause::Shutdown, None, None)
         ]
     );
@@ -486,10 +344,7 @@ fn finished_is_emitted_exactly_once_whatever_follows() {
         Input::AgentUnreachable,
         Input::Reinvite(Leg::Caller),
         Input::Reinvite(Leg::Agent),
-        Input::ReinviteAnswered {
-            leg: Leg::Agent,
-            status: 200,
-        },
+        Input::ReinviteAnswered { leg: Leg::Agent, status: 200 },
         Input::AnnouncementDone,
         Input::AnnouncementFailed,
         Input::MediaTimeout(Leg::Agent),
@@ -506,8 +361,7 @@ fn finished_is_emitted_exactly_once_whatever_follows() {
                 seed ^= seed << 17;
                 let i = inputs[(seed % inputs.len() as u64) as usize].clone();
                 all.extend(r.at(step * 1000, i));
-                r.call
-                    .handle_timeout(r.t0 + Duration::from_millis(step * 5000));
+                r.call.handle_timeout(r.t0 + Duration::from_millis(step * 5000));
                 all.extend(r.drain());
             }
             let finished = all.iter().filter(|c| matches!(c, Finished(_))).count();
@@ -515,23 +369,13 @@ fn finished_is_emitted_exactly_once_whatever_follows() {
             if let Some(pos) = all.iter().position(|c| matches!(c, Finished(_))) {
                 for c in &all[pos + 1..] {
                     assert!(
-                        matches!(
-                            c,
-                            AckAgent
-                                | Bye {
-                                    leg: Leg::Agent,
-                                    reason: None
-                                }
-                        ),
+                        matches!(c, AckAgent | Bye { leg: Leg::Agent, reason: None }),
                         "after Finished: {c:?} in {all:?}"
                     );
                 }
             }
             // At most one final answer to the caller's INVITE.
-            let finals = all
-                .iter()
-                .filter(|c| matches!(c, AnswerCaller | RejectCaller { .. }))
-                .count();
+            let finals = all.iter().filter(|c| matches!(c, AnswerCaller | RejectCaller { .. })).count();
             assert!(finals <= 1, "{all:?}");
         }
     }

@@ -3,10 +3,10 @@
 //! [`announcement::Announcement::load`], which reads one file; the relay shell does the sockets.
 pub mod announcement;
 pub mod g711;
-pub mod relay;
 pub mod rtp;
 pub mod sdp;
 pub mod track;
+pub mod relay;
 
 /// No-panic tests for everything here that parses peer bytes or reacts to peer timing: thousands
 /// of pseudo-random and mutated inputs per run (a stand-in for `fuzz/`, which needs nightly).

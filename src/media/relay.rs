@@ -68,14 +68,7 @@ pub enum MediaError {
 impl PortPool {
     pub fn new(lo: u16, hi: u16) -> Arc<PortPool> {
         let lo = lo + (lo % 2);
-        Arc::new(PortPool {
-            inner: Mutex::new(PoolInner {
-                lo,
-                hi,
-                next: lo,
-                used: BTreeSet::new(),
-            }),
-        })
+        Arc::new(PortPool { inner: Mutex::new(PoolInner { lo, hi, next: lo, used: BTreeSet::new() }) })
     }
 
     /// Binds the next free even port and the odd one above it on `ip`.
@@ -102,12 +95,7 @@ impl PortPool {
             };
             match (bind(port), bind(port + 1)) {
                 (Ok(rtp), Ok(rtcp)) => {
-                    return Ok(PortPair {
-                        rtp,
-                        rtcp,
-                        port,
-                        pool: self.clone(),
-                    });
+                    return Ok(PortPair { rtp, rtcp, port, pool: self.clone() });
                 }
                 _ => {
                     // Taken by another process: skip it, keep it marked so we do not retry soon.
@@ -189,39 +177,19 @@ pub struct Remote {
 }
 
 pub enum MediaCmd {
-    SetRemote {
-        leg: Leg,
-        remote: Remote,
-    },
+    SetRemote { leg: Leg, remote: Remote },
     PlayAnnouncement(Arc<Announcement>),
     PlayRingback,
-    Bridge {
-        recording: Option<Box<RecordingPlan>>,
-    },
-    Stop {
-        reason: EndReason,
-    },
+    Bridge { recording: Option<Box<RecordingPlan>> },
+    Stop { reason: EndReason },
 }
 
 #[derive(Debug)]
 pub enum MediaEvent {
-    AnnouncementDone {
-        call: CallId,
-        started_ms: i64,
-        ended_ms: i64,
-    },
-    AnnouncementFailed {
-        call: CallId,
-        cause: String,
-    },
-    MediaTimeout {
-        call: CallId,
-        leg: Leg,
-    },
-    Finished {
-        call: CallId,
-        report: MediaReport,
-    },
+    AnnouncementDone { call: CallId, started_ms: i64, ended_ms: i64 },
+    AnnouncementFailed { call: CallId, cause: String },
+    MediaTimeout { call: CallId, leg: Leg },
+    Finished { call: CallId, report: MediaReport },
 }
 
 /// Counters and the recording's fate, for the call record.
@@ -278,11 +246,7 @@ pub fn spawn(
     events: mpsc::Sender<MediaEvent>,
 ) -> MediaHandle {
     let (tx, rx) = mpsc::channel(16);
-    let handle = MediaHandle {
-        cmd: tx,
-        caller_port: caller.port,
-        agent_port: agent.port,
-    };
+    let handle = MediaHandle { cmd: tx, caller_port: caller.port, agent_port: agent.port };
     let task = MediaTask::new(call, caller, agent, settings, events);
     tokio::spawn(task.run(rx));
     handle
@@ -291,13 +255,8 @@ pub fn spawn(
 /// What plays toward the caller before the bridge.
 enum Prompt {
     None,
-    Announcement {
-        player: AnnouncementPlayer,
-        started_ms: i64,
-    },
-    Ringback {
-        player: AnnouncementPlayer,
-    },
+    Announcement { player: AnnouncementPlayer, started_ms: i64 },
+    Ringback { player: AnnouncementPlayer },
 }
 
 struct Recorder {
@@ -383,9 +342,9 @@ impl MediaTask {
         loop {
             let deadline = self.poll_timeout();
             let sleep = tokio::time::sleep_until(
-                deadline
-                    .map(tokio::time::Instant::from_std)
-                    .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600)),
+                deadline.map(tokio::time::Instant::from_std).unwrap_or_else(|| {
+                    tokio::time::Instant::now() + Duration::from_secs(3600)
+                }),
             );
             let [b0, b1, b2, b3] = &mut bufs;
             tokio::select! {
@@ -414,9 +373,7 @@ impl MediaTask {
             }
         };
         match &self.prompt {
-            Prompt::Announcement { player, .. } | Prompt::Ringback { player } => {
-                consider(player.poll_timeout())
-            }
+            Prompt::Announcement { player, .. } | Prompt::Ringback { player } => consider(player.poll_timeout()),
             Prompt::None => {}
         }
         if let Some(rec) = &self.recorder {
@@ -453,16 +410,12 @@ impl MediaTask {
                     return;
                 };
                 let player = AnnouncementPlayer::for_announcement(&a, remote.codec, Instant::now());
-                self.prompt = Prompt::Announcement {
-                    player,
-                    started_ms: unix_ms(),
-                };
+                self.prompt = Prompt::Announcement { player, started_ms: unix_ms() };
             }
             MediaCmd::PlayRingback => {
                 if let (Prompt::None, Some(remote)) = (&self.prompt, self.remote[0]) {
                     if self.bridged.is_none() {
-                        let player =
-                            AnnouncementPlayer::new(ringback(), remote.codec, Instant::now());
+                        let player = AnnouncementPlayer::new(ringback(), remote.codec, Instant::now());
                         self.prompt = Prompt::Ringback { player };
                     }
                 }
@@ -513,11 +466,7 @@ impl MediaTask {
         };
         // The wrapped key goes to the database before any audio exists: a crash can leave a key
         // without audio, never audio without its key.
-        if let Err(e) = plan
-            .store
-            .put_recording_key(&plan.recording_id, &plan.key_id, &plan.wrapped.0)
-            .await
-        {
+        if let Err(e) = plan.store.put_recording_key(&plan.recording_id, &plan.key_id, &plan.wrapped.0).await {
             rec.error = Some(format!("storing the recording key failed: {e}"));
             return rec;
         }
@@ -535,12 +484,7 @@ impl MediaTask {
             rec.error = Some(format!("storing the recording row failed: {e}"));
             return rec;
         }
-        let header = match Header::new(
-            plan.recording_id.clone(),
-            plan.key_id.clone(),
-            unix_ms(),
-            plan.flush,
-        ) {
+        let header = match Header::new(plan.recording_id.clone(), plan.key_id.clone(), unix_ms(), plan.flush) {
             Ok(h) => h,
             Err(e) => {
                 rec.error = Some(format!("random nonce unavailable: {e:?}"));
@@ -567,9 +511,7 @@ impl MediaTask {
             return;
         }
         let Ok(p) = RtpPacket::parse(pkt) else { return };
-        let Some(remote) = self.remote[idx(leg)] else {
-            return;
-        };
+        let Some(remote) = self.remote[idx(leg)] else { return };
         let is_audio = p.payload_type() == remote.codec.payload_type();
         let is_event = Some(p.payload_type()) == remote.telephone_event;
         if !is_audio && !is_event {
@@ -620,17 +562,8 @@ impl MediaTask {
             Prompt::Announcement { player, started_ms } => {
                 while let Some(frame) = player.poll_frame(now) {
                     if let (Some(dest), Some(pt)) = (dest, pt) {
-                        send_frame(
-                            &self.socks[0].rtp,
-                            &mut self.send_buf,
-                            dest,
-                            pt,
-                            frame.marker,
-                            &mut self.out_seq,
-                            &mut self.out_ts,
-                            self.out_ssrc,
-                            &frame.payload,
-                        );
+                        send_frame(&self.socks[0].rtp, &mut self.send_buf, dest, pt, frame.marker,
+                            &mut self.out_seq, &mut self.out_ts, self.out_ssrc, &frame.payload);
                     }
                 }
                 if player.is_done() {
@@ -640,17 +573,8 @@ impl MediaTask {
             Prompt::Ringback { player } => {
                 while let Some(frame) = player.poll_frame(now) {
                     if let (Some(dest), Some(pt)) = (dest, pt) {
-                        send_frame(
-                            &self.socks[0].rtp,
-                            &mut self.send_buf,
-                            dest,
-                            pt,
-                            frame.marker,
-                            &mut self.out_seq,
-                            &mut self.out_ts,
-                            self.out_ssrc,
-                            &frame.payload,
-                        );
+                        send_frame(&self.socks[0].rtp, &mut self.send_buf, dest, pt, frame.marker,
+                            &mut self.out_seq, &mut self.out_ts, self.out_ssrc, &frame.payload);
                     }
                 }
                 if player.is_done() {
@@ -664,11 +588,7 @@ impl MediaTask {
         }
         if let Some(started_ms) = finished_announcement {
             self.prompt = Prompt::None;
-            let ev = MediaEvent::AnnouncementDone {
-                call: self.call.clone(),
-                started_ms,
-                ended_ms: unix_ms(),
-            };
+            let ev = MediaEvent::AnnouncementDone { call: self.call.clone(), started_ms, ended_ms: unix_ms() };
             self.send_event(ev).await;
         }
         if let Some(tracks) = &mut self.tracks {
@@ -691,15 +611,10 @@ impl MediaTask {
         }
         for leg in [Leg::Caller, Leg::Agent] {
             let held = self.remote[idx(leg)].is_some_and(|r| r.on_hold);
-            let silent = self.last_rx[idx(leg)]
-                .is_some_and(|t| now.duration_since(t) > self.settings.timeout);
+            let silent = self.last_rx[idx(leg)].is_some_and(|t| now.duration_since(t) > self.settings.timeout);
             if silent && !held {
                 self.timed_out = true;
-                self.send_event(MediaEvent::MediaTimeout {
-                    call: self.call.clone(),
-                    leg,
-                })
-                .await;
+                self.send_event(MediaEvent::MediaTimeout { call: self.call.clone(), leg }).await;
                 return;
             }
         }
@@ -723,10 +638,7 @@ impl MediaTask {
         if let Some(mut rec) = self.recorder.take() {
             report.recording = Some(rec.finish(now, reason).await);
         }
-        let ev = MediaEvent::Finished {
-            call: self.call.clone(),
-            report,
-        };
+        let ev = MediaEvent::Finished { call: self.call.clone(), report };
         self.send_event(ev).await;
     }
 
@@ -762,9 +674,7 @@ impl Recorder {
             while let Some(out) = self.tracks[idx(leg)].poll(now) {
                 let Some(w) = &mut self.writer else { continue };
                 match out {
-                    TrackOutput::Audio { pos, payload } => {
-                        w.push_audio(leg, pos, self.codecs[idx(leg)], &payload)
-                    }
+                    TrackOutput::Audio { pos, payload } => w.push_audio(leg, pos, self.codecs[idx(leg)], &payload),
                     TrackOutput::Loss { from, to } => w.push_gap(leg, from, to, GapKind::Loss),
                 }
             }
@@ -803,22 +713,12 @@ impl Recorder {
             match w.finish() {
                 Ok(fin) => {
                     if self.error.is_none() {
-                        match (&*self.file)
-                            .write_all(&fin.bytes)
-                            .and_then(|_| self.file.sync_data())
-                        {
+                        match (&*self.file).write_all(&fin.bytes).and_then(|_| self.file.sync_data()) {
                             Ok(()) => {
                                 self.bytes = fin.total_len;
-                                sha = Some(
-                                    fin.sha256
-                                        .iter()
-                                        .map(|b| format!("{b:02x}"))
-                                        .collect::<String>(),
-                                );
+                                sha = Some(fin.sha256.iter().map(|b| format!("{b:02x}")).collect::<String>());
                             }
-                            Err(e) => {
-                                self.error = Some(format!("writing the recording failed: {e}"))
-                            }
+                            Err(e) => self.error = Some(format!("writing the recording failed: {e}")),
                         }
                     }
                 }
@@ -876,9 +776,8 @@ fn ringback() -> Arc<[i16]> {
             for _ in 0..ms * 8 {
                 let t = n as f64 / 8000.0;
                 let s = if on {
-                    4000.0
-                        * ((2.0 * std::f64::consts::PI * 400.0 * t).sin()
-                            + (2.0 * std::f64::consts::PI * 450.0 * t).sin())
+                    4000.0 * ((2.0 * std::f64::consts::PI * 400.0 * t).sin()
+                        + (2.0 * std::f64::consts::PI * 450.0 * t).sin())
                 } else {
                     0.0
                 };

@@ -24,25 +24,13 @@ impl Local {
             Transport::Udp => "UDP",
             Transport::Tcp(_) => "TCP",
         };
-        let v = format!(
-            "SIP/2.0/{t} {}:{};branch={branch};rport",
-            self.host(),
-            self.port
-        );
+        let v = format!("SIP/2.0/{t} {}:{};branch={branch};rport", self.host(), self.port);
         (Header::Via(rsip::Via::new(v)), branch)
     }
 
     pub fn contact(&self, transport: Transport) -> Header {
-        let t = if matches!(transport, Transport::Tcp(_)) {
-            ";transport=tcp"
-        } else {
-            ""
-        };
-        Header::Contact(rsip::Contact::new(format!(
-            "<sip:callgate@{}:{}{t}>",
-            self.host(),
-            self.port
-        )))
+        let t = if matches!(transport, Transport::Tcp(_)) { ";transport=tcp" } else { "" };
+        Header::Contact(rsip::Contact::new(format!("<sip:callgate@{}:{}{t}>", self.host(), self.port)))
     }
 
     fn host(&self) -> String {
@@ -74,14 +62,8 @@ pub struct Dialog {
 impl Dialog {
     /// The dialog we hold with the caller, created by answering its INVITE with `our_tag`.
     pub fn uas(invite: &Request, our_tag: &str, peer: Peer) -> Dialog {
-        let to = invite
-            .to_header()
-            .map(|t| t.value().to_string())
-            .unwrap_or_default();
-        let from = invite
-            .from_header()
-            .map(|f| f.value().to_string())
-            .unwrap_or_default();
+        let to = invite.to_header().map(|t| t.value().to_string()).unwrap_or_default();
+        let from = invite.from_header().map(|f| f.value().to_string()).unwrap_or_default();
         Dialog {
             call_id: message::call_id(invite),
             local: format!("{to};tag={our_tag}"),
@@ -96,13 +78,7 @@ impl Dialog {
     }
 
     /// Builds an in-dialog request (BYE, re-INVITE, INFO) and advances our CSeq.
-    pub fn request(
-        &mut self,
-        local: &Local,
-        method: Method,
-        extra: Vec<Header>,
-        sdp: Option<&str>,
-    ) -> (Request, String) {
+    pub fn request(&mut self, local: &Local, method: Method, extra: Vec<Header>, sdp: Option<&str>) -> (Request, String) {
         let seq = self.local_cseq;
         self.local_cseq += 1;
         self.build(local, method, seq, extra, sdp)
@@ -113,14 +89,7 @@ impl Dialog {
         self.build(local, Method::Ack, seq, vec![], None).0
     }
 
-    fn build(
-        &self,
-        local: &Local,
-        method: Method,
-        seq: u32,
-        extra: Vec<Header>,
-        sdp: Option<&str>,
-    ) -> (Request, String) {
+    fn build(&self, local: &Local, method: Method, seq: u32, extra: Vec<Header>, sdp: Option<&str>) -> (Request, String) {
         let (via, branch) = local.via(self.peer.transport);
         let mut headers = rsip::Headers::default();
         headers.push(via);
@@ -141,25 +110,12 @@ impl Dialog {
         }
         let body = sdp.map(|s| s.as_bytes().to_vec()).unwrap_or_default();
         if !body.is_empty() {
-            headers.push(Header::ContentType(rsip::ContentType::new(
-                "application/sdp",
-            )));
+            headers.push(Header::ContentType(rsip::ContentType::new("application/sdp")));
         }
-        headers.push(Header::ContentLength(rsip::ContentLength::new(
-            body.len().to_string(),
-        )));
+        headers.push(Header::ContentLength(rsip::ContentLength::new(body.len().to_string())));
         let uri = rsip::Uri::try_from(self.remote_target.as_str())
             .unwrap_or_else(|_| rsip::Uri::try_from("sip:invalid").unwrap_or_default());
-        (
-            Request {
-                method,
-                uri,
-                version: rsip::Version::V2,
-                headers,
-                body,
-            },
-            branch,
-        )
+        (Request { method, uri, version: rsip::Version::V2, headers, body }, branch)
     }
 }
 
@@ -188,11 +144,7 @@ impl UacInvite {
             peer,
         };
         let (invite, _) = dialog.request(local, Method::Invite, vec![], Some(sdp));
-        UacInvite {
-            dialog,
-            invite,
-            invite_seq: 1,
-        }
+        UacInvite { dialog, invite, invite_seq: 1 }
     }
 
     /// CANCEL for the pending INVITE (RFC 3261 §9.1).
@@ -200,29 +152,16 @@ impl UacInvite {
         let mut headers = rsip::Headers::default();
         for h in self.invite.headers.iter() {
             match h {
-                Header::Via(_) if !headers.iter().any(|x| matches!(x, Header::Via(_))) => {
+                Header::Via(_) if !headers.iter().any(|x| matches!(x, Header::Via(_))) => headers.push(h.clone()),
+                Header::From(_) | Header::To(_) | Header::CallId(_) | Header::MaxForwards(_) | Header::Route(_) => {
                     headers.push(h.clone())
                 }
-                Header::From(_)
-                | Header::To(_)
-                | Header::CallId(_)
-                | Header::MaxForwards(_)
-                | Header::Route(_) => headers.push(h.clone()),
                 _ => {}
             }
         }
-        headers.push(Header::CSeq(rsip::CSeq::new(format!(
-            "{} CANCEL",
-            self.invite_seq
-        ))));
+        headers.push(Header::CSeq(rsip::CSeq::new(format!("{} CANCEL", self.invite_seq))));
         headers.push(Header::ContentLength(rsip::ContentLength::new("0")));
-        Request {
-            method: Method::Cancel,
-            uri: self.invite.uri.clone(),
-            version: rsip::Version::V2,
-            headers,
-            body: vec![],
-        }
+        Request { method: Method::Cancel, uri: self.invite.uri.clone(), version: rsip::Version::V2, headers, body: vec![] }
     }
 
     /// Completes the dialog from the agent's 2xx: their tag, Contact and Record-Route.
@@ -278,44 +217,24 @@ mod tests {
     use rsipstack::sip::SipMessage;
 
     fn local() -> Local {
-        Local {
-            advertise: "127.0.0.1".parse().unwrap(),
-            port: 5070,
-        }
+        Local { advertise: "127.0.0.1".parse().unwrap(), port: 5070 }
     }
     fn peer() -> Peer {
-        Peer {
-            addr: "127.0.0.1:5081".parse().unwrap(),
-            transport: Transport::Udp,
-        }
+        Peer { addr: "127.0.0.1:5081".parse().unwrap(), transport: Transport::Udp }
     }
 
     #[test]
     fn invite_cancel_ack_and_bye_are_well_formed() {
-        let mut uac = UacInvite::new(
-            &local(),
-            "sip:agent@127.0.0.1:5081",
-            "07700900123",
-            peer(),
-            "v=0\r\n",
-        );
+        let mut uac = UacInvite::new(&local(), "sip:agent@127.0.0.1:5081", "07700900123", peer(), "v=0\r\n");
         let inv = uac.invite.to_bytes();
-        let SipMessage::Request(parsed) = parse(&inv, 16384).unwrap() else {
-            panic!()
-        };
+        let SipMessage::Request(parsed) = parse(&inv, 16384).unwrap() else { panic!() };
         assert_eq!(parsed.method, Method::Invite);
         assert_eq!(message::from_user(&parsed), "07700900123");
         assert!(message::sdp_body(&parsed).is_some());
 
         let cancel = uac.cancel();
-        let SipMessage::Request(c) = parse(&cancel.to_bytes(), 16384).unwrap() else {
-            panic!()
-        };
-        assert_eq!(
-            message::branch(&c),
-            message::branch(&parsed),
-            "CANCEL reuses the INVITE's branch"
-        );
+        let SipMessage::Request(c) = parse(&cancel.to_bytes(), 16384).unwrap() else { panic!() };
+        assert_eq!(message::branch(&c), message::branch(&parsed), "CANCEL reuses the INVITE's branch");
         assert_eq!(message::cseq(&c), (1, Method::Cancel));
 
         // The agent answers with a tag and Contact.
@@ -323,29 +242,19 @@ mod tests {
             &parsed,
             200,
             Some("agenttag"),
-            vec![Header::Contact(rsip::Contact::new(
-                "<sip:agent@127.0.0.1:5099>",
-            ))],
+            vec![Header::Contact(rsip::Contact::new("<sip:agent@127.0.0.1:5099>"))],
             Some("v=0\r\n"),
         );
         uac.confirm(&resp);
         let ack = uac.dialog.ack(&local(), uac.invite_seq);
-        let SipMessage::Request(a) = parse(&ack.to_bytes(), 16384).unwrap() else {
-            panic!()
-        };
+        let SipMessage::Request(a) = parse(&ack.to_bytes(), 16384).unwrap() else { panic!() };
         assert_eq!(message::cseq(&a), (1, Method::Ack));
         assert_eq!(message::to_tag(&a).as_deref(), Some("agenttag"));
         assert_eq!(a.uri.to_string(), "sip:agent@127.0.0.1:5099");
-        assert_ne!(
-            message::branch(&a),
-            message::branch(&parsed),
-            "ACK for 2xx is a new transaction"
-        );
+        assert_ne!(message::branch(&a), message::branch(&parsed), "ACK for 2xx is a new transaction");
 
         let (bye, _) = uac.dialog.request(&local(), Method::Bye, vec![], None);
-        let SipMessage::Request(b) = parse(&bye.to_bytes(), 16384).unwrap() else {
-            panic!()
-        };
+        let SipMessage::Request(b) = parse(&bye.to_bytes(), 16384).unwrap() else { panic!() };
         assert_eq!(message::cseq(&b), (2, Method::Bye));
     }
 
@@ -356,14 +265,10 @@ Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-1\r\n\
 From: <sip:caller@127.0.0.1:5060>;tag=abc\r\n\
 To: <sip:2001@127.0.0.1:5070>\r\n\
 Call-ID: cid\r\nCSeq: 1 INVITE\r\nContact: <sip:caller@127.0.0.1:5060>\r\nContent-Length: 0\r\n\r\n";
-        let SipMessage::Request(inv) = parse(text.as_bytes(), 16384).unwrap() else {
-            panic!()
-        };
+        let SipMessage::Request(inv) = parse(text.as_bytes(), 16384).unwrap() else { panic!() };
         let mut d = Dialog::uas(&inv, "ours", peer());
         let (bye, _) = d.request(&local(), Method::Bye, vec![], None);
-        let SipMessage::Request(b) = parse(&bye.to_bytes(), 16384).unwrap() else {
-            panic!()
-        };
+        let SipMessage::Request(b) = parse(&bye.to_bytes(), 16384).unwrap() else { panic!() };
         assert_eq!(message::from_tag(&b).as_deref(), Some("ours"));
         assert_eq!(message::to_tag(&b).as_deref(), Some("abc"));
         assert_eq!(b.uri.to_string(), "sip:caller@127.0.0.1:5060");
@@ -371,19 +276,10 @@ Call-ID: cid\r\nCSeq: 1 INVITE\r\nContact: <sip:caller@127.0.0.1:5060>\r\nConten
 
     #[test]
     fn uri_addresses() {
-        assert_eq!(
-            uri_socket_addr("sip:a@127.0.0.1:5081"),
-            Some("127.0.0.1:5081".parse().unwrap())
-        );
-        assert_eq!(
-            uri_socket_addr("sip:a@127.0.0.1"),
-            Some("127.0.0.1:5060".parse().unwrap())
-        );
+        assert_eq!(uri_socket_addr("sip:a@127.0.0.1:5081"), Some("127.0.0.1:5081".parse().unwrap()));
+        assert_eq!(uri_socket_addr("sip:a@127.0.0.1"), Some("127.0.0.1:5060".parse().unwrap()));
         assert_eq!(uri_socket_addr("sip:queue@pbx.example:5060"), None);
-        assert_eq!(
-            uri_host_port("sip:queue@pbx.example:5060"),
-            Some(("pbx.example".into(), 5060))
-        );
+        assert_eq!(uri_host_port("sip:queue@pbx.example:5060"), Some(("pbx.example".into(), 5060)));
         assert_eq!(sanitize_user("07700 900123\r\nX: y"), "07700900123Xy");
     }
 }

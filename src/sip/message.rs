@@ -4,9 +4,7 @@
 //! header, gets a `400` built leniently from whatever header lines can be found, so a broken
 //! peer learns what went wrong and no call is disturbed.
 
-use rsipstack::sip::{
-    self as rsip, HasHeaders, Header, HeadersExt, Method, SipMessage, ToTypedHeader,
-};
+use rsipstack::sip::{self as rsip, HasHeaders, Header, HeadersExt, Method, SipMessage, ToTypedHeader};
 
 /// Why a datagram or stream message was not accepted.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -51,28 +49,18 @@ pub fn parse(bytes: &[u8], max_size: usize) -> Result<SipMessage, MalformedSip> 
 }
 
 fn check_mandatory(msg: &SipMessage) -> Result<(), MalformedSip> {
-    let via = msg
-        .via_header()
-        .map_err(|_| MalformedSip::MissingHeader("Via"))?;
-    let typed = via
-        .typed()
-        .map_err(|_| MalformedSip::MissingHeader("Via"))?;
+    let via = msg.via_header().map_err(|_| MalformedSip::MissingHeader("Via"))?;
+    let typed = via.typed().map_err(|_| MalformedSip::MissingHeader("Via"))?;
     if typed.branch().is_none() {
         return Err(MalformedSip::MissingHeader("Via branch"));
     }
-    msg.from_header()
-        .map_err(|_| MalformedSip::MissingHeader("From"))?;
-    msg.to_header()
-        .map_err(|_| MalformedSip::MissingHeader("To"))?;
-    let call_id = msg
-        .call_id_header()
-        .map_err(|_| MalformedSip::MissingHeader("Call-ID"))?;
+    msg.from_header().map_err(|_| MalformedSip::MissingHeader("From"))?;
+    msg.to_header().map_err(|_| MalformedSip::MissingHeader("To"))?;
+    let call_id = msg.call_id_header().map_err(|_| MalformedSip::MissingHeader("Call-ID"))?;
     if call_id.value().trim().is_empty() {
         return Err(MalformedSip::MissingHeader("Call-ID"));
     }
-    let cseq = msg
-        .cseq_header()
-        .map_err(|_| MalformedSip::MissingHeader("CSeq"))?;
+    let cseq = msg.cseq_header().map_err(|_| MalformedSip::MissingHeader("CSeq"))?;
     cseq_of(cseq).ok_or(MalformedSip::MissingHeader("CSeq"))?;
     if let SipMessage::Request(r) = msg {
         // CSeq method must match the request method (RFC 3261 §8.1.1.5).
@@ -92,10 +80,7 @@ fn cseq_of(h: &rsip::CSeq) -> Option<(u32, Method)> {
 /// The CSeq number and method of a checked message.
 pub fn cseq(msg: &impl HeadersExt) -> (u32, Method) {
     // Invariant: callers pass messages that went through `parse`, which checked CSeq.
-    msg.cseq_header()
-        .ok()
-        .and_then(cseq_of)
-        .unwrap_or((0, Method::Options))
+    msg.cseq_header().ok().and_then(cseq_of).unwrap_or((0, Method::Options))
 }
 
 /// The top Via branch of a checked message.
@@ -109,36 +94,22 @@ pub fn branch(msg: &impl HeadersExt) -> String {
 
 /// The Call-ID value.
 pub fn call_id(msg: &impl HeadersExt) -> String {
-    msg.call_id_header()
-        .map(|c| c.value().trim().to_string())
-        .unwrap_or_default()
+    msg.call_id_header().map(|c| c.value().trim().to_string()).unwrap_or_default()
 }
 
 /// The From tag, if any.
 pub fn from_tag(msg: &impl HeadersExt) -> Option<String> {
-    msg.from_header()
-        .ok()?
-        .tag()
-        .ok()?
-        .map(|t| t.value().to_string())
+    msg.from_header().ok()?.tag().ok()?.map(|t| t.value().to_string())
 }
 
 /// The To tag, if any.
 pub fn to_tag(msg: &impl HeadersExt) -> Option<String> {
-    msg.to_header()
-        .ok()?
-        .tag()
-        .ok()?
-        .map(|t| t.value().to_string())
+    msg.to_header().ok()?.tag().ok()?.map(|t| t.value().to_string())
 }
 
 /// The user part of the Request-URI (the dialled number).
 pub fn request_user(req: &rsip::Request) -> String {
-    req.uri
-        .auth
-        .as_ref()
-        .map(|a| a.user.clone())
-        .unwrap_or_default()
+    req.uri.auth.as_ref().map(|a| a.user.clone()).unwrap_or_default()
 }
 
 /// The user part of the From URI (the calling number).
@@ -260,13 +231,9 @@ pub fn response(
     }
     let body = sdp.map(|s| s.as_bytes().to_vec()).unwrap_or_default();
     if !body.is_empty() {
-        headers.push(Header::ContentType(rsip::ContentType::new(
-            "application/sdp",
-        )));
+        headers.push(Header::ContentType(rsip::ContentType::new("application/sdp")));
     }
-    headers.push(Header::ContentLength(rsip::ContentLength::new(
-        body.len().to_string(),
-    )));
+    headers.push(Header::ContentLength(rsip::ContentLength::new(body.len().to_string())));
     rsip::Response {
         status_code: rsip::StatusCode::from(status),
         wire_reason: None,
@@ -289,16 +256,8 @@ pub fn lenient_reply(bytes: &[u8], status: u16, reason: &str) -> Option<Vec<u8>>
     let mut out = format!("SIP/2.0 {status} {reason}\r\n");
     let mut has_via = false;
     for line in lines.take_while(|l| !l.is_empty()) {
-        let name = line
-            .split(':')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        let keep = matches!(
-            name.as_str(),
-            "via" | "v" | "from" | "f" | "to" | "t" | "call-id" | "i" | "cseq"
-        );
+        let name = line.split(':').next().unwrap_or("").trim().to_ascii_lowercase();
+        let keep = matches!(name.as_str(), "via" | "v" | "from" | "f" | "to" | "t" | "call-id" | "i" | "cseq");
         if keep {
             has_via |= name == "via" || name == "v";
             out.push_str(line);
@@ -322,23 +281,9 @@ fn looks_like_unknown_method(bytes: &[u8]) -> bool {
     v == "SIP/2.0"
         && !m.is_empty()
         && m.chars().all(|c| c.is_ascii_uppercase())
-        && ![
-            "INVITE",
-            "ACK",
-            "BYE",
-            "CANCEL",
-            "OPTIONS",
-            "INFO",
-            "UPDATE",
-            "PRACK",
-            "REGISTER",
-            "SUBSCRIBE",
-            "NOTIFY",
-            "REFER",
-            "MESSAGE",
-            "PUBLISH",
-        ]
-        .contains(&m)
+        && !["INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "INFO", "UPDATE", "PRACK", "REGISTER",
+             "SUBSCRIBE", "NOTIFY", "REFER", "MESSAGE", "PUBLISH"]
+            .contains(&m)
 }
 
 /// For TCP: given buffered bytes, the length of the first complete message (headers + body by
@@ -354,17 +299,11 @@ pub fn stream_frame_len(buf: &[u8], max_size: usize) -> Result<Option<usize>, Ma
     let head = String::from_utf8_lossy(&buf[..end]);
     let mut content_length = None;
     for line in head.split("\r\n").skip(1) {
-        let Some((name, value)) = line.split_once(':') else {
-            continue;
-        };
+        let Some((name, value)) = line.split_once(':') else { continue };
         let name = name.trim().to_ascii_lowercase();
         if name == "content-length" || name == "l" {
-            content_length = Some(
-                value
-                    .trim()
-                    .parse::<usize>()
-                    .map_err(|_| MalformedSip::MissingHeader("Content-Length"))?,
-            );
+            content_length =
+                Some(value.trim().parse::<usize>().map_err(|_| MalformedSip::MissingHeader("Content-Length"))?);
         }
     }
     // Over a stream Content-Length is mandatory (RFC 3261 §18.3).
@@ -373,11 +312,7 @@ pub fn stream_frame_len(buf: &[u8], max_size: usize) -> Result<Option<usize>, Ma
     if total > max_size {
         return Err(MalformedSip::TooLarge(total));
     }
-    Ok(if buf.len() >= total {
-        Some(total)
-    } else {
-        None
-    })
+    Ok(if buf.len() >= total { Some(total) } else { None })
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
@@ -407,9 +342,7 @@ Content-Length: 4\r\n\r\nv=0\n";
 
     #[test]
     fn parses_an_invite_and_reads_its_parts() {
-        let SipMessage::Request(r) = parse(INVITE.as_bytes(), 16384).unwrap() else {
-            panic!()
-        };
+        let SipMessage::Request(r) = parse(INVITE.as_bytes(), 16384).unwrap() else { panic!() };
         assert_eq!(request_user(&r), "2001");
         assert_eq!(from_user(&r), "07700900123");
         assert_eq!(from_tag(&r).as_deref(), Some("abc"));
@@ -417,22 +350,14 @@ Content-Length: 4\r\n\r\nv=0\n";
         assert_eq!(branch(&r), "z9hG4bK-1");
         assert_eq!(call_id(&r), "1-xyz@127.0.0.1");
         assert_eq!(cseq(&r), (1, Method::Invite));
-        assert_eq!(
-            record_routes(&r),
-            vec!["<sip:p1.example;lr>", "<sip:p2.example;lr>"]
-        );
+        assert_eq!(record_routes(&r), vec!["<sip:p1.example;lr>", "<sip:p2.example;lr>"]);
         assert_eq!(sdp_body(&r).as_deref(), Some("v=0\n"));
-        assert_eq!(
-            contact_uri(&r).unwrap().to_string(),
-            "sip:alice@127.0.0.1:5060"
-        );
+        assert_eq!(contact_uri(&r).unwrap().to_string(), "sip:alice@127.0.0.1:5060");
     }
 
     #[test]
     fn response_copies_the_matching_headers_and_adds_a_tag() {
-        let SipMessage::Request(r) = parse(INVITE.as_bytes(), 16384).unwrap() else {
-            panic!()
-        };
+        let SipMessage::Request(r) = parse(INVITE.as_bytes(), 16384).unwrap() else { panic!() };
         let resp = response(&r, 183, Some("gw1"), vec![], Some("v=0\r\n"));
         let text = String::from_utf8(resp.to_bytes()).unwrap();
         assert!(text.starts_with("SIP/2.0 183"), "{text}");
@@ -456,34 +381,24 @@ Content-Length: 4\r\n\r\nv=0\n";
             assert_eq!(e.status().0, 400, "{header}: {e:?}");
         }
         let mismatched = INVITE.replace("CSeq: 1 INVITE", "CSeq: 1 BYE");
-        assert_eq!(
-            parse(mismatched.as_bytes(), 16384).unwrap_err().status().0,
-            400
-        );
+        assert_eq!(parse(mismatched.as_bytes(), 16384).unwrap_err().status().0, 400);
     }
 
     #[test]
     fn lenient_reply_answers_garbage_that_still_names_a_transaction() {
         let garbage = "INVITE sip:2001@x SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-9\r\nCSeq: banana\r\n\r\n";
         assert!(parse(garbage.as_bytes(), 16384).is_err());
-        let reply =
-            String::from_utf8(lenient_reply(garbage.as_bytes(), 400, "Bad Request").unwrap())
-                .unwrap();
+        let reply = String::from_utf8(lenient_reply(garbage.as_bytes(), 400, "Bad Request").unwrap()).unwrap();
         assert!(reply.starts_with("SIP/2.0 400 Bad Request\r\n"));
         assert!(reply.contains("branch=z9hG4bK-9"));
         // Pure junk and responses get no reply.
         assert_eq!(lenient_reply(b"\x00\x01hello", 400, "Bad Request"), None);
-        assert_eq!(
-            lenient_reply(b"SIP/2.0 200 OK\r\nVia: x\r\n\r\n", 400, "Bad Request"),
-            None
-        );
+        assert_eq!(lenient_reply(b"SIP/2.0 200 OK\r\nVia: x\r\n\r\n", 400, "Bad Request"), None);
     }
 
     #[test]
     fn unknown_methods_get_501_and_oversize_513() {
-        let m = INVITE
-            .replace("INVITE sip", "FROBNICATE sip")
-            .replace("1 INVITE", "1 FROBNICATE");
+        let m = INVITE.replace("INVITE sip", "FROBNICATE sip").replace("1 INVITE", "1 FROBNICATE");
         assert_eq!(parse(m.as_bytes(), 16384).unwrap_err().status().0, 501);
         assert_eq!(parse(INVITE.as_bytes(), 100).unwrap_err().status().0, 513);
     }
@@ -493,10 +408,7 @@ Content-Length: 4\r\n\r\nv=0\n";
         let two = format!("{INVITE}{INVITE}");
         let n = stream_frame_len(two.as_bytes(), 16384).unwrap().unwrap();
         assert_eq!(n, INVITE.len());
-        assert_eq!(
-            stream_frame_len(&INVITE.as_bytes()[..INVITE.len() - 2], 16384).unwrap(),
-            None
-        );
+        assert_eq!(stream_frame_len(&INVITE.as_bytes()[..INVITE.len() - 2], 16384).unwrap(), None);
         let no_len = INVITE.replace("Content-Length: 4\r\n", "");
         assert!(stream_frame_len(no_len.as_bytes(), 16384).is_err());
     }

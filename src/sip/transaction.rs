@@ -60,11 +60,7 @@ pub struct TxKey {
 #[derive(Debug)]
 pub enum TxEvent {
     /// A new request (not a retransmission): the TU must answer it via `respond`.
-    Request {
-        key: TxKey,
-        req: Request,
-        peer: Peer,
-    },
+    Request { key: TxKey, req: Request, peer: Peer },
     /// CANCEL for a pending INVITE server transaction; the CANCEL itself was answered 200.
     Cancelled { invite: TxKey },
     /// The ACK for a 2xx we sent (matched by Call-ID and CSeq number).
@@ -156,22 +152,13 @@ impl Transactions {
         match req.method {
             Method::Ack => {
                 // ACK for a non-2xx final shares the INVITE's branch.
-                let key = TxKey {
-                    branch: branch.clone(),
-                    method: Method::Invite,
-                };
+                let key = TxKey { branch: branch.clone(), method: Method::Invite };
                 if let Some(tx) = self.servers.get_mut(&key) {
                     if tx.final_status.is_some_and(|s| s >= 300) {
                         tx.acked = true;
                         tx.retransmit_at = None;
                         // Timer I: absorb ACK retransmissions briefly.
-                        tx.expires_at = Some(
-                            now + if peer.transport.reliable() {
-                                Duration::ZERO
-                            } else {
-                                T2
-                            },
-                        );
+                        tx.expires_at = Some(now + if peer.transport.reliable() { Duration::ZERO } else { T2 });
                         return;
                     }
                 }
@@ -187,10 +174,7 @@ impl Transactions {
                 // Other ACKs (retransmitted, or for unknown dialogs) are dropped silently.
             }
             Method::Cancel => {
-                let invite = TxKey {
-                    branch: branch.clone(),
-                    method: Method::Invite,
-                };
+                let invite = TxKey { branch: branch.clone(), method: Method::Invite };
                 let status = match self.servers.get(&invite) {
                     Some(tx) if tx.final_status.is_none() => {
                         self.events.push_back(TxEvent::Cancelled { invite });
@@ -200,41 +184,27 @@ impl Transactions {
                     Some(_) => 200,
                     None => 481,
                 };
-                let key = TxKey {
-                    branch,
-                    method: Method::Cancel,
-                };
+                let key = TxKey { branch, method: Method::Cancel };
                 if let Some(tx) = self.servers.get(&key) {
                     if let Some(last) = &tx.last {
-                        self.transmits.push_back(Transmit {
-                            peer: tx.peer,
-                            bytes: last.clone(),
-                        });
+                        self.transmits.push_back(Transmit { peer: tx.peer, bytes: last.clone() });
                     }
                     return;
                 }
                 let resp = message::response(&req, status, None, vec![], None);
-                self.servers
-                    .insert(key.clone(), new_server(peer, &req, cseq));
+                self.servers.insert(key.clone(), new_server(peer, &req, cseq));
                 self.send_response(now, &key, resp);
             }
             method => {
-                let key = TxKey {
-                    branch,
-                    method: method.clone(),
-                };
+                let key = TxKey { branch, method: method.clone() };
                 if let Some(tx) = self.servers.get(&key) {
                     // Retransmission: repeat the last response, if any.
                     if let Some(last) = &tx.last {
-                        self.transmits.push_back(Transmit {
-                            peer: tx.peer,
-                            bytes: last.clone(),
-                        });
+                        self.transmits.push_back(Transmit { peer: tx.peer, bytes: last.clone() });
                     }
                     return;
                 }
-                self.servers
-                    .insert(key.clone(), new_server(peer, &req, cseq));
+                self.servers.insert(key.clone(), new_server(peer, &req, cseq));
                 self.events.push_back(TxEvent::Request { key, req, peer });
             }
         }
@@ -242,10 +212,7 @@ impl Transactions {
 
     fn incoming_response(&mut self, now: Instant, resp: Response) {
         let (_, method) = message::cseq(&resp);
-        let key = TxKey {
-            branch: message::branch(&resp),
-            method,
-        };
+        let key = TxKey { branch: message::branch(&resp), method };
         let Some(tx) = self.clients.get_mut(&key) else {
             return; // stray or late response
         };
@@ -266,10 +233,7 @@ impl Transactions {
             // Retransmitted final: re-send our ACK (2xx: the TU's ACK; non-2xx: ours).
             let _ = prev;
             if let Some(ack) = &tx.ack {
-                self.transmits.push_back(Transmit {
-                    peer: tx.peer,
-                    bytes: ack.clone(),
-                });
+                self.transmits.push_back(Transmit { peer: tx.peer, bytes: ack.clone() });
             }
             return;
         }
@@ -282,40 +246,26 @@ impl Transactions {
                 if let Some(invite) = &tx.invite {
                     let ack = ack_for_non_2xx(invite, &resp);
                     tx.ack = Some(ack.clone());
-                    self.transmits.push_back(Transmit {
-                        peer: tx.peer,
-                        bytes: ack,
-                    });
+                    self.transmits.push_back(Transmit { peer: tx.peer, bytes: ack });
                 }
             }
             // Keep the transaction to absorb final retransmissions (timer D / M).
             tx.timeout_at = Some(now + TIMEOUT);
         } else {
-            tx.timeout_at = Some(
-                now + if tx.peer.transport.reliable() {
-                    Duration::ZERO
-                } else {
-                    T2 * 2
-                },
-            );
+            tx.timeout_at = Some(now + if tx.peer.transport.reliable() { Duration::ZERO } else { T2 * 2 });
         }
         self.events.push_back(TxEvent::Response { key, resp });
     }
 
     /// Sends a response on a server transaction.
     pub fn send_response(&mut self, now: Instant, key: &TxKey, resp: Response) {
-        let Some(tx) = self.servers.get_mut(key) else {
-            return;
-        };
+        let Some(tx) = self.servers.get_mut(key) else { return };
         if tx.final_status.is_some() {
             return; // one final response per transaction
         }
         let status = resp.status_code.code();
         let bytes = resp.to_bytes();
-        self.transmits.push_back(Transmit {
-            peer: tx.peer,
-            bytes: bytes.clone(),
-        });
+        self.transmits.push_back(Transmit { peer: tx.peer, bytes: bytes.clone() });
         tx.last = Some(bytes);
         if status < 200 {
             return;
@@ -325,8 +275,7 @@ impl Transactions {
         if tx.method == Method::Invite {
             if status < 300 {
                 // §13.3.1.4: retransmit 2xx until ACK, even over TCP for the timeout.
-                self.awaiting_ack
-                    .insert(tx.dialog_cseq.clone(), key.clone());
+                self.awaiting_ack.insert(tx.dialog_cseq.clone(), key.clone());
             }
             tx.interval = T1;
             tx.retransmit_at = (!reliable).then_some(now + T1);
@@ -339,15 +288,9 @@ impl Transactions {
 
     /// Sends a request as a new client transaction; returns its key.
     pub fn send_request(&mut self, now: Instant, req: Request, peer: Peer) -> TxKey {
-        let key = TxKey {
-            branch: message::branch(&req),
-            method: req.method.clone(),
-        };
+        let key = TxKey { branch: message::branch(&req), method: req.method.clone() };
         let bytes = req.to_bytes();
-        self.transmits.push_back(Transmit {
-            peer,
-            bytes: bytes.clone(),
-        });
+        self.transmits.push_back(Transmit { peer, bytes: bytes.clone() });
         let reliable = peer.transport.reliable();
         let invite = (req.method == Method::Invite).then(|| req.clone());
         self.clients.insert(
@@ -372,10 +315,7 @@ impl Transactions {
     /// retransmitted 2xx is ACKed again.
     pub fn send_ack_2xx(&mut self, invite: &TxKey, ack: Request, peer: Peer) {
         let bytes = ack.to_bytes();
-        self.transmits.push_back(Transmit {
-            peer,
-            bytes: bytes.clone(),
-        });
+        self.transmits.push_back(Transmit { peer, bytes: bytes.clone() });
         if let Some(tx) = self.clients.get_mut(invite) {
             tx.ack = Some(bytes);
         }
@@ -401,14 +341,8 @@ impl Transactions {
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let s = self
-            .servers
-            .values()
-            .flat_map(|t| [t.retransmit_at, t.expires_at]);
-        let c = self
-            .clients
-            .values()
-            .flat_map(|t| [t.retransmit_at, t.timeout_at]);
+        let s = self.servers.values().flat_map(|t| [t.retransmit_at, t.expires_at]);
+        let c = self.clients.values().flat_map(|t| [t.retransmit_at, t.timeout_at]);
         s.chain(c).flatten().min()
     }
 
@@ -417,10 +351,7 @@ impl Transactions {
         for (key, tx) in self.servers.iter_mut() {
             if tx.retransmit_at.is_some_and(|t| t <= now) {
                 if let Some(last) = &tx.last {
-                    self.transmits.push_back(Transmit {
-                        peer: tx.peer,
-                        bytes: last.clone(),
-                    });
+                    self.transmits.push_back(Transmit { peer: tx.peer, bytes: last.clone() });
                 }
                 tx.interval = (tx.interval * 2).min(T2);
                 tx.retransmit_at = Some(now + tx.interval);
@@ -443,15 +374,8 @@ impl Transactions {
         let mut expired_clients = Vec::new();
         for (key, tx) in self.clients.iter_mut() {
             if tx.retransmit_at.is_some_and(|t| t <= now) {
-                self.transmits.push_back(Transmit {
-                    peer: tx.peer,
-                    bytes: tx.request.clone(),
-                });
-                tx.interval = if tx.method == Method::Invite {
-                    tx.interval * 2
-                } else {
-                    (tx.interval * 2).min(T2)
-                };
+                self.transmits.push_back(Transmit { peer: tx.peer, bytes: tx.request.clone() });
+                tx.interval = if tx.method == Method::Invite { tx.interval * 2 } else { (tx.interval * 2).min(T2) };
                 tx.retransmit_at = Some(now + tx.interval);
             }
             if tx.timeout_at.is_some_and(|t| t <= now) {
@@ -484,7 +408,7 @@ fn new_server(peer: Peer, req: &Request, cseq: u32) -> ServerTx {
 /// ACK for a non-2xx final: same Request-URI, Call-ID, From, CSeq number and top Via as the
 /// INVITE, To from the response (RFC 3261 §17.1.1.3).
 fn ack_for_non_2xx(invite: &Request, resp: &Response) -> Vec<u8> {
-    use rsipstack::sip::{HasHeaders, Header};
+    use rsipstack::sip::{Header, HasHeaders};
     let mut headers = rsipstack::sip::Headers::default();
     let (seq, _) = message::cseq(invite);
     for h in invite.headers().iter() {
@@ -506,12 +430,8 @@ fn ack_for_non_2xx(invite: &Request, resp: &Response) -> Vec<u8> {
             headers.push(h.clone());
         }
     }
-    headers.push(Header::CSeq(rsipstack::sip::CSeq::from(format!(
-        "{seq} ACK"
-    ))));
-    headers.push(Header::ContentLength(rsipstack::sip::ContentLength::from(
-        "0",
-    )));
+    headers.push(Header::CSeq(rsipstack::sip::CSeq::from(format!("{seq} ACK"))));
+    headers.push(Header::ContentLength(rsipstack::sip::ContentLength::from("0")));
     Request {
         method: Method::Ack,
         uri: invite.uri.clone(),

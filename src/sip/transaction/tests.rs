@@ -2,10 +2,7 @@ use super::*;
 use crate::sip::message::{parse, response};
 
 fn peer() -> Peer {
-    Peer {
-        addr: "127.0.0.1:5060".parse().unwrap(),
-        transport: Transport::Udp,
-    }
+    Peer { addr: "127.0.0.1:5060".parse().unwrap(), transport: Transport::Udp }
 }
 
 fn request(method: &str, branch: &str, cseq: u32) -> Request {
@@ -26,10 +23,7 @@ Content-Length: 0\r\n\r\n"
 }
 
 fn drain(t: &mut Transactions) -> (Vec<Transmit>, Vec<TxEvent>) {
-    (
-        std::iter::from_fn(|| t.poll_transmit()).collect(),
-        std::iter::from_fn(|| t.poll_event()).collect(),
-    )
+    (std::iter::from_fn(|| t.poll_transmit()).collect(), std::iter::from_fn(|| t.poll_event()).collect())
 }
 
 fn status_of(bytes: &[u8]) -> u16 {
@@ -66,10 +60,7 @@ fn ok_to_invite_is_retransmitted_until_ack_then_ack_reaches_the_tu() {
     let mut t = Transactions::new();
     let inv = request("INVITE", "z9hG4bK-b", 7);
     t.handle_incoming(t0, SipMessage::Request(inv.clone()), peer());
-    let key = TxKey {
-        branch: "z9hG4bK-b".into(),
-        method: Method::Invite,
-    };
+    let key = TxKey { branch: "z9hG4bK-b".into(), method: Method::Invite };
     drain(&mut t);
     t.send_response(t0, &key, response(&inv, 200, Some("t"), vec![], None));
     assert_eq!(drain(&mut t).0.len(), 1);
@@ -99,10 +90,7 @@ fn unacknowledged_ok_times_out() {
     let mut t = Transactions::new();
     let inv = request("INVITE", "z9hG4bK-c", 1);
     t.handle_incoming(t0, SipMessage::Request(inv.clone()), peer());
-    let key = TxKey {
-        branch: "z9hG4bK-c".into(),
-        method: Method::Invite,
-    };
+    let key = TxKey { branch: "z9hG4bK-c".into(), method: Method::Invite };
     t.send_response(t0, &key, response(&inv, 200, Some("t"), vec![], None));
     drain(&mut t);
     while let Some(now) = t.poll_timeout() {
@@ -113,10 +101,7 @@ fn unacknowledged_ok_times_out() {
     }
     let (tx, ev) = drain(&mut t);
     assert!(tx.len() >= 6, "retransmissions: {}", tx.len());
-    assert!(
-        ev.iter()
-            .any(|e| matches!(e, TxEvent::AckTimeout { invite } if *invite == key))
-    );
+    assert!(ev.iter().any(|e| matches!(e, TxEvent::AckTimeout { invite } if *invite == key)));
     assert!(t.is_empty());
 }
 
@@ -124,26 +109,14 @@ fn unacknowledged_ok_times_out() {
 fn cancel_of_pending_invite_gets_200_and_tells_the_tu() {
     let now = Instant::now();
     let mut t = Transactions::new();
-    t.handle_incoming(
-        now,
-        SipMessage::Request(request("INVITE", "z9hG4bK-d", 1)),
-        peer(),
-    );
+    t.handle_incoming(now, SipMessage::Request(request("INVITE", "z9hG4bK-d", 1)), peer());
     drain(&mut t);
-    t.handle_incoming(
-        now,
-        SipMessage::Request(request("CANCEL", "z9hG4bK-d", 1)),
-        peer(),
-    );
+    t.handle_incoming(now, SipMessage::Request(request("CANCEL", "z9hG4bK-d", 1)), peer());
     let (tx, ev) = drain(&mut t);
     assert_eq!(status_of(&tx[0].bytes), 200);
     assert!(matches!(&ev[..], [TxEvent::Cancelled { .. }]));
     // Unknown transaction: 481.
-    t.handle_incoming(
-        now,
-        SipMessage::Request(request("CANCEL", "z9hG4bK-zz", 1)),
-        peer(),
-    );
+    t.handle_incoming(now, SipMessage::Request(request("CANCEL", "z9hG4bK-zz", 1)), peer());
     let (tx, ev) = drain(&mut t);
     assert_eq!(status_of(&tx[0].bytes), 481);
     assert!(ev.is_empty());
@@ -180,24 +153,14 @@ fn client_invite_acks_a_non_2xx_final_and_absorbs_its_retransmission() {
     let (_, ev) = drain(&mut t);
     assert!(matches!(&ev[..], [TxEvent::Response { resp, .. }] if resp.status_code.code() == 180));
     t.handle_timeout(t0 + T1 * 8);
-    assert!(
-        drain(&mut t).0.is_empty(),
-        "no retransmission after a provisional"
-    );
+    assert!(drain(&mut t).0.is_empty(), "no retransmission after a provisional");
     let busy = response(&inv, 486, Some("agent"), vec![], None);
     t.handle_incoming(t0, SipMessage::Response(busy.clone()), peer());
     let (tx, ev) = drain(&mut t);
     assert_eq!(ev.len(), 1);
     let ack = String::from_utf8(tx[0].bytes.clone()).unwrap();
-    assert!(
-        ack.starts_with("ACK sip:2001@127.0.0.1:5070 SIP/2.0"),
-        "{ack}"
-    );
-    assert!(
-        ack.contains("branch=z9hG4bK-f")
-            && ack.contains("CSeq: 3 ACK")
-            && ack.contains("tag=agent")
-    );
+    assert!(ack.starts_with("ACK sip:2001@127.0.0.1:5070 SIP/2.0"), "{ack}");
+    assert!(ack.contains("branch=z9hG4bK-f") && ack.contains("CSeq: 3 ACK") && ack.contains("tag=agent"));
     // Retransmitted 486: ACK again, no new event.
     t.handle_incoming(t0, SipMessage::Response(busy), peer());
     let (tx, ev) = drain(&mut t);
@@ -226,10 +189,7 @@ fn retransmitted_2xx_is_acked_again_by_the_transaction_layer() {
 fn tcp_has_no_retransmissions() {
     let t0 = Instant::now();
     let mut t = Transactions::new();
-    let p = Peer {
-        addr: "127.0.0.1:5060".parse().unwrap(),
-        transport: Transport::Tcp(1),
-    };
+    let p = Peer { addr: "127.0.0.1:5060".parse().unwrap(), transport: Transport::Tcp(1) };
     t.send_request(t0, request("BYE", "z9hG4bK-h", 2), p);
     drain(&mut t);
     t.handle_timeout(t0 + T1 * 4);
@@ -245,10 +205,7 @@ fn non_invite_server_absorbs_retransmissions_then_expires() {
     let mut t = Transactions::new();
     let bye = request("BYE", "z9hG4bK-i", 2);
     t.handle_incoming(t0, SipMessage::Request(bye.clone()), peer());
-    let key = TxKey {
-        branch: "z9hG4bK-i".into(),
-        method: Method::Bye,
-    };
+    let key = TxKey { branch: "z9hG4bK-i".into(), method: Method::Bye };
     drain(&mut t);
     t.send_response(t0, &key, response(&bye, 200, None, vec![], None));
     drain(&mut t);
