@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod call;
+pub mod cli;
 pub mod config;
 pub mod ids;
 pub mod media;

@@ -1,0 +1,219 @@
+//! `callgate recording verify | decrypt`: read the database and the files directly, so they work
+//! while the gateway is stopped. Both are read-only towards the database and the recording.
+
+use std::fs;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use super::{CliError, EXIT_BAD, open_existing_store, out};
+use crate::config::Config;
+use crate::ids::{CallId, RecordingId};
+use crate::recording::container::SAMPLE_RATE;
+use crate::recording::keys::{Dek, Keyring, WrappedDek};
+use crate::recording::reader::{ReadOutcome, ReadStatus, read, read_header};
+use crate::recording::storage::{DirStorage, Storage};
+use crate::recording::wav::render_stereo_wav;
+use crate::store::{RecordingRow, Store};
+
+/// The recording storage named by `[recording] storage`.
+pub(super) fn storage(config: &Config) -> Result<Storage, CliError> {
+    let s = &config.recording.storage;
+    if s.to_ascii_lowercase().starts_with("s3://") {
+        return Err(CliError::S3Unsupported { storage: s.clone() });
+    }
+    Ok(Storage::Dir(DirStorage::new(s)))
+}
+
+/// What the user typed as ID.
+enum Target {
+    Recording(RecordingId),
+    Call(CallId),
+}
+
+/// `rec-…` or `call-…`; checked before anything is opened.
+fn parse_target(id: &str) -> Result<Target, CliError> {
+    if id.starts_with("rec-") {
+        Ok(Target::Recording(RecordingId::from_string(id)))
+    } else if id.starts_with("call-") {
+        Ok(Target::Call(CallId::from_string(id)))
+    } else {
+        Err(CliError::InvalidId { id: id.to_owned() })
+    }
+}
+
+/// The recording row of a recording id, or of a call's recording.
+async fn resolve(store: &Store, target: Target) -> Result<RecordingRow, CliError> {
+    let rec_id = match target {
+        Target::Recording(r) => r,
+        Target::Call(call_id) => {
+            let call = store
+                .get_call(&call_id)
+                .await?
+                .ok_or_else(|| CliError::UnknownCall(call_id.clone()))?;
+            match call.recording_id {
+                Some(r) => r,
+                None => {
+                    return store.recording_for_call(&call_id).await?.ok_or(
+                        CliError::CallNotRecorded {
+                            call_id,
+                            state: call.recording_state,
+                        },
+                    );
+                }
+            }
+        }
+    };
+    store
+        .get_recording(&rec_id)
+        .await?
+        .ok_or(CliError::UnknownRecording(rec_id))
+}
+
+/// Looks up, unwraps and reads a recording: (id, outcome).
+async fn open(config: &Config, id: &str) -> Result<(RecordingId, ReadOutcome), CliError> {
+    let target = parse_target(id)?;
+    let storage = storage(config)?;
+    let store = open_existing_store(config).await?;
+    let res = open_with(config, &store, &storage, target).await;
+    store.close().await;
+    res
+}
+
+async fn open_with(
+    config: &Config,
+    store: &Store,
+    storage: &Storage,
+    target: Target,
+) -> Result<(RecordingId, ReadOutcome), CliError> {
+    let row = resolve(store, target).await?;
+    if row.location.to_ascii_lowercase().starts_with("s3://") {
+        return Err(CliError::S3Unsupported {
+            storage: row.location.clone(),
+        });
+    }
+    let rec_id = row.recording_id;
+    let (key_id, wrapped) = store
+        .get_recording_key(&rec_id)
+        .await?
+        .ok_or_else(|| CliError::Shredded(rec_id.clone()))?;
+    let keyring = Keyring::load(&config.keys.kek_file)?;
+    if keyring.permissions_too_open() {
+        tracing::warn!(
+            file = %config.keys.kek_file.display(),
+            "key file is readable or writable by group or others; chmod 600 it"
+        );
+    }
+    let dek: Dek = keyring
+        .unwrap_dek(&key_id, &WrappedDek(wrapped))
+        .map_err(|source| CliError::Unwrap {
+            id: rec_id.clone(),
+            key_id: key_id.clone(),
+            source,
+        })?;
+    let bytes = storage.read_all(&rec_id)?;
+    // A file copied in under the wrong name: say so plainly rather than "authentication failed".
+    if let Ok(h) = read_header(&bytes)
+        && h.recording_id != rec_id
+    {
+        return Err(CliError::WrongFile {
+            id: rec_id,
+            found: h.recording_id,
+        });
+    }
+    let outcome = read(&bytes, &dek);
+    Ok((rec_id, outcome))
+}
+
+/// One line on stdout; exit 0 only for a complete recording.
+pub(super) async fn verify(config: &Config, id: &str) -> Result<u8, CliError> {
+    let (rec_id, outcome) = open(config, id).await?;
+    let (line, code) = match &outcome.status {
+        ReadStatus::Complete => (
+            format!(
+                "{rec_id}: ok ({} chunks authenticated, complete)",
+                outcome.chunks_ok
+            ),
+            0,
+        ),
+        ReadStatus::Truncated { chunks_ok } => (
+            format!(
+                "{rec_id}: truncated after {chunks_ok} chunks (each of them authenticates; the end is missing)"
+            ),
+            EXIT_BAD,
+        ),
+        ReadStatus::Damaged {
+            chunk_index: Some(i),
+            cause,
+        } => (format!("{rec_id}: damaged at chunk {i}: {cause}"), EXIT_BAD),
+        ReadStatus::Damaged {
+            chunk_index: None,
+            cause,
+        } => (format!("{rec_id}: damaged header: {cause}"), EXIT_BAD),
+    };
+    out(&format!("{line}\n"))?;
+    Ok(code)
+}
+
+/// Renders the WAV via a private temporary file renamed into place: a refused or failed render
+/// leaves no (partial) output behind, and an existing file is replaced only by a whole one.
+pub(super) async fn decrypt(config: &Config, id: &str, out_path: &Path) -> Result<u8, CliError> {
+    let (rec_id, outcome) = open(config, id).await?;
+    if let ReadStatus::Damaged { .. } = outcome.status {
+        return Err(CliError::Damaged {
+            id: rec_id,
+            status: outcome.status,
+        });
+    }
+    let tmp = temp_path(out_path);
+    create_private(&tmp).map_err(|source| CliError::Output {
+        path: tmp.clone(),
+        source,
+    })?;
+    let report = match render_stereo_wav(&outcome, &tmp) {
+        Ok(r) => r,
+        Err(source) => {
+            let _ = fs::remove_file(&tmp);
+            return Err(CliError::Wav { id: rec_id, source });
+        }
+    };
+    if let Err(source) = fs::rename(&tmp, out_path) {
+        let _ = fs::remove_file(&tmp);
+        return Err(CliError::Output {
+            path: out_path.to_owned(),
+            source,
+        });
+    }
+    let secs = report.frames as f64 / f64::from(SAMPLE_RATE);
+    if report.truncated {
+        let _ = writeln!(
+            std::io::stderr(),
+            "callgate: warning: recording {rec_id} is truncated after {} chunks; the WAV holds only the {secs:.1} s before the cut",
+            outcome.chunks_ok
+        );
+    }
+    out(&format!(
+        "{}: {secs:.1} s, stereo PCM16 8 kHz (left caller, right agent) from {rec_id}\n",
+        out_path.display()
+    ))?;
+    Ok(0)
+}
+
+fn temp_path(out_path: &Path) -> PathBuf {
+    let name = out_path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "recording.wav".into());
+    out_path.with_file_name(format!(".{name}.tmp-{}", crate::ids::random_hex(4)))
+}
+
+/// Creates `path` exclusively, mode 0600: decrypted call audio is personal data.
+fn create_private(path: &Path) -> std::io::Result<()> {
+    let mut o = fs::OpenOptions::new();
+    o.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.mode(0o600);
+    }
+    o.open(path).map(drop)
+}
