@@ -485,40 +485,43 @@ async fn recv(sock: &tokio::net::UdpSocket, buf: &mut [u8]) -> (usize, std::net:
     tokio::time::timeout(Duration::from_secs(3), sock.recv_from(buf)).await.expect("datagram in time").expect("recv")
 }
 
-/// A bare socket plays the far end: the caller retransmits its INVITE on T1 while unanswered,
-/// ACKs a 2xx at its Contact, and re-ACKs a retransmitted 2xx.
+/// A bare socket plays the far end: the caller retransmits its INVITE on T1 while unanswered
+/// (retransmission runs while the test awaits the caller), ACKs a 2xx at its Contact, and
+/// re-ACKs a retransmitted 2xx (its background task, without the test's help).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn harness_caller_retransmits_invite_and_reacks() {
     bounded(async {
         let (far, far_addr) = common::raw_socket().await;
         let (contact_sock, contact_addr) = common::raw_socket().await;
+        let far_end = tokio::spawn(async move {
+            let mut buf = vec![0u8; 65_535];
+            let (n, _) = recv(&far, &mut buf).await;
+            let first = SipMsg::parse(&buf[..n]).expect("INVITE parses");
+            let t0 = Instant::now();
+            let (n, from) = recv(&far, &mut buf).await;
+            let gap = t0.elapsed();
+            let again = SipMsg::parse(&buf[..n]).expect("retransmission parses");
+            assert!(gap >= T1 - Duration::from_millis(100) && gap <= T1 * 3, "retransmitted after {gap:?}");
+            assert_eq!(again.top_branch(), first.top_branch());
+            assert_eq!(again.method(), Some("INVITE"));
+            let sdp = s::sdp_body("far", "127.0.0.1:40998".parse().expect("addr"), &[8, 101]);
+            let ok200 = s::response(&first, 200, "OK", Some("fartag"), &[format!("Contact: <sip:far@{contact_addr}>")], Some(&sdp));
+            far.send_to(&ok200, from).await.expect("send 200");
+            let (n, _) = recv(&contact_sock, &mut buf).await;
+            let ack = SipMsg::parse(&buf[..n]).expect("ACK parses");
+            assert_eq!(ack.method(), Some("ACK"));
+            assert_eq!(ack.to_tag().as_deref(), Some("fartag"));
+            assert_eq!(ack.cseq(), (1, "ACK".to_string()));
+            // A retransmitted 200 is ACKed again.
+            far.send_to(&ok200, from).await.expect("resend 200");
+            let (n, _) = recv(&contact_sock, &mut buf).await;
+            assert_eq!(SipMsg::parse(&buf[..n]).expect("second ACK").method(), Some("ACK"));
+        });
         let mut caller = CallerPhone::new(far_addr, CALLER_NUMBER).await;
-        caller.invite(DIALLED).await;
-        let mut buf = vec![0u8; 65_535];
-        let (n, _) = recv(&far, &mut buf).await;
-        let first = SipMsg::parse(&buf[..n]).expect("INVITE parses");
-        let t0 = Instant::now();
-        let (n, from) = recv(&far, &mut buf).await;
-        let again = SipMsg::parse(&buf[..n]).expect("retransmission parses");
-        let gap = t0.elapsed();
-        assert!(gap >= T1 - Duration::from_millis(100) && gap <= T1 * 3, "retransmitted after {gap:?}");
-        assert_eq!(again.top_branch(), first.top_branch());
-        assert_eq!(again.method(), Some("INVITE"));
-
-        let sdp = s::sdp_body("far", "127.0.0.1:40998".parse().expect("addr"), &[8, 101]);
-        let ok200 = s::response(&first, 200, "OK", Some("fartag"), &[format!("Contact: <sip:far@{contact_addr}>")], Some(&sdp));
-        far.send_to(&ok200, from).await.expect("send 200");
-        let fin = ok(caller.wait_final(SIP_WAIT).await);
+        let fin = ok(caller.call(DIALLED, SIP_WAIT).await);
         assert_eq!(fin.status(), Some(200));
         assert_eq!(caller.remote_sdp.as_ref().and_then(|s| s.g711()), Some(G711::Pcma));
-        let (n, _) = recv(&contact_sock, &mut buf).await;
-        let ack = SipMsg::parse(&buf[..n]).expect("ACK parses");
-        assert_eq!(ack.method(), Some("ACK"));
-        assert_eq!(ack.to_tag().as_deref(), Some("fartag"));
-        // A retransmitted 200 is ACKed again.
-        far.send_to(&ok200, from).await.expect("resend 200");
-        let (n, _) = recv(&contact_sock, &mut buf).await;
-        assert_eq!(SipMsg::parse(&buf[..n]).expect("second ACK").method(), Some("ACK"));
+        far_end.await.expect("far end saw a correct INVITE retransmission and both ACKs");
     })
     .await;
 }

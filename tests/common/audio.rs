@@ -148,13 +148,13 @@ pub fn correlation_at(reference: &[i16], received: &[i16], lag: i64) -> f64 {
 /// and that correlation.
 ///
 /// Two stages to stay fast in an unoptimised test build: a probe window from the middle of the
-/// reference (≤ 4096 samples) is slid across every lag, then the full-overlap correlation is
+/// reference (≤ 1024 samples, 128 ms) is slid across every lag, then the full-overlap correlation is
 /// evaluated at the best probe lags (and ±2 around them) and the best of those is returned.
 pub fn best_alignment_correlation(reference: &[i16], received: &[i16], max_lag: usize) -> (i64, f64) {
     if reference.is_empty() || received.is_empty() {
         return (0, 0.0);
     }
-    let w = reference.len().min(4096).min(reference.len().div_ceil(2).max(1));
+    let w = reference.len().min(1024).min(reference.len().div_ceil(2).max(1));
     let w0 = (reference.len() - w) / 2;
     let probe: Vec<f64> = reference[w0..w0 + w].iter().map(|&s| s as f64).collect();
     let pp: f64 = probe.iter().map(|x| x * x).sum();
