@@ -90,7 +90,11 @@ async fn stop_gateway(running: serve::Running) {
 }
 
 fn statuses(caller: &CallerPhone) -> Vec<u16> {
-    caller.invite_responses().iter().filter_map(|r| r.msg.status()).collect()
+    caller
+        .invite_responses()
+        .iter()
+        .filter_map(|r| r.msg.status())
+        .collect()
 }
 
 fn after(packets: &[RtpRx], t: Instant) -> Vec<RtpRx> {
@@ -112,6 +116,155 @@ fn assert_corr(what: &str, reference: &[i16], heard: &[i16], max_lag: usize, min
 // ================================================================================================
 // Through the gateway
 
+/// The phone side of a recorded call through `gateway` (the real one, or the toy in a harness
+/// self-test): announcement heard as early media before the 200, then 3 s of A (caller) and B
+/// (agent) relayed both ways, then the caller hangs up. Returns (A, B) for the recording checks.
+async fn recorded_call_phone_side(
+    gateway: std::net::SocketAddr,
+    agent: &AgentPhone,
+    ann_8k: &[i16],
+) -> (Vec<i16>, Vec<i16>) {
+    let mut caller = CallerPhone::new(gateway, CALLER_NUMBER).await;
+    caller.invite(DIALLED).await;
+    ok(caller
+        .wait_invite_response(SIP_WAIT, "100 Trying", |m| m.status() == Some(100))
+        .await);
+    let early = ok(caller
+        .wait_invite_response(SIP_WAIT, "183 Session Progress with SDP", |m| {
+            m.status() == Some(183) && m.sdp().is_some()
+        })
+        .await);
+    assert!(
+        early.msg.to_tag().is_some(),
+        "183 must carry a To tag (early dialog)"
+    );
+    ok(agent
+        .wait_until(
+            SIP_WAIT,
+            "the gateway's INVITE (in parallel with the announcement)",
+            |s| s.invite.is_some(),
+        )
+        .await);
+    let invite = agent.state().invite.expect("INVITE seen");
+    let offer = invite
+        .msg
+        .sdp()
+        .expect("the gateway's INVITE to the agent carries an SDP offer");
+    assert!(
+        offer.payload_types.contains(&0),
+        "offer to the agent includes PCMU: {:?}",
+        offer.payload_types
+    );
+    assert!(
+        invite.msg.contact_addr().is_some(),
+        "the gateway's INVITE has a usable Contact"
+    );
+
+    let fin = ok(caller.wait_final(Duration::from_secs(10)).await);
+    assert_eq!(
+        fin.status(),
+        Some(200),
+        "caller answered: {}",
+        caller.summary()
+    );
+    assert!(
+        fin.sdp().is_some(),
+        "200 to the caller repeats the SDP answer"
+    );
+    assert!(
+        fin.to_tag().is_some() && fin.contact_addr().is_some(),
+        "200 has a To tag and a Contact"
+    );
+    let st = statuses(&caller);
+    assert_eq!(st.first(), Some(&100), "100 Trying comes first: {st:?}");
+    let pos183 = st.iter().position(|&c| c == 183).expect("183 seen");
+    let pos200 = st.iter().position(|&c| c == 200).expect("200 seen");
+    assert!(pos183 < pos200, "183 before 200: {st:?}");
+    ok(agent
+        .wait_until(SIP_WAIT, "the gateway's ACK of the agent's 200", |s| {
+            s.acked.is_some()
+        })
+        .await);
+    let answered = caller.answered_at.expect("answered");
+
+    // The announcement: everything the caller heard before the 200.
+    let early_rtp: Vec<RtpRx> = caller
+        .rtp
+        .received()
+        .into_iter()
+        .filter(|p| p.at < answered)
+        .collect();
+    assert!(
+        early_rtp.len() >= 70,
+        "1.5 s of announcement is 75 packets; heard {} before the 200",
+        early_rtp.len()
+    );
+    let first_early = early_rtp[0].at;
+    assert!(
+        answered.duration_since(first_early) >= Duration::from_millis(1400),
+        "the 200 came {:?} after the announcement started: it must wait for the 1.5 s announcement to end",
+        answered.duration_since(first_early)
+    );
+    let heard_announcement = received_audio(&early_rtp);
+    assert_corr(
+        "announcement heard by the caller",
+        ann_8k,
+        &heard_announcement,
+        4000,
+        0.9,
+    );
+
+    // Both talk after the 200/ACK.
+    let a = audio::signal_a(3.0);
+    let b = audio::signal_b(3.0);
+    let talk = Instant::now();
+    let send_a = ok(caller.start_audio(a.clone()));
+    let send_b = ok(agent.start_audio(b.clone()));
+    let (sent_a, sent_b) = (
+        send_a.await.expect("caller audio task"),
+        send_b.await.expect("agent audio task"),
+    );
+    assert_eq!((sent_a, sent_b), (150, 150));
+    sleep(Duration::from_millis(300)).await; // the last packets cross the relay
+
+    let agent_heard = received_audio(&after(&agent.rtp.received(), talk));
+    assert_corr(
+        "caller → agent relay (agent hears A)",
+        &a,
+        &agent_heard,
+        8000,
+        0.95,
+    );
+    let caller_heard = received_audio(&after(&caller.rtp.received(), answered));
+    assert_corr(
+        "agent → caller relay (caller hears B)",
+        &b,
+        &caller_heard,
+        8000,
+        0.95,
+    );
+
+    // Caller hangs up.
+    let bye = ok(caller.bye(SIP_WAIT).await);
+    assert_eq!(bye.status(), Some(200), "caller's BYE answered 200");
+    ok(agent
+        .wait_until(SIP_WAIT, "BYE forwarded to the agent", |s| {
+            s.bye_received.is_some()
+        })
+        .await);
+    assert!(
+        caller.protocol_errors().is_empty(),
+        "caller got malformed SIP: {:?}",
+        caller.protocol_errors()
+    );
+    assert!(
+        agent.state().errors.is_empty(),
+        "agent got malformed SIP: {:?}",
+        agent.state().errors
+    );
+    (a, b)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn caller_hears_announcement_then_both_directions_relay_and_record() {
     bounded(async {
@@ -120,66 +273,17 @@ async fn caller_hears_announcement_then_both_directions_relay_and_record() {
         let env = GatewayEnv::new(&ann_16k);
         let agent = AgentPhone::start(AgentAnswer::After(Duration::from_millis(300))).await;
         let target = agent.uri();
-        let gw = start_gateway(&env, GatewayOpts { rtp_ports: (40_000, 40_099), target: &target, trusted: &["127.0.0.0/8"] }).await;
+        let gw = start_gateway(
+            &env,
+            GatewayOpts {
+                rtp_ports: (40_000, 40_099),
+                target: &target,
+                trusted: &["127.0.0.0/8"],
+            },
+        )
+        .await;
 
-        let mut caller = CallerPhone::new(gw.sip_addr, CALLER_NUMBER).await;
-        caller.invite(DIALLED).await;
-        ok(caller.wait_invite_response(SIP_WAIT, "100 Trying", |m| m.status() == Some(100)).await);
-        let early = ok(caller
-            .wait_invite_response(SIP_WAIT, "183 Session Progress with SDP", |m| m.status() == Some(183) && m.sdp().is_some())
-            .await);
-        assert!(early.msg.to_tag().is_some(), "183 must carry a To tag (early dialog)");
-        ok(agent.wait_until(SIP_WAIT, "the gateway's INVITE (in parallel with the announcement)", |s| s.invite.is_some()).await);
-        let invite = agent.state().invite.expect("INVITE seen");
-        let offer = invite.msg.sdp().expect("the gateway's INVITE to the agent carries an SDP offer");
-        assert!(offer.payload_types.contains(&0), "offer to the agent includes PCMU: {:?}", offer.payload_types);
-        assert!(invite.msg.contact_addr().is_some(), "the gateway's INVITE has a usable Contact");
-
-        let fin = ok(caller.wait_final(Duration::from_secs(10)).await);
-        assert_eq!(fin.status(), Some(200), "caller answered: {}", caller.summary());
-        assert!(fin.sdp().is_some(), "200 to the caller repeats the SDP answer");
-        assert!(fin.to_tag().is_some() && fin.contact_addr().is_some(), "200 has a To tag and a Contact");
-        let st = statuses(&caller);
-        assert_eq!(st.first(), Some(&100), "100 Trying comes first: {st:?}");
-        let pos183 = st.iter().position(|&c| c == 183).expect("183 seen");
-        let pos200 = st.iter().position(|&c| c == 200).expect("200 seen");
-        assert!(pos183 < pos200, "183 before 200: {st:?}");
-        ok(agent.wait_until(SIP_WAIT, "the gateway's ACK of the agent's 200", |s| s.acked.is_some()).await);
-        let answered = caller.answered_at.expect("answered");
-
-        // The announcement: everything the caller heard before the 200.
-        let early_rtp: Vec<RtpRx> = caller.rtp.received().into_iter().filter(|p| p.at < answered).collect();
-        assert!(early_rtp.len() >= 70, "1.5 s of announcement is 75 packets; heard {} before the 200", early_rtp.len());
-        let first_early = early_rtp[0].at;
-        assert!(
-            answered.duration_since(first_early) >= Duration::from_millis(1400),
-            "the 200 came {:?} after the announcement started: it must wait for the 1.5 s announcement to end",
-            answered.duration_since(first_early)
-        );
-        let heard_announcement = received_audio(&early_rtp);
-        assert_corr("announcement heard by the caller", &ann_8k, &heard_announcement, 4000, 0.9);
-
-        // Both talk after the 200/ACK.
-        let a = audio::signal_a(3.0);
-        let b = audio::signal_b(3.0);
-        let talk = Instant::now();
-        let send_a = ok(caller.start_audio(a.clone()));
-        let send_b = ok(agent.start_audio(b.clone()));
-        let (sent_a, sent_b) = (send_a.await.expect("caller audio task"), send_b.await.expect("agent audio task"));
-        assert_eq!((sent_a, sent_b), (150, 150));
-        sleep(Duration::from_millis(300)).await; // the last packets cross the relay
-
-        let agent_heard = received_audio(&after(&agent.rtp.received(), talk));
-        assert_corr("caller → agent relay (agent hears A)", &a, &agent_heard, 8000, 0.95);
-        let caller_heard = received_audio(&after(&caller.rtp.received(), answered));
-        assert_corr("agent → caller relay (caller hears B)", &b, &caller_heard, 8000, 0.95);
-
-        // Caller hangs up.
-        let bye = ok(caller.bye(SIP_WAIT).await);
-        assert_eq!(bye.status(), Some(200), "caller's BYE answered 200");
-        ok(agent.wait_until(SIP_WAIT, "BYE forwarded to the agent", |s| s.bye_received.is_some()).await);
-        assert!(caller.protocol_errors().is_empty(), "caller got malformed SIP: {:?}", caller.protocol_errors());
-        assert!(agent.state().errors.is_empty(), "agent got malformed SIP: {:?}", agent.state().errors);
+        let (a, b) = recorded_call_phone_side(gw.sip_addr, &agent, &ann_8k).await;
         stop_gateway(gw).await;
 
         let calls = env.calls().await;
@@ -189,14 +293,37 @@ async fn caller_hears_announcement_then_both_directions_relay_and_record() {
         assert_eq!(c.hangup_cause.as_deref(), Some("normal"), "{c:?}");
         assert_eq!(c.recording_state, "ok", "{c:?}");
         assert_eq!(c.announcement_state, "played", "{c:?}");
-        let sha = Announcement::load(&env.announcement).expect("load announcement").sha256_hex();
-        assert_eq!(c.announcement_sha256.as_deref(), Some(sha.as_str()), "the record names the notice played");
-        assert!(c.caller_packets > 100 && c.agent_packets > 100, "packets: caller {} agent {}", c.caller_packets, c.agent_packets);
+        let sha = Announcement::load(&env.announcement)
+            .expect("load announcement")
+            .sha256_hex();
+        assert_eq!(
+            c.announcement_sha256.as_deref(),
+            Some(sha.as_str()),
+            "the record names the notice played"
+        );
+        assert!(
+            c.caller_packets > 100 && c.agent_packets > 100,
+            "packets: caller {} agent {}",
+            c.caller_packets,
+            c.agent_packets
+        );
         assert!(c.recording_id.is_some() && c.key_id.is_some(), "{c:?}");
 
         let (left, right) = env.decrypt_recording(c).await;
-        assert_corr("recording left channel (caller) is A", &a, &left, 16_000, 0.95);
-        assert_corr("recording right channel (agent) is B", &b, &right, 16_000, 0.95);
+        assert_corr(
+            "recording left channel (caller) is A",
+            &a,
+            &left,
+            16_000,
+            0.95,
+        );
+        assert_corr(
+            "recording right channel (agent) is B",
+            &b,
+            &right,
+            16_000,
+            0.95,
+        );
     })
     .await;
 }
@@ -207,19 +334,41 @@ async fn agent_busy_maps_to_486() {
         let env = GatewayEnv::new(&audio::announcement_at(16_000, 1.5));
         let agent = AgentPhone::start(AgentAnswer::Busy(Duration::from_millis(200))).await;
         let target = agent.uri();
-        let gw = start_gateway(&env, GatewayOpts { rtp_ports: (40_100, 40_199), target: &target, trusted: &["127.0.0.0/8"] }).await;
+        let gw = start_gateway(
+            &env,
+            GatewayOpts {
+                rtp_ports: (40_100, 40_199),
+                target: &target,
+                trusted: &["127.0.0.0/8"],
+            },
+        )
+        .await;
 
         let mut caller = CallerPhone::new(gw.sip_addr, CALLER_NUMBER).await;
         let fin = ok(caller.call(DIALLED, Duration::from_secs(10)).await);
-        assert_eq!(fin.status(), Some(486), "agent busy → caller 486: {}", caller.summary());
-        ok(agent.wait_until(SIP_WAIT, "the gateway's ACK of the agent's 486", |s| s.acked.is_some()).await);
+        assert_eq!(
+            fin.status(),
+            Some(486),
+            "agent busy → caller 486: {}",
+            caller.summary()
+        );
+        ok(agent
+            .wait_until(SIP_WAIT, "the gateway's ACK of the agent's 486", |s| {
+                s.acked.is_some()
+            })
+            .await);
         assert_eq!(agent.state().final_sent, Some(486));
         stop_gateway(gw).await;
 
         let calls = env.calls().await;
         assert_eq!(calls.len(), 1, "{calls:?}");
         assert_eq!(calls[0].final_status, Some(486), "{:?}", calls[0]);
-        assert_eq!(calls[0].hangup_cause.as_deref(), Some("busy"), "{:?}", calls[0]);
+        assert_eq!(
+            calls[0].hangup_cause.as_deref(),
+            Some("busy"),
+            "{:?}",
+            calls[0]
+        );
     })
     .await;
 }
@@ -230,25 +379,62 @@ async fn cancel_before_answer_gives_487_and_cancels_agent() {
         let env = GatewayEnv::new(&audio::announcement_at(16_000, 1.5));
         let agent = AgentPhone::start(AgentAnswer::Never).await;
         let target = agent.uri();
-        let gw = start_gateway(&env, GatewayOpts { rtp_ports: (40_200, 40_299), target: &target, trusted: &["127.0.0.0/8"] }).await;
+        let gw = start_gateway(
+            &env,
+            GatewayOpts {
+                rtp_ports: (40_200, 40_299),
+                target: &target,
+                trusted: &["127.0.0.0/8"],
+            },
+        )
+        .await;
 
         let mut caller = CallerPhone::new(gw.sip_addr, CALLER_NUMBER).await;
         caller.invite(DIALLED).await;
-        ok(caller.wait_invite_response(SIP_WAIT, "183 with SDP", |m| m.status() == Some(183) && m.sdp().is_some()).await);
-        ok(agent.wait_until(SIP_WAIT, "the gateway's INVITE", |s| s.invite.is_some()).await);
+        ok(caller
+            .wait_invite_response(SIP_WAIT, "183 with SDP", |m| {
+                m.status() == Some(183) && m.sdp().is_some()
+            })
+            .await);
+        ok(agent
+            .wait_until(SIP_WAIT, "the gateway's INVITE", |s| s.invite.is_some())
+            .await);
         sleep(Duration::from_millis(300)).await; // mid-announcement, agent ringing
         let (cancel_resp, fin) = ok(caller.cancel(SIP_WAIT).await);
         assert_eq!(cancel_resp.status(), Some(200), "CANCEL answered 200");
-        assert_eq!(fin.status(), Some(487), "INVITE ends 487 Request Terminated: {}", caller.summary());
-        let st = ok(agent.wait_until(SIP_WAIT, "CANCEL forwarded to the agent", |s| s.cancel_received.is_some()).await);
+        assert_eq!(
+            fin.status(),
+            Some(487),
+            "INVITE ends 487 Request Terminated: {}",
+            caller.summary()
+        );
+        let st = ok(agent
+            .wait_until(SIP_WAIT, "CANCEL forwarded to the agent", |s| {
+                s.cancel_received.is_some()
+            })
+            .await);
         assert_eq!(st.final_sent, Some(487));
-        ok(agent.wait_until(SIP_WAIT, "the gateway's ACK of the agent's 487", |s| s.acked.is_some()).await);
+        ok(agent
+            .wait_until(SIP_WAIT, "the gateway's ACK of the agent's 487", |s| {
+                s.acked.is_some()
+            })
+            .await);
         stop_gateway(gw).await;
 
         let calls = env.calls().await;
         assert_eq!(calls.len(), 1, "{calls:?}");
-        assert_eq!(calls[0].hangup_cause.as_deref(), Some("cancelled"), "{:?}", calls[0]);
-        assert_eq!(calls[0].hangup_side.as_deref(), Some("caller"), "{:?}", calls[0]);
+        assert_eq!(
+            calls[0].hangup_cause.as_deref(),
+            Some("cancelled"),
+            "{:?}",
+            calls[0]
+        );
+        assert_eq!(
+            calls[0].hangup_side.as_deref(),
+            Some("caller"),
+            "{:?}",
+            calls[0]
+        );
         assert_eq!(calls[0].final_status, Some(487), "{:?}", calls[0]);
     })
     .await;
@@ -260,26 +446,58 @@ async fn agent_hangs_up() {
         let env = GatewayEnv::new(&audio::announcement_at(16_000, 1.0));
         let agent = AgentPhone::start(AgentAnswer::After(Duration::from_millis(200))).await;
         let target = agent.uri();
-        let gw = start_gateway(&env, GatewayOpts { rtp_ports: (40_300, 40_399), target: &target, trusted: &["127.0.0.0/8"] }).await;
+        let gw = start_gateway(
+            &env,
+            GatewayOpts {
+                rtp_ports: (40_300, 40_399),
+                target: &target,
+                trusted: &["127.0.0.0/8"],
+            },
+        )
+        .await;
 
         let mut caller = CallerPhone::new(gw.sip_addr, CALLER_NUMBER).await;
         let fin = ok(caller.call(DIALLED, Duration::from_secs(10)).await);
         assert_eq!(fin.status(), Some(200), "{}", caller.summary());
-        ok(agent.wait_until(SIP_WAIT, "ACK", |s| s.acked.is_some()).await);
+        ok(agent
+            .wait_until(SIP_WAIT, "ACK", |s| s.acked.is_some())
+            .await);
         let send_a = ok(caller.start_audio(audio::signal_a(1.0)));
         let send_b = ok(agent.start_audio(audio::signal_b(1.0)));
         let _ = (send_a.await, send_b.await);
 
-        assert_eq!(ok(agent.hangup(SIP_WAIT).await), 200, "agent's BYE answered 200");
+        assert_eq!(
+            ok(agent.hangup(SIP_WAIT).await),
+            200,
+            "agent's BYE answered 200"
+        );
         let bye = ok(caller.wait_bye(SIP_WAIT).await);
-        assert_eq!(bye.msg.call_id(), caller.call_id, "the gateway's BYE is in the caller's dialog");
-        assert_eq!(bye.msg.from_tag(), caller.remote_tag, "BYE From tag = the tag of the gateway's 200");
+        assert_eq!(
+            bye.msg.call_id(),
+            caller.call_id,
+            "the gateway's BYE is in the caller's dialog"
+        );
+        assert_eq!(
+            bye.msg.from_tag(),
+            caller.remote_tag,
+            "BYE From tag = the tag of the gateway's 200"
+        );
         stop_gateway(gw).await;
 
         let calls = env.calls().await;
         assert_eq!(calls.len(), 1, "{calls:?}");
-        assert_eq!(calls[0].hangup_side.as_deref(), Some("agent"), "{:?}", calls[0]);
-        assert_eq!(calls[0].hangup_cause.as_deref(), Some("normal"), "{:?}", calls[0]);
+        assert_eq!(
+            calls[0].hangup_side.as_deref(),
+            Some("agent"),
+            "{:?}",
+            calls[0]
+        );
+        assert_eq!(
+            calls[0].hangup_cause.as_deref(),
+            Some("normal"),
+            "{:?}",
+            calls[0]
+        );
         assert_eq!(calls[0].recording_state, "ok", "{:?}", calls[0]);
     })
     .await;
@@ -353,14 +571,33 @@ async fn untrusted_source_gets_403() {
         let env = GatewayEnv::new(&audio::announcement_at(16_000, 0.5));
         let agent = AgentPhone::start(AgentAnswer::After(Duration::from_millis(100))).await;
         let target = agent.uri();
-        let gw = start_gateway(&env, GatewayOpts { rtp_ports: (40_500, 40_599), target: &target, trusted: &["10.0.0.0/8"] }).await;
+        let gw = start_gateway(
+            &env,
+            GatewayOpts {
+                rtp_ports: (40_500, 40_599),
+                target: &target,
+                trusted: &["10.0.0.0/8"],
+            },
+        )
+        .await;
 
         let mut caller = CallerPhone::new(gw.sip_addr, CALLER_NUMBER).await;
         let fin = ok(caller.call(DIALLED, SIP_WAIT).await);
-        assert_eq!(fin.status(), Some(403), "loopback is outside trusted 10.0.0.0/8: {}", caller.summary());
+        assert_eq!(
+            fin.status(),
+            Some(403),
+            "loopback is outside trusted 10.0.0.0/8: {}",
+            caller.summary()
+        );
         sleep(Duration::from_millis(200)).await;
-        assert!(agent.state().invite.is_none(), "an untrusted call never reaches the agent");
-        assert!(caller.rtp.received().is_empty(), "no announcement for an untrusted source");
+        assert!(
+            agent.state().invite.is_none(),
+            "an untrusted call never reaches the agent"
+        );
+        assert!(
+            caller.rtp.received().is_empty(),
+            "no announcement for an untrusted source"
+        );
         stop_gateway(gw).await;
     })
     .await;
@@ -394,14 +631,24 @@ async fn harness_signals_are_distinct_and_survive_resampling_and_g711() {
     let loaded = Announcement::load(&path).expect("load announcement");
     let reference = audio::announcement_at(8_000, 1.5);
     let (lag, r) = best_alignment_correlation(&reference, &loaded.samples_8k, 400);
-    assert!(r > 0.98 && lag.abs() <= 1, "resampled announcement matches the 8 kHz reference: lag {lag} r {r}");
-    let (_, rg) = best_alignment_correlation(&reference, &audio::through_g711(G711::Pcmu, &loaded.samples_8k), 400);
+    assert!(
+        r > 0.98 && lag.abs() <= 1,
+        "resampled announcement matches the 8 kHz reference: lag {lag} r {r}"
+    );
+    let (_, rg) = best_alignment_correlation(
+        &reference,
+        &audio::through_g711(G711::Pcmu, &loaded.samples_8k),
+        400,
+    );
     assert!(rg > 0.98, "and survives PCMU: {rg}");
     let (_, ra) = best_alignment_correlation(&reference, &a[..reference.len()], 4000);
     assert!(ra < 0.2, "the announcement is not signal A: {ra}");
     // The chirp sweeps: more 2.5 kHz energy at the end than at the start.
     let n = reference.len();
-    assert!(goertzel_power(&reference[n - 2000..], 8000, 2600.0) > 10.0 * goertzel_power(&reference[..2000], 8000, 2600.0));
+    assert!(
+        goertzel_power(&reference[n - 2000..], 8000, 2600.0)
+            > 10.0 * goertzel_power(&reference[..2000], 8000, 2600.0)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -412,34 +659,95 @@ async fn harness_caller_and_agent_talk_directly() {
         let fin = ok(caller.call(DIALLED, SIP_WAIT).await);
         assert_eq!(fin.status(), Some(200));
         assert_eq!(statuses(&caller), vec![100, 180, 200]);
-        assert_eq!(caller.remote_sdp.as_ref().and_then(|s| s.g711()), Some(G711::Pcmu));
-        let st = ok(agent.wait_until(SIP_WAIT, "ACK", |s| s.acked.is_some()).await);
-        let ack = st.requests.iter().find(|r| r.msg.method() == Some("ACK")).expect("ACK logged");
+        assert_eq!(
+            caller.remote_sdp.as_ref().and_then(|s| s.g711()),
+            Some(G711::Pcmu)
+        );
+        let st = ok(agent
+            .wait_until(SIP_WAIT, "ACK", |s| s.acked.is_some())
+            .await);
+        let ack = st
+            .requests
+            .iter()
+            .find(|r| r.msg.method() == Some("ACK"))
+            .expect("ACK logged");
         assert_eq!(ack.msg.cseq(), (1, "ACK".to_string()));
-        assert_ne!(ack.msg.top_branch(), st.invite.as_ref().and_then(|i| i.msg.top_branch()), "2xx ACK is a new transaction");
-        assert_eq!(ack.msg.request_uri(), Some(agent.uri().as_str()), "2xx ACK goes to the Contact");
-        assert_eq!(st.remote_sdp.as_ref().map(|s| s.addr), Some(caller.rtp.addr));
+        assert_ne!(
+            ack.msg.top_branch(),
+            st.invite.as_ref().and_then(|i| i.msg.top_branch()),
+            "2xx ACK is a new transaction"
+        );
+        assert_eq!(
+            ack.msg.request_uri(),
+            Some(agent.uri().as_str()),
+            "2xx ACK goes to the Contact"
+        );
+        assert_eq!(
+            st.remote_sdp.as_ref().map(|s| s.addr),
+            Some(caller.rtp.addr)
+        );
 
         let a = audio::signal_a(1.5);
         let b = audio::signal_b(1.5);
         let t = Instant::now();
         let sa = ok(caller.start_audio(a.clone()));
         let sb = ok(agent.start_audio(b.clone()));
-        assert_eq!((sa.await.expect("send A"), sb.await.expect("send B")), (75, 75));
+        assert_eq!(
+            (sa.await.expect("send A"), sb.await.expect("send B")),
+            (75, 75)
+        );
         sleep(Duration::from_millis(100)).await;
         let at_agent = agent.rtp.received();
         assert_eq!(at_agent.len(), 75);
-        let span = at_agent.last().expect("packets").at.duration_since(at_agent[0].at);
-        assert!(span >= Duration::from_millis(1400) && span <= Duration::from_millis(2000), "20 ms pacing: 75 packets over {span:?}");
-        assert!(at_agent.windows(2).all(|w| w[1].seq == w[0].seq.wrapping_add(1) && w[1].ts == w[0].ts.wrapping_add(160)));
-        assert!(at_agent[0].marker && at_agent.iter().all(|p| p.ssrc == at_agent[0].ssrc && p.pt == 0));
-        let (lag_a, _) = (assert_corr("agent hears A", &a, &received_audio(&after(&at_agent, t)), 8000, 0.99), ());
+        let span = at_agent
+            .last()
+            .expect("packets")
+            .at
+            .duration_since(at_agent[0].at);
+        assert!(
+            span >= Duration::from_millis(1400) && span <= Duration::from_millis(2000),
+            "20 ms pacing: 75 packets over {span:?}"
+        );
+        assert!(
+            at_agent
+                .windows(2)
+                .all(|w| w[1].seq == w[0].seq.wrapping_add(1)
+                    && w[1].ts == w[0].ts.wrapping_add(160))
+        );
+        assert!(
+            at_agent[0].marker
+                && at_agent
+                    .iter()
+                    .all(|p| p.ssrc == at_agent[0].ssrc && p.pt == 0)
+        );
+        let (lag_a, _) = (
+            assert_corr(
+                "agent hears A",
+                &a,
+                &received_audio(&after(&at_agent, t)),
+                8000,
+                0.99,
+            ),
+            (),
+        );
         assert_eq!(lag_a, 0);
-        assert_corr("caller hears B", &b, &received_audio(&caller.rtp.received()), 8000, 0.99);
+        assert_corr(
+            "caller hears B",
+            &b,
+            &received_audio(&caller.rtp.received()),
+            8000,
+            0.99,
+        );
 
         assert_eq!(ok(caller.bye(SIP_WAIT).await).status(), Some(200));
-        let st = ok(agent.wait_until(SIP_WAIT, "BYE", |s| s.bye_received.is_some()).await);
-        let bye = st.requests.iter().find(|r| r.msg.method() == Some("BYE")).expect("BYE logged");
+        let st = ok(agent
+            .wait_until(SIP_WAIT, "BYE", |s| s.bye_received.is_some())
+            .await);
+        let bye = st
+            .requests
+            .iter()
+            .find(|r| r.msg.method() == Some("BYE"))
+            .expect("BYE logged");
         assert_eq!(bye.msg.to_tag(), fin.to_tag());
         assert_eq!(bye.msg.cseq(), (2, "BYE".to_string()));
         assert!(caller.protocol_errors().is_empty() && st.errors.is_empty());
@@ -454,25 +762,42 @@ async fn harness_busy_cancel_and_agent_bye_directly() {
         let agent = AgentPhone::start(AgentAnswer::Busy(Duration::from_millis(50))).await;
         let mut caller = CallerPhone::new(agent.sip_addr, CALLER_NUMBER).await;
         assert_eq!(ok(caller.call(DIALLED, SIP_WAIT).await).status(), Some(486));
-        let st = ok(agent.wait_until(SIP_WAIT, "ACK of 486", |s| s.acked.is_some()).await);
-        let ack = st.requests.iter().find(|r| r.msg.method() == Some("ACK")).expect("ACK");
-        assert_eq!(ack.msg.top_branch(), st.invite.as_ref().and_then(|i| i.msg.top_branch()));
+        let st = ok(agent
+            .wait_until(SIP_WAIT, "ACK of 486", |s| s.acked.is_some())
+            .await);
+        let ack = st
+            .requests
+            .iter()
+            .find(|r| r.msg.method() == Some("ACK"))
+            .expect("ACK");
+        assert_eq!(
+            ack.msg.top_branch(),
+            st.invite.as_ref().and_then(|i| i.msg.top_branch())
+        );
 
         // Cancel while ringing.
         let agent = AgentPhone::start(AgentAnswer::Never).await;
         let mut caller = CallerPhone::new(agent.sip_addr, CALLER_NUMBER).await;
         caller.invite(DIALLED).await;
-        ok(caller.wait_invite_response(SIP_WAIT, "180", |m| m.status() == Some(180)).await);
+        ok(caller
+            .wait_invite_response(SIP_WAIT, "180", |m| m.status() == Some(180))
+            .await);
         let (c, fin) = ok(caller.cancel(SIP_WAIT).await);
         assert_eq!((c.status(), fin.status()), (Some(200), Some(487)));
-        let st = ok(agent.wait_until(SIP_WAIT, "ACK of 487", |s| s.acked.is_some() && s.cancel_received.is_some()).await);
+        let st = ok(agent
+            .wait_until(SIP_WAIT, "ACK of 487", |s| {
+                s.acked.is_some() && s.cancel_received.is_some()
+            })
+            .await);
         assert_eq!(st.final_sent, Some(487));
 
         // Agent hangs up: the caller's background task answers the BYE.
         let agent = AgentPhone::start(AgentAnswer::After(Duration::from_millis(50))).await;
         let mut caller = CallerPhone::new(agent.sip_addr, CALLER_NUMBER).await;
         assert_eq!(ok(caller.call(DIALLED, SIP_WAIT).await).status(), Some(200));
-        ok(agent.wait_until(SIP_WAIT, "ACK", |s| s.acked.is_some()).await);
+        ok(agent
+            .wait_until(SIP_WAIT, "ACK", |s| s.acked.is_some())
+            .await);
         assert_eq!(ok(agent.hangup(SIP_WAIT).await), 200);
         let bye = ok(caller.wait_bye(SIP_WAIT).await);
         assert_eq!(bye.msg.from_tag(), caller.remote_tag);
@@ -482,7 +807,10 @@ async fn harness_busy_cancel_and_agent_bye_directly() {
 }
 
 async fn recv(sock: &tokio::net::UdpSocket, buf: &mut [u8]) -> (usize, std::net::SocketAddr) {
-    tokio::time::timeout(Duration::from_secs(3), sock.recv_from(buf)).await.expect("datagram in time").expect("recv")
+    tokio::time::timeout(Duration::from_secs(3), sock.recv_from(buf))
+        .await
+        .expect("datagram in time")
+        .expect("recv")
 }
 
 /// A bare socket plays the far end: the caller retransmits its INVITE on T1 while unanswered
@@ -501,11 +829,21 @@ async fn harness_caller_retransmits_invite_and_reacks() {
             let (n, from) = recv(&far, &mut buf).await;
             let gap = t0.elapsed();
             let again = SipMsg::parse(&buf[..n]).expect("retransmission parses");
-            assert!(gap >= T1 - Duration::from_millis(100) && gap <= T1 * 3, "retransmitted after {gap:?}");
+            assert!(
+                gap >= T1 - Duration::from_millis(100) && gap <= T1 * 3,
+                "retransmitted after {gap:?}"
+            );
             assert_eq!(again.top_branch(), first.top_branch());
             assert_eq!(again.method(), Some("INVITE"));
             let sdp = s::sdp_body("far", "127.0.0.1:40998".parse().expect("addr"), &[8, 101]);
-            let ok200 = s::response(&first, 200, "OK", Some("fartag"), &[format!("Contact: <sip:far@{contact_addr}>")], Some(&sdp));
+            let ok200 = s::response(
+                &first,
+                200,
+                "OK",
+                Some("fartag"),
+                &[format!("Contact: <sip:far@{contact_addr}>")],
+                Some(&sdp),
+            );
             far.send_to(&ok200, from).await.expect("send 200");
             let (n, _) = recv(&contact_sock, &mut buf).await;
             let ack = SipMsg::parse(&buf[..n]).expect("ACK parses");
@@ -515,13 +853,34 @@ async fn harness_caller_retransmits_invite_and_reacks() {
             // A retransmitted 200 is ACKed again.
             far.send_to(&ok200, from).await.expect("resend 200");
             let (n, _) = recv(&contact_sock, &mut buf).await;
-            assert_eq!(SipMsg::parse(&buf[..n]).expect("second ACK").method(), Some("ACK"));
+            assert_eq!(
+                SipMsg::parse(&buf[..n]).expect("second ACK").method(),
+                Some("ACK")
+            );
         });
         let mut caller = CallerPhone::new(far_addr, CALLER_NUMBER).await;
         let fin = ok(caller.call(DIALLED, SIP_WAIT).await);
         assert_eq!(fin.status(), Some(200));
-        assert_eq!(caller.remote_sdp.as_ref().and_then(|s| s.g711()), Some(G711::Pcma));
-        far_end.await.expect("far end saw a correct INVITE retransmission and both ACKs");
+        assert_eq!(
+            caller.remote_sdp.as_ref().and_then(|s| s.g711()),
+            Some(G711::Pcma)
+        );
+        far_end
+            .await
+            .expect("far end saw a correct INVITE retransmission and both ACKs");
+    })
+    .await;
+}
+
+/// The phone side of the main recorded-call test against the toy B2BUA: proves the announcement
+/// window, the relay correlation and the hangup steps of that test before the real gateway lands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn harness_recorded_call_steps_pass_against_a_toy_b2bua() {
+    bounded(async {
+        let ann_8k = audio::announcement_at(8_000, 1.5);
+        let agent = AgentPhone::start(AgentAnswer::After(Duration::from_millis(300))).await;
+        let toy = common::toy_gateway::start(agent.uri(), ann_8k.clone()).await;
+        recorded_call_phone_side(toy.sip_addr, &agent, &ann_8k).await;
     })
     .await;
 }

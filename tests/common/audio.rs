@@ -45,7 +45,9 @@ pub fn speechlike(seed: u64, syllable_hz: f64, seconds: f64, peak: f64) -> Vec<i
         raw.push(lp2 * env);
     }
     let max = raw.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(1e-9);
-    raw.iter().map(|v| (v / max * peak).round() as i16).collect()
+    raw.iter()
+        .map(|v| (v / max * peak).round() as i16)
+        .collect()
 }
 
 /// Signal A (what the caller says).
@@ -114,18 +116,26 @@ pub fn decode(pt: u8, payload: &[u8]) -> Vec<i16> {
 /// The audio of received packets, in arrival order, concatenated (loopback does not lose or
 /// reorder, so arrival order is the sender's order).
 pub fn received_audio<'a>(packets: impl IntoIterator<Item = &'a RtpRx>) -> Vec<i16> {
-    packets.into_iter().flat_map(|p| decode(p.pt, &p.payload)).collect()
+    packets
+        .into_iter()
+        .flat_map(|p| decode(p.pt, &p.payload))
+        .collect()
 }
 
 /// Encodes with `codec` and decodes again: what a perfect G.711 path delivers.
 pub fn through_g711(codec: G711, samples: &[i16]) -> Vec<i16> {
-    samples.iter().map(|&s| codec.decode(codec.encode(s))).collect()
+    samples
+        .iter()
+        .map(|&s| codec.decode(codec.encode(s)))
+        .collect()
 }
 
 /// Normalised cross-correlation of `reference[i]` with `received[i + lag]` over their overlap.
 pub fn correlation_at(reference: &[i16], received: &[i16], lag: i64) -> f64 {
     let start = 0i64.max(-lag) as usize;
-    let end = (reference.len() as i64).min(received.len() as i64 - lag).max(0) as usize;
+    let end = (reference.len() as i64)
+        .min(received.len() as i64 - lag)
+        .max(0) as usize;
     if end <= start {
         return 0.0;
     }
@@ -150,11 +160,18 @@ pub fn correlation_at(reference: &[i16], received: &[i16], lag: i64) -> f64 {
 /// Two stages to stay fast in an unoptimised test build: a probe window from the middle of the
 /// reference (≤ 1024 samples, 128 ms) is slid across every lag, then the full-overlap correlation is
 /// evaluated at the best probe lags (and ±2 around them) and the best of those is returned.
-pub fn best_alignment_correlation(reference: &[i16], received: &[i16], max_lag: usize) -> (i64, f64) {
+pub fn best_alignment_correlation(
+    reference: &[i16],
+    received: &[i16],
+    max_lag: usize,
+) -> (i64, f64) {
     if reference.is_empty() || received.is_empty() {
         return (0, 0.0);
     }
-    let w = reference.len().min(1024).min(reference.len().div_ceil(2).max(1));
+    let w = reference
+        .len()
+        .min(1024)
+        .min(reference.len().div_ceil(2).max(1));
     let w0 = (reference.len() - w) / 2;
     let probe: Vec<f64> = reference[w0..w0 + w].iter().map(|&s| s as f64).collect();
     let pp: f64 = probe.iter().map(|x| x * x).sum();
@@ -185,7 +202,11 @@ pub fn best_alignment_correlation(reference: &[i16], received: &[i16], max_lag: 
         // The received signal is shorter than the probe window would need: plain search.
         (-max_lag..=max_lag).collect()
     } else {
-        scored.iter().take(3).flat_map(|&(_, l)| (l - 2)..=(l + 2)).collect()
+        scored
+            .iter()
+            .take(3)
+            .flat_map(|&(_, l)| (l - 2)..=(l + 2))
+            .collect()
     };
     for lag in candidates {
         let r = correlation_at(reference, received, lag);

@@ -6,6 +6,7 @@
 pub mod audio;
 pub mod phone;
 pub mod sip;
+pub mod toy_gateway;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -14,8 +15,8 @@ use std::time::Duration;
 use callgate::config::Config;
 use callgate::recording::keys::{Keyring, WrappedDek};
 use callgate::recording::storage::DirStorage;
-use callgate::store::Store;
 use callgate::store::CallRecord;
+use callgate::store::Store;
 
 /// The number every test dials.
 pub const DIALLED: &str = "2001";
@@ -55,8 +56,17 @@ impl GatewayEnv {
         let storage = dir.path().join("recordings");
         std::fs::create_dir_all(&storage).expect("recordings dir");
         let kek = dir.path().join("kek.key");
-        let db_url = format!("sqlite://{}?mode=rwc", dir.path().join("db.sqlite").display());
-        GatewayEnv { announcement, storage, kek, db_url, dir }
+        let db_url = format!(
+            "sqlite://{}?mode=rwc",
+            dir.path().join("db.sqlite").display()
+        );
+        GatewayEnv {
+            announcement,
+            storage,
+            kek,
+            db_url,
+            dir,
+        }
     }
 
     pub fn config_text(&self, o: &GatewayOpts<'_>) -> String {
@@ -109,7 +119,9 @@ url = "{db}"
 
     /// Every call record, newest first.
     pub async fn calls(&self) -> Vec<CallRecord> {
-        let store = Store::connect(&self.db_url).await.expect("open the gateway's database");
+        let store = Store::connect(&self.db_url)
+            .await
+            .expect("open the gateway's database");
         let calls = store.list_calls(10).await.expect("list calls");
         store.close().await;
         calls
@@ -118,8 +130,13 @@ url = "{db}"
     /// Decrypts the call's recording in-process and renders it as the CLI would: stereo 8 kHz
     /// WAV, left caller, right agent. Returns (left, right).
     pub async fn decrypt_recording(&self, call: &CallRecord) -> (Vec<i16>, Vec<i16>) {
-        let rec_id = call.recording_id.clone().expect("call record has a recording id");
-        let store = Store::connect(&self.db_url).await.expect("open the gateway's database");
+        let rec_id = call
+            .recording_id
+            .clone()
+            .expect("call record has a recording id");
+        let store = Store::connect(&self.db_url)
+            .await
+            .expect("open the gateway's database");
         let (key_id, wrapped) = store
             .get_recording_key(&rec_id)
             .await
@@ -127,10 +144,18 @@ url = "{db}"
             .expect("the recording's wrapped DEK is in the database");
         store.close().await;
         let keyring = Keyring::load(&self.kek).expect("load KEK file");
-        let dek = keyring.unwrap_dek(&key_id, &WrappedDek(wrapped)).expect("unwrap DEK");
-        let bytes = DirStorage::new(&self.storage).read_all(&rec_id).expect("read recording file");
+        let dek = keyring
+            .unwrap_dek(&key_id, &WrappedDek(wrapped))
+            .expect("unwrap DEK");
+        let bytes = DirStorage::new(&self.storage)
+            .read_all(&rec_id)
+            .expect("read recording file");
         let outcome = callgate::recording::reader::read(&bytes, &dek);
-        assert!(outcome.status.is_complete(), "recording must authenticate completely: {:?}", outcome.status);
+        assert!(
+            outcome.status.is_complete(),
+            "recording must authenticate completely: {:?}",
+            outcome.status
+        );
         let wav = self.dir.path().join("decrypted.wav");
         callgate::recording::wav::render_stereo_wav(&outcome, &wav).expect("render stereo WAV");
         let (rate, left, right) = audio::read_stereo_wav(&wav);
@@ -142,14 +167,21 @@ url = "{db}"
 /// Sends raw bytes (built from the sending socket's address, for the Via) from a fresh socket
 /// and returns the first final (≥ 200) response's text, skipping provisional ones; `None` if
 /// nothing final arrives within `within`.
-pub async fn send_raw_expect_final(to: SocketAddr, build: impl FnOnce(SocketAddr) -> Vec<u8>, within: Duration) -> Option<String> {
+pub async fn send_raw_expect_final(
+    to: SocketAddr,
+    build: impl FnOnce(SocketAddr) -> Vec<u8>,
+    within: Duration,
+) -> Option<String> {
     let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.ok()?;
     let me = sock.local_addr().ok()?;
     sock.send_to(&build(me), to).await.ok()?;
     let deadline = tokio::time::Instant::now() + within;
     let mut buf = vec![0u8; 65_535];
     loop {
-        let (n, _) = tokio::time::timeout_at(deadline, sock.recv_from(&mut buf)).await.ok()?.ok()?;
+        let (n, _) = tokio::time::timeout_at(deadline, sock.recv_from(&mut buf))
+            .await
+            .ok()?
+            .ok()?;
         let text = String::from_utf8_lossy(&buf[..n]).into_owned();
         if text.starts_with("SIP/2.0 1") {
             continue;
@@ -160,7 +192,9 @@ pub async fn send_raw_expect_final(to: SocketAddr, build: impl FnOnce(SocketAddr
 
 /// A bare loopback UDP socket and its address (a stand-in peer in harness tests).
 pub async fn raw_socket() -> (tokio::net::UdpSocket, SocketAddr) {
-    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("bind raw socket");
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("bind raw socket");
     let addr = sock.local_addr().expect("raw socket address");
     (sock, addr)
 }

@@ -65,7 +65,9 @@ impl RtpEndpoint {
     pub async fn bind() -> RtpEndpoint {
         let mut found = None;
         for _ in 0..64 {
-            let Ok(s) = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)) else { continue };
+            let Ok(s) = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)) else {
+                continue;
+            };
             let Ok(addr) = s.local_addr() else { continue };
             if addr.port() % 2 != 0 || addr.port() == u16::MAX {
                 continue;
@@ -76,7 +78,9 @@ impl RtpEndpoint {
         }
         // Invariant: loopback has plenty of free even ports.
         let (std_sock, rtcp, addr) = found.expect("no even RTP port on loopback");
-        std_sock.set_nonblocking(true).expect("nonblocking RTP socket");
+        std_sock
+            .set_nonblocking(true)
+            .expect("nonblocking RTP socket");
         let sock = Arc::new(UdpSocket::from_std(std_sock).expect("tokio RTP socket"));
         let received = Arc::new(Mutex::new(Vec::new()));
         let rx_task = tokio::spawn({
@@ -85,12 +89,16 @@ impl RtpEndpoint {
             async move {
                 let mut buf = vec![0u8; 2048];
                 loop {
-                    let Ok((n, from)) = sock.recv_from(&mut buf).await else { continue };
+                    let Ok((n, from)) = sock.recv_from(&mut buf).await else {
+                        continue;
+                    };
                     let at = Instant::now();
                     if rtp::is_rtcp(&buf[..n]) {
                         continue;
                     }
-                    let Ok(p) = RtpPacket::parse(&buf[..n]) else { continue };
+                    let Ok(p) = RtpPacket::parse(&buf[..n]) else {
+                        continue;
+                    };
                     lock(&received).push(RtpRx {
                         at,
                         from,
@@ -104,7 +112,13 @@ impl RtpEndpoint {
                 }
             }
         });
-        RtpEndpoint { sock, _rtcp: rtcp, addr, received, rx_task }
+        RtpEndpoint {
+            sock,
+            _rtcp: rtcp,
+            addr,
+            received,
+            rx_task,
+        }
     }
 
     /// Everything received so far.
@@ -168,7 +182,9 @@ pub struct Received {
 
 async fn bind_sip() -> (Arc<UdpSocket>, SocketAddr) {
     // Invariant: binding an ephemeral loopback port does not fail on a working host.
-    let sock = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await.expect("bind SIP socket");
+    let sock = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
+        .await
+        .expect("bind SIP socket");
     let addr = sock.local_addr().expect("SIP socket address");
     (Arc::new(sock), addr)
 }
@@ -257,7 +273,12 @@ impl CallerPhone {
     }
 
     fn from_header(&self) -> String {
-        format!("From: <sip:{}@{}>;tag={}", self.number, self.sip_addr.ip(), self.from_tag)
+        format!(
+            "From: <sip:{}@{}>;tag={}",
+            self.number,
+            self.sip_addr.ip(),
+            self.from_tag
+        )
     }
 
     fn contact(&self) -> String {
@@ -320,17 +341,25 @@ impl CallerPhone {
                 }
                 idx += 1;
             }
-            let heard = |log: &[Received], seq: u32, m: &str| log.iter().any(|r| r.msg.answers(seq, m));
+            let heard =
+                |log: &[Received], seq: u32, m: &str| log.iter().any(|r| r.msg.answers(seq, m));
             let resending = match &resend {
                 Some((_, _, seq, m)) => !heard(&self.log, *seq, m),
                 None => false,
             };
-            let wake = if resending { next_resend.min(deadline) } else { deadline };
+            let wake = if resending {
+                next_resend.min(deadline)
+            } else {
+                deadline
+            };
             match timeout_at(wake, self.rx.recv()).await {
                 Ok(Some(r)) => self.log.push(r),
                 Ok(None) => return Err(format!("caller: SIP socket closed waiting for {what}")),
                 Err(_) if Instant::now() >= deadline => {
-                    return Err(format!("caller: timed out after {within:?} waiting for {what}; saw: {}", self.summary()));
+                    return Err(format!(
+                        "caller: timed out after {within:?} waiting for {what}; saw: {}",
+                        self.summary()
+                    ));
                 }
                 Err(_) => {
                     if let Some((bytes, to, _, _)) = &resend {
@@ -345,22 +374,37 @@ impl CallerPhone {
 
     /// First lines of every logged message, for failure messages.
     pub fn summary(&self) -> String {
-        self.log.iter().map(|r| r.msg.first_line.clone()).collect::<Vec<_>>().join(" | ")
+        self.log
+            .iter()
+            .map(|r| r.msg.first_line.clone())
+            .collect::<Vec<_>>()
+            .join(" | ")
     }
 
     /// Responses to our INVITE, in arrival order.
     pub fn invite_responses(&self) -> Vec<Received> {
         let seq = self.invite_seq;
-        self.log.iter().filter(|r| r.msg.answers(seq, "INVITE")).cloned().collect()
+        self.log
+            .iter()
+            .filter(|r| r.msg.answers(seq, "INVITE"))
+            .cloned()
+            .collect()
     }
 
     /// Waits for a response to the INVITE matching `pred` (retransmitting the INVITE until
     /// anything is heard). Records SDP from reliable-enough 18x/2xx.
-    pub async fn wait_invite_response(&mut self, within: Duration, what: &str, pred: impl Fn(&SipMsg) -> bool) -> Result<Received, String> {
+    pub async fn wait_invite_response(
+        &mut self,
+        within: Duration,
+        what: &str,
+        pred: impl Fn(&SipMsg) -> bool,
+    ) -> Result<Received, String> {
         let seq = self.invite_seq;
         let resend = Some((self.invite_bytes.clone(), self.target, seq, "INVITE"));
         let r = self
-            .wait_for(0, within, resend, what, |m| m.answers(seq, "INVITE") && pred(m))
+            .wait_for(0, within, resend, what, |m| {
+                m.answers(seq, "INVITE") && pred(m)
+            })
             .await?;
         self.note_sdp();
         Ok(r)
@@ -382,7 +426,9 @@ impl CallerPhone {
     /// Returns the final response.
     pub async fn wait_final(&mut self, within: Duration) -> Result<SipMsg, String> {
         let r = self
-            .wait_invite_response(within, "a final response to INVITE", |m| m.status().unwrap_or(0) >= 200)
+            .wait_invite_response(within, "a final response to INVITE", |m| {
+                m.status().unwrap_or(0) >= 200
+            })
             .await?;
         let status = r.msg.status().unwrap_or(0);
         let to = r.msg.header("to").unwrap_or_default().to_string();
@@ -390,7 +436,8 @@ impl CallerPhone {
             self.answered_at = Some(r.at);
             self.remote_tag = r.msg.to_tag();
             let contact = r.msg.contact_uri().ok_or("caller: 2xx without Contact")?;
-            let addr = s::uri_addr(&contact).ok_or_else(|| format!("caller: 2xx Contact {contact} is not an IP:port URI"))?;
+            let addr = s::uri_addr(&contact)
+                .ok_or_else(|| format!("caller: 2xx Contact {contact} is not an IP:port URI"))?;
             self.remote_contact = Some((contact.clone(), addr));
             if let Some(sdp) = r.msg.sdp() {
                 self.remote_sdp = Some(sdp);
@@ -454,7 +501,9 @@ impl CallerPhone {
         let seq = self.invite_seq;
         let resend = Some((cancel, self.target, seq, "CANCEL"));
         let c = self
-            .wait_for(0, within, resend, "the response to CANCEL", |m| m.answers(seq, "CANCEL") && m.status().unwrap_or(0) >= 200)
+            .wait_for(0, within, resend, "the response to CANCEL", |m| {
+                m.answers(seq, "CANCEL") && m.status().unwrap_or(0) >= 200
+            })
             .await?;
         let fin = self.wait_final(within).await?;
         Ok((c.msg, fin))
@@ -462,8 +511,14 @@ impl CallerPhone {
 
     /// Sends BYE in the dialog the 2xx made and waits for its final response.
     pub async fn bye(&mut self, within: Duration) -> Result<SipMsg, String> {
-        let (contact, addr) = self.remote_contact.clone().ok_or("caller: BYE without an answered call")?;
-        let tag = self.remote_tag.clone().ok_or("caller: BYE without a remote tag")?;
+        let (contact, addr) = self
+            .remote_contact
+            .clone()
+            .ok_or("caller: BYE without an answered call")?;
+        let tag = self
+            .remote_tag
+            .clone()
+            .ok_or("caller: BYE without a remote tag")?;
         let seq = self.next_seq;
         self.next_seq += 1;
         let to_uri = s::uri_of(self.to_header.trim_start_matches("To:").trim());
@@ -482,16 +537,21 @@ impl CallerPhone {
         self.send(&bye, addr).await;
         let from = self.log.len();
         let r = self
-            .wait_for(from, within, Some((bye, addr, seq, "BYE")), "the response to BYE", |m| {
-                m.answers(seq, "BYE") && m.status().unwrap_or(0) >= 200
-            })
+            .wait_for(
+                from,
+                within,
+                Some((bye, addr, seq, "BYE")),
+                "the response to BYE",
+                |m| m.answers(seq, "BYE") && m.status().unwrap_or(0) >= 200,
+            )
             .await?;
         Ok(r.msg)
     }
 
     /// Waits for a BYE from the far end (the background task has already answered it 200).
     pub async fn wait_bye(&mut self, within: Duration) -> Result<Received, String> {
-        self.wait_for(0, within, None, "a BYE", |m| m.method() == Some("BYE")).await
+        self.wait_for(0, within, None, "a BYE", |m| m.method() == Some("BYE"))
+            .await
     }
 
     /// When the far end's BYE arrived, if it has.
@@ -501,8 +561,13 @@ impl CallerPhone {
 
     /// Sends `samples` to the answered media address with the negotiated codec.
     pub fn start_audio(&self, samples: Vec<i16>) -> Result<JoinHandle<u32>, String> {
-        let sdp = self.remote_sdp.clone().ok_or("caller: no SDP answer to send audio to")?;
-        let codec = sdp.g711().ok_or("caller: the answer has no G.711 payload type")?;
+        let sdp = self
+            .remote_sdp
+            .clone()
+            .ok_or("caller: no SDP answer to send audio to")?;
+        let codec = sdp
+            .g711()
+            .ok_or("caller: the answer has no G.711 payload type")?;
         Ok(self.rtp.send_audio(sdp.addr, codec, samples))
     }
 }
@@ -513,10 +578,17 @@ impl Drop for CallerPhone {
     }
 }
 
-async fn caller_rx_loop(sock: Arc<UdpSocket>, me: SocketAddr, shared: Arc<Mutex<CallerShared>>, tx: mpsc::UnboundedSender<Received>) {
+async fn caller_rx_loop(
+    sock: Arc<UdpSocket>,
+    me: SocketAddr,
+    shared: Arc<Mutex<CallerShared>>,
+    tx: mpsc::UnboundedSender<Received>,
+) {
     let mut buf = vec![0u8; s::MAX_MESSAGE];
     loop {
-        let Ok((n, from)) = sock.recv_from(&mut buf).await else { continue };
+        let Ok((n, from)) = sock.recv_from(&mut buf).await else {
+            continue;
+        };
         let at = Instant::now();
         let msg = match SipMsg::parse(&buf[..n]) {
             Ok(m) => m,
@@ -528,7 +600,14 @@ async fn caller_rx_loop(sock: Arc<UdpSocket>, me: SocketAddr, shared: Arc<Mutex<
         match (msg.method(), msg.status()) {
             (Some("BYE"), _) => {
                 lock(&shared).bye_received.get_or_insert(at);
-                let ok = s::response(&msg, 200, "OK", None, &[format!("Contact: <sip:caller@{me}>")], None);
+                let ok = s::response(
+                    &msg,
+                    200,
+                    "OK",
+                    None,
+                    &[format!("Contact: <sip:caller@{me}>")],
+                    None,
+                );
                 let _ = sock.send_to(&ok, from).await;
             }
             (Some("OPTIONS"), _) => {
@@ -627,7 +706,14 @@ impl AgentPhone {
             next_seq: 1,
         };
         let task = tokio::spawn(agent.run(cmd_rx));
-        AgentPhone { sip_addr, rtp, state, changed, cmd, task }
+        AgentPhone {
+            sip_addr,
+            rtp,
+            state,
+            changed,
+            cmd,
+            task,
+        }
     }
 
     /// The route target that reaches this phone.
@@ -641,7 +727,12 @@ impl AgentPhone {
     }
 
     /// Waits until `pred` holds for the agent's state.
-    pub async fn wait_until(&self, within: Duration, what: &str, pred: impl Fn(&AgentState) -> bool) -> Result<AgentState, String> {
+    pub async fn wait_until(
+        &self,
+        within: Duration,
+        what: &str,
+        pred: impl Fn(&AgentState) -> bool,
+    ) -> Result<AgentState, String> {
         let deadline = Instant::now() + within;
         let mut changed = self.changed.clone();
         loop {
@@ -657,8 +748,15 @@ impl AgentPhone {
                 Ok(Err(_)) => return Err(format!("agent: task ended waiting for {what}")),
                 Err(_) => {
                     let st = lock(&self.state);
-                    let seen: Vec<String> = st.requests.iter().map(|r| r.msg.first_line.clone()).collect();
-                    return Err(format!("agent: timed out after {within:?} waiting for {what}; requests: {}", seen.join(" | ")));
+                    let seen: Vec<String> = st
+                        .requests
+                        .iter()
+                        .map(|r| r.msg.first_line.clone())
+                        .collect();
+                    return Err(format!(
+                        "agent: timed out after {within:?} waiting for {what}; requests: {}",
+                        seen.join(" | ")
+                    ));
                 }
             }
         }
@@ -666,7 +764,10 @@ impl AgentPhone {
 
     /// Sends `samples` to the media address of the INVITE's offer as PCMU.
     pub fn start_audio(&self, samples: Vec<i16>) -> Result<JoinHandle<u32>, String> {
-        let sdp = self.state().remote_sdp.ok_or("agent: no SDP offer to send audio to")?;
+        let sdp = self
+            .state()
+            .remote_sdp
+            .ok_or("agent: no SDP offer to send audio to")?;
         if !sdp.payload_types.contains(&0) {
             return Err(format!("agent: offer {:?} lacks PCMU", sdp.payload_types));
         }
@@ -675,8 +776,14 @@ impl AgentPhone {
 
     /// Sends BYE in the answered dialog and waits for its final response.
     pub async fn hangup(&self, within: Duration) -> Result<u16, String> {
-        self.cmd.send(AgentCmd::Hangup).map_err(|_| "agent: task ended".to_string())?;
-        let st = self.wait_until(within, "the response to our BYE", |s| s.bye_answered.is_some()).await?;
+        self.cmd
+            .send(AgentCmd::Hangup)
+            .map_err(|_| "agent: task ended".to_string())?;
+        let st = self
+            .wait_until(within, "the response to our BYE", |s| {
+                s.bye_answered.is_some()
+            })
+            .await?;
         Ok(st.bye_answered.unwrap_or(0))
     }
 }
@@ -780,7 +887,14 @@ impl AgentTask {
     async fn send_final(&mut self, invite: &SipMsg, to: SocketAddr, status: u16) {
         let bytes = if status == 200 {
             let sdp = s::sdp_body("agent", self.rtp_addr, &[0, 101]);
-            s::response(invite, 200, "OK", Some(&self.tag), &[self.contact()], Some(&sdp))
+            s::response(
+                invite,
+                200,
+                "OK",
+                Some(&self.tag),
+                &[self.contact()],
+                Some(&sdp),
+            )
         } else {
             let reason = match status {
                 486 => "Busy Here",
@@ -799,7 +913,10 @@ impl AgentTask {
         let from = r.from;
         if msg.status().is_some() {
             let (seq, method) = msg.cseq();
-            if method == "BYE" && matches!(&self.bye, Some(b) if b.4 == seq) && msg.status().unwrap_or(0) >= 200 {
+            if method == "BYE"
+                && matches!(&self.bye, Some(b) if b.4 == seq)
+                && msg.status().unwrap_or(0) >= 200
+            {
                 self.bye = None;
                 lock(&self.state).bye_answered = msg.status();
             }
@@ -811,14 +928,23 @@ impl AgentTask {
             "INVITE" => {
                 let same = {
                     let st = lock(&self.state);
-                    st.invite.as_ref().map(|i| i.msg.top_branch() == msg.top_branch() && i.msg.call_id() == msg.call_id())
+                    st.invite.as_ref().map(|i| {
+                        i.msg.top_branch() == msg.top_branch() && i.msg.call_id() == msg.call_id()
+                    })
                 };
                 if same == Some(true) {
                     // Retransmission: repeat the last response.
                     if let Some((bytes, to, _, _)) = &self.retransmit {
                         self.send(bytes, *to).await;
                     } else {
-                        let ringing = s::response(&msg, 180, "Ringing", Some(&self.tag), &[self.contact()], None);
+                        let ringing = s::response(
+                            &msg,
+                            180,
+                            "Ringing",
+                            Some(&self.tag),
+                            &[self.contact()],
+                            None,
+                        );
                         self.send(&ringing, from).await;
                     }
                     return;
@@ -836,8 +962,16 @@ impl AgentTask {
                     st.bye_received = None;
                     st.bye_answered = None;
                 }
-                self.send(&s::response(&msg, 100, "Trying", None, &[], None), from).await;
-                let ringing = s::response(&msg, 180, "Ringing", Some(&self.tag), &[self.contact()], None);
+                self.send(&s::response(&msg, 100, "Trying", None, &[], None), from)
+                    .await;
+                let ringing = s::response(
+                    &msg,
+                    180,
+                    "Ringing",
+                    Some(&self.tag),
+                    &[self.contact()],
+                    None,
+                );
                 self.send(&ringing, from).await;
                 self.pending_final = match self.answer {
                     AgentAnswer::After(d) => Some((Instant::now() + d, msg, from, 200)),
@@ -850,10 +984,16 @@ impl AgentTask {
                 lock(&self.state).acked.get_or_insert(r.at);
             }
             "CANCEL" => {
-                self.send(&s::response(&msg, 200, "OK", Some(&self.tag), &[], None), from).await;
+                self.send(
+                    &s::response(&msg, 200, "OK", Some(&self.tag), &[], None),
+                    from,
+                )
+                .await;
                 lock(&self.state).cancel_received.get_or_insert(r.at);
                 let invite = lock(&self.state).invite.clone();
-                let matches = invite.as_ref().is_some_and(|i| i.msg.top_branch() == msg.top_branch());
+                let matches = invite
+                    .as_ref()
+                    .is_some_and(|i| i.msg.top_branch() == msg.top_branch());
                 if matches && lock(&self.state).final_sent.is_none() {
                     self.pending_final = None;
                     // Invariant: `matches` implies the INVITE is there.
@@ -863,19 +1003,33 @@ impl AgentTask {
             }
             "BYE" => {
                 lock(&self.state).bye_received.get_or_insert(r.at);
-                self.send(&s::response(&msg, 200, "OK", None, &[], None), from).await;
+                self.send(&s::response(&msg, 200, "OK", None, &[], None), from)
+                    .await;
             }
-            "OPTIONS" => self.send(&s::response(&msg, 200, "OK", None, &[], None), from).await,
-            _ => self.send(&s::response(&msg, 501, "Not Implemented", None, &[], None), from).await,
+            "OPTIONS" => {
+                self.send(&s::response(&msg, 200, "OK", None, &[], None), from)
+                    .await
+            }
+            _ => {
+                self.send(
+                    &s::response(&msg, 501, "Not Implemented", None, &[], None),
+                    from,
+                )
+                .await
+            }
         }
     }
 
     /// BYE to the Contact of the INVITE, From = the INVITE's To with our tag, To = its From.
     async fn send_bye(&mut self) {
-        let Some(inv) = lock(&self.state).invite.clone() else { return };
+        let Some(inv) = lock(&self.state).invite.clone() else {
+            return;
+        };
         let m = &inv.msg;
         let Some(contact) = m.contact_uri() else {
-            lock(&self.state).errors.push("agent: INVITE without Contact; cannot BYE".into());
+            lock(&self.state)
+                .errors
+                .push("agent: INVITE without Contact; cannot BYE".into());
             return;
         };
         let to = s::uri_addr(&contact).unwrap_or(inv.from);
@@ -885,8 +1039,16 @@ impl AgentTask {
             "BYE",
             &contact,
             &[
-                format!("Via: SIP/2.0/UDP {};branch={};rport", self.me, s::new_branch()),
-                format!("From: <{}>;tag={}", s::uri_of(m.header("to").unwrap_or_default()), self.tag),
+                format!(
+                    "Via: SIP/2.0/UDP {};branch={};rport",
+                    self.me,
+                    s::new_branch()
+                ),
+                format!(
+                    "From: <{}>;tag={}",
+                    s::uri_of(m.header("to").unwrap_or_default()),
+                    self.tag
+                ),
                 format!("To: {}", m.header("from").unwrap_or_default()),
                 format!("Call-ID: {}", m.call_id()),
                 format!("CSeq: {seq} BYE"),

@@ -76,7 +76,11 @@ impl SipMsg {
                 headers.push((n.trim().to_string(), v.trim().to_string()));
             }
         }
-        Ok(SipMsg { first_line, headers, body: body.to_string() })
+        Ok(SipMsg {
+            first_line,
+            headers,
+            body: body.to_string(),
+        })
     }
 
     /// The status code of a response.
@@ -102,13 +106,20 @@ impl SipMsg {
     /// First value of a header (compact forms understood).
     pub fn header(&self, name: &str) -> Option<&str> {
         let want = canonical(name);
-        self.headers.iter().find(|(n, _)| canonical(n) == want).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| canonical(n) == want)
+            .map(|(_, v)| v.as_str())
     }
 
     /// Every header line of that name, in order (values not split on commas).
     pub fn header_lines(&self, name: &str) -> Vec<(String, String)> {
         let want = canonical(name);
-        self.headers.iter().filter(|(n, _)| canonical(n) == want).cloned().collect()
+        self.headers
+            .iter()
+            .filter(|(n, _)| canonical(n) == want)
+            .cloned()
+            .collect()
     }
 
     /// CSeq number and method.
@@ -179,7 +190,12 @@ pub fn param(value: &str, name: &str) -> Option<String> {
 pub fn uri_of(value: &str) -> String {
     match (value.find('<'), value.find('>')) {
         (Some(a), Some(b)) if b > a => value[a + 1..b].to_string(),
-        _ => value.split(';').next().unwrap_or_default().trim().to_string(),
+        _ => value
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
     }
 }
 
@@ -211,7 +227,11 @@ impl Sdp {
         for line in body.lines().map(str::trim) {
             if let Some(c) = line.strip_prefix("c=") {
                 let ip: Option<IpAddr> = c.split_whitespace().nth(2).and_then(|a| a.parse().ok());
-                if media.is_some() { media_c = ip } else { session_c = ip }
+                if media.is_some() {
+                    media_c = ip
+                } else {
+                    session_c = ip
+                }
             } else if let Some(m) = line.strip_prefix("m=audio ") {
                 let mut it = m.split_whitespace();
                 let port = it.next()?.parse().ok()?;
@@ -220,12 +240,17 @@ impl Sdp {
             }
         }
         let (port, payload_types) = media?;
-        Some(Sdp { addr: SocketAddr::new(media_c.or(session_c)?, port), payload_types })
+        Some(Sdp {
+            addr: SocketAddr::new(media_c.or(session_c)?, port),
+            payload_types,
+        })
     }
 
     /// The first G.711 payload type of the answer, which both sides then send.
     pub fn g711(&self) -> Option<callgate::media::g711::G711> {
-        self.payload_types.iter().find_map(|&pt| callgate::media::g711::G711::from_payload_type(pt))
+        self.payload_types
+            .iter()
+            .find_map(|&pt| callgate::media::g711::G711::from_payload_type(pt))
     }
 }
 
@@ -264,7 +289,14 @@ pub fn request(method: &str, uri: &str, headers: &[String], sdp: Option<&str>) -
 
 /// Builds a response to `req` (RFC 3261 §8.2.6): Via lines, From, To (our tag added when absent),
 /// Call-ID and CSeq copied; `extra` header lines appended.
-pub fn response(req: &SipMsg, status: u16, reason: &str, to_tag: Option<&str>, extra: &[String], sdp: Option<&str>) -> Vec<u8> {
+pub fn response(
+    req: &SipMsg,
+    status: u16,
+    reason: &str,
+    to_tag: Option<&str>,
+    extra: &[String],
+    sdp: Option<&str>,
+) -> Vec<u8> {
     let mut s = format!("SIP/2.0 {status} {reason}\r\n");
     for (n, v) in req.header_lines("via") {
         s.push_str(&format!("{n}: {v}\r\n"));
@@ -292,7 +324,10 @@ pub fn response(req: &SipMsg, status: u16, reason: &str, to_tag: Option<&str>, e
 fn finish(mut s: String, sdp: Option<&str>) -> Vec<u8> {
     match sdp {
         Some(body) => {
-            s.push_str(&format!("Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}", body.len()));
+            s.push_str(&format!(
+                "Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            ));
         }
         None => s.push_str("Content-Length: 0\r\n\r\n"),
     }
