@@ -129,8 +129,10 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     let (sockets, tcp, sip_addr) =
         SipSockets::bind(config.sip.listen).await.map_err(|source| ServeError::Bind { addr: config.sip.listen, source })?;
     let (stop_tx, stop_rx) = watch::channel(false);
+    // The transport outlives the drain (BYEs and their answers still flow); it stops last.
+    let (net_stop_tx, net_stop_rx) = watch::channel(false);
     let (net_tx, net_rx) = mpsc::channel(4096);
-    sockets.spawn(tcp, net_tx, config.sip.max_message_size, stop_rx.clone());
+    sockets.spawn(tcp, net_tx, config.sip.max_message_size, net_stop_rx);
 
     let syncer = Syncer::default();
     let (sync_stop_tx, sync_stop_rx) = watch::channel(false);
@@ -165,6 +167,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     };
     let task = tokio::spawn(async move {
         let result = sig.run(net_rx, media_rx, stop_rx).await;
+        let _ = net_stop_tx.send(true);
         let _ = sync_stop_tx.send(true);
         let _ = sync_task.await;
         let _ = rec_task.await;
