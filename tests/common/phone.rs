@@ -455,8 +455,9 @@ impl CallerPhone {
                 ],
                 None,
             );
+            // Stored before sending, so a 2xx retransmission racing the send is re-ACKed too.
+            lock(&self.shared).ack = Some((ack.clone(), addr));
             self.send(&ack, addr).await;
-            lock(&self.shared).ack = Some((ack, addr));
         } else {
             let ack = s::request(
                 "ACK",
@@ -470,8 +471,8 @@ impl CallerPhone {
                 ],
                 None,
             );
+            lock(&self.shared).ack = Some((ack.clone(), self.target));
             self.send(&ack, self.target).await;
-            lock(&self.shared).ack = Some((ack, self.target));
         }
         Ok(r.msg)
     }
