@@ -1,37 +1,31 @@
-//! `callgate serve`: the IO shell that wires the cores together.
+//! `callgate serve`: the IO shell around the sans-IO B2BUA engine (`call::b2bua`).
 //!
-//! One signalling task owns the transaction table and every call's state machine (all sans-IO,
-//! so one task handles hundreds of calls a second without locks). Each call has a media task
-//! (`media::relay`). Call records go to the database through one writer task, in order.
-//! Recording files are fsynced in batches by the `Syncer`.
+//! One signalling task owns the engine (transactions, dialogs, every call's state machine: no
+//! locks, hundreds of calls a second) and feeds it socket bytes, media events and time. Each call
+//! has a media task (`media::relay`), started through [`RelayHost`]. Call records go to the
+//! database through one writer task, in order. Recording files are fsynced in batches by the
+//! `Syncer`.
 //!
-//! Clocks: the cores get `Instant::now()` from this shell; database times are wall-clock Unix ms.
+//! Clocks: the engine gets `Instant::now()` from this shell; database times are wall-clock Unix ms.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rsipstack::sip::{self as rsip, Header, HeadersExt, Method, Request, SipMessage};
 use tokio::sync::{mpsc, watch};
 
-use crate::call::{Call, CallPolicy, Command, HangupCause, Input};
-use crate::config::{Config, Route};
-use crate::ids::{CallId, Leg, RecordingId, random_hex};
+use crate::call::b2bua::{B2bua, MediaHost, RecordingKeys, Setup};
+use crate::config::Config;
+use crate::ids::CallId;
 use crate::media::announcement::Announcement;
-use crate::media::g711::G711;
-use crate::media::relay::{self, MediaCmd, MediaEvent, MediaHandle, MediaSettings, PortPool, RecordingPlan, Remote, Syncer};
-use crate::media::sdp::{self, BuildSdp, Direction, SessionMedia};
-use crate::pii::{PeerAddr, PhoneNumber};
-use crate::recording::container::EndReason;
-use crate::recording::keys::{Dek, Keyring};
+use crate::media::relay::{self, MediaCmd, MediaEvent, MediaHandle, MediaSettings, PortPool, RecordingPlan, Syncer};
+use crate::recording::keys::Keyring;
 use crate::recording::storage::{DirStorage, Storage};
-use crate::sip::dialog::{Dialog, Local, UacInvite};
-use crate::sip::message;
-use crate::sip::transaction::{Peer, Transactions, Transport, TxEvent, TxKey};
+use crate::sip::dialog::Local;
 use crate::sip::transport::{NetEvent, SipSockets};
-use crate::store::{CallRecord, Store, announcement_state, recording_state};
+use crate::store::{CallRecord, Store, recording_state};
 
 /// Why the gateway could not start or stopped badly.
 #[derive(Debug, thiserror::Error)]
@@ -135,38 +129,37 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     sockets.spawn(tcp, net_tx, config.sip.max_message_size, net_stop_rx);
 
     let syncer = Syncer::default();
+    let syncer_run = syncer.clone();
     let (sync_stop_tx, sync_stop_rx) = watch::channel(false);
-    let sync_task = tokio::spawn(syncer.clone().run(config.recording.flush, sync_stop_rx));
+    let sync_task = tokio::spawn(syncer_run.run(config.recording.flush, sync_stop_rx));
     let (rec_tx, rec_rx) = mpsc::channel::<CallRecord>(4096);
     let rec_task = tokio::spawn(record_writer(store.clone(), rec_rx));
     let (media_tx, media_rx) = mpsc::channel(4096);
 
     let local = Local { advertise: config.sip.advertise, port: sip_addr.port() };
-    let ports = PortPool::new(config.media.rtp_ports.0, config.media.rtp_ports.1);
-    let sig = Signalling {
-        media_settings: MediaSettings { timeout: config.media.timeout, reorder_window: Duration::from_millis(60) },
-        cfg: Arc::new(config),
-        local,
-        sockets,
-        txs: Transactions::new(),
-        calls: HashMap::new(),
-        by_sip_call_id: HashMap::new(),
-        client_txs: HashMap::new(),
-        server_txs: HashMap::new(),
-        reinvite_requests: HashMap::new(),
-        announcements,
-        targets,
-        ports,
-        keyring: Arc::new(keyring),
+    let bind_ip = if config.sip.listen.ip().is_unspecified() { config.sip.listen.ip() } else { config.media.advertise };
+    let host = RelayHost {
+        ports: PortPool::new(config.media.rtp_ports.0, config.media.rtp_ports.1),
+        bind_ip,
+        handles: HashMap::new(),
+        settings: MediaSettings { timeout: config.media.timeout, reorder_window: Duration::from_millis(60) },
+        events: media_tx,
         storage,
         store,
         syncer,
-        records: rec_tx,
-        media_tx,
-        draining: false,
+        flush: config.recording.flush,
     };
+    let engine = B2bua::new(Setup {
+        config: Arc::new(config),
+        local,
+        keyring: Arc::new(keyring),
+        announcements,
+        targets,
+        host,
+        base: (Instant::now(), unix_ms()),
+    });
     let task = tokio::spawn(async move {
-        let result = sig.run(net_rx, media_rx, stop_rx).await;
+        let result = signalling(engine, sockets, net_rx, media_rx, stop_rx, rec_tx).await;
         let _ = net_stop_tx.send(true);
         let _ = sync_stop_tx.send(true);
         let _ = sync_task.await;
@@ -222,828 +215,112 @@ async fn record_writer(store: Store, mut rx: mpsc::Receiver<CallRecord>) {
     }
 }
 
-/// What a client transaction of ours was for.
-#[derive(Clone, Copy, Debug)]
-enum ClientPurpose {
-    AgentInvite,
-    Reinvite(Leg),
-    Other,
-}
 
-/// What a server transaction is for (INVITEs awaiting our answer).
-#[derive(Clone, Copy, Debug)]
-enum ServerPurpose {
-    CallerInvite,
-    Reinvite,
-}
-
-struct CallCtx {
-    call: Call,
-    record: CallRecord,
-    /// The caller's INVITE server transaction and request.
-    caller_invite: (TxKey, Request),
-    caller: Dialog,
-    agent: Option<UacInvite>,
-    agent_peer: Option<Peer>,
-    media: MediaHandle,
-    /// The last SDP offer each leg made (our answers mirror its m-lines).
-    last_offer: [Option<SessionMedia>; 2],
-    /// Where each leg's media goes, as last told to the media task.
-    remotes: [Option<Remote>; 2],
-    /// A codec change offered in a re-INVITE, committed when the other leg accepts it.
-    pending_codec: Option<G711>,
-    codec: G711,
-    telephone_event: Option<u8>,
-    session_id: u64,
-    sdp_version: [u64; 2],
-    /// Direction each leg last offered.
-    offered_dir: [Direction; 2],
-    pending_reinvite: [Option<TxKey>; 2],
-    route: Route,
-    announcement: Option<Result<Arc<Announcement>, String>>,
-    /// Set when the core finished; the entry lingers to absorb late messages.
-    finished_at: Option<Instant>,
-    media_done: bool,
-}
-
-struct Signalling {
-    cfg: Arc<Config>,
-    local: Local,
-    sockets: SipSockets,
-    txs: Transactions,
-    calls: HashMap<CallId, CallCtx>,
-    /// SIP Call-ID (either leg) → call and leg.
-    by_sip_call_id: HashMap<String, (CallId, Leg)>,
-    client_txs: HashMap<TxKey, (CallId, ClientPurpose)>,
-    server_txs: HashMap<TxKey, (CallId, ServerPurpose)>,
-    /// re-INVITEs awaiting the other leg's answer (needed to build our response).
-    reinvite_requests: HashMap<TxKey, Request>,
-    announcements: HashMap<PathBuf, Result<Arc<Announcement>, String>>,
-    targets: HashMap<String, Option<SocketAddr>>,
-    ports: Arc<PortPool>,
-    keyring: Arc<Keyring>,
-    storage: Arc<Storage>,
-    store: Store,
-    syncer: Syncer,
-    records: mpsc::Sender<CallRecord>,
-    media_tx: mpsc::Sender<MediaEvent>,
-    media_settings: MediaSettings,
-    draining: bool,
-}
-
-/// How long a finished call's entry stays to absorb retransmissions and racing responses.
-const LINGER: Duration = Duration::from_secs(32);
 /// How long a drain waits for calls to end before giving up on them.
 const DRAIN_GRACE: Duration = Duration::from_secs(10);
 
-impl Signalling {
-    async fn run(
-        mut self,
-        mut net: mpsc::Receiver<NetEvent>,
-        mut media: mpsc::Receiver<MediaEvent>,
-        mut stop: watch::Receiver<bool>,
-    ) -> Result<(), ServeError> {
-        let mut drain_deadline: Option<Instant> = None;
-        loop {
-            let now = Instant::now();
-            self.timeouts(now);
-            self.flush();
-            if let Some(d) = drain_deadline {
-                let live = self.calls.values().any(|c| !c.media_done);
-                if !live || now >= d {
-                    break;
-                }
-            }
-            let next = self.next_timeout().unwrap_or(now + Duration::from_secs(1)).min(now + Duration::from_secs(1));
-            tokio::select! {
-                ev = net.recv() => match ev {
-                    Some(NetEvent::Message { bytes, peer }) => self.on_bytes(&bytes, peer),
-                    Some(NetEvent::Closed { peer }) => self.txs.transport_failed(peer),
-                    None => break,
-                },
-                ev = media.recv() => if let Some(ev) = ev { self.on_media(ev) },
-                _ = stop.changed(), if !self.draining => {
-                    self.draining = true;
-                    drain_deadline = Some(Instant::now() + DRAIN_GRACE);
-                    let ids: Vec<CallId> = self.calls.keys().cloned().collect();
-                    for id in ids {
-                        self.feed(&id, Input::Shutdown);
-                    }
-                }
-                _ = tokio::time::sleep_until(tokio::time::Instant::from_std(next)) => {}
+/// The signalling task: feeds the engine and carries out its outputs.
+async fn signalling(
+    mut engine: B2bua<RelayHost>,
+    sockets: SipSockets,
+    mut net: mpsc::Receiver<NetEvent>,
+    mut media: mpsc::Receiver<MediaEvent>,
+    mut stop: watch::Receiver<bool>,
+    records: mpsc::Sender<CallRecord>,
+) -> Result<(), ServeError> {
+    let mut drain_deadline: Option<Instant> = None;
+    loop {
+        let now = Instant::now();
+        engine.handle_timeout(now);
+        while let Some(t) = engine.poll_transmit() {
+            sockets.send(&t);
+        }
+        while let Some(r) = engine.poll_record() {
+            // Awaiting here is the back-pressure: a slow database slows signalling, never drops.
+            let _ = records.send(r).await;
+        }
+        if let Some(d) = drain_deadline {
+            if engine.is_drained() || now >= d {
+                break;
             }
         }
-        // Calls whose media never reported: write what we know.
-        let left: Vec<CallId> = self.calls.keys().cloned().collect();
-        for id in left {
-            if let Some(ctx) = self.calls.remove(&id) {
-                if !ctx.media_done {
-                    let _ = self.records.send(ctx.record).await;
+        let next = engine.poll_timeout().unwrap_or(now + Duration::from_secs(1)).min(now + Duration::from_secs(1));
+        tokio::select! {
+            ev = net.recv() => match ev {
+                Some(NetEvent::Message { bytes, peer }) => engine.handle_bytes(Instant::now(), &bytes, peer),
+                Some(NetEvent::Closed { peer }) => engine.transport_failed(Instant::now(), peer),
+                None => break,
+            },
+            ev = media.recv() => if let Some(ev) = ev {
+                if let MediaEvent::Finished { call, .. } = &ev {
+                    engine.host_mut().handles.remove(call);
                 }
+                engine.handle_media(Instant::now(), ev);
+            },
+            _ = stop.changed(), if drain_deadline.is_none() => {
+                drain_deadline = Some(Instant::now() + DRAIN_GRACE);
+                engine.shutdown(Instant::now());
             }
+            _ = tokio::time::sleep_until(tokio::time::Instant::from_std(next)) => {}
         }
-        self.flush();
-        Ok(())
+    }
+    while let Some(t) = engine.poll_transmit() {
+        sockets.send(&t);
+    }
+    // Calls whose media never reported: write what we know.
+    let mut left: Vec<CallRecord> = std::iter::from_fn(|| engine.poll_record()).collect();
+    left.extend(engine.abandon());
+    for r in left {
+        let _ = records.send(r).await;
+    }
+    Ok(())
+}
+
+/// Media for real: RTP port pairs from the pool and one relay task per call.
+pub struct RelayHost {
+    ports: Arc<PortPool>,
+    bind_ip: IpAddr,
+    handles: HashMap<CallId, MediaHandle>,
+    settings: MediaSettings,
+    events: mpsc::Sender<MediaEvent>,
+    storage: Arc<Storage>,
+    store: Store,
+    syncer: Syncer,
+    flush: Duration,
+}
+
+impl MediaHost for RelayHost {
+    fn open(&mut self, call: &CallId) -> Option<(u16, u16)> {
+        let caller = self.ports.bind_pair(self.bind_ip).ok()?;
+        let agent = self.ports.bind_pair(self.bind_ip).ok()?;
+        let handle = relay::spawn(call.clone(), caller, agent, self.settings.clone(), self.events.clone());
+        let ports = (handle.caller_port, handle.agent_port);
+        self.handles.insert(call.clone(), handle);
+        Some(ports)
     }
 
-    fn next_timeout(&self) -> Option<Instant> {
-        let calls = self.calls.values().filter_map(|c| {
-            let linger = c.finished_at.map(|t| t + LINGER);
-            match (c.call.poll_timeout(), linger) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
+    fn command(&mut self, call: &CallId, cmd: MediaCmd) {
+        if let Some(h) = self.handles.get(call) {
+            // Bounded per call; a relay task that cannot keep up loses a command, not memory.
+            if h.cmd.try_send(cmd).is_err() {
+                tracing::warn!(call = %call, "media command queue full; command dropped");
             }
+        }
+    }
+
+    fn bridge(&mut self, call: &CallId, recording: Option<RecordingKeys>) {
+        let plan = recording.map(|k| {
+            Box::new(RecordingPlan {
+                recording_id: k.recording_id,
+                key_id: k.key_id,
+                dek: k.dek,
+                wrapped: k.wrapped,
+                storage: self.storage.clone(),
+                store: self.store.clone(),
+                flush: self.flush,
+                syncer: self.syncer.clone(),
+            })
         });
-        calls.chain(self.txs.poll_timeout()).min()
-    }
-
-    fn timeouts(&mut self, now: Instant) {
-        self.txs.handle_timeout(now);
-        let due: Vec<CallId> = self
-            .calls
-            .iter()
-            .filter(|(_, c)| c.call.poll_timeout().is_some_and(|t| t <= now))
-            .map(|(k, _)| k.clone())
-            .collect();
-        for id in due {
-            if let Some(ctx) = self.calls.get_mut(&id) {
-                ctx.call.handle_timeout(now);
-            }
-            self.drain_commands(&id);
-        }
-        let expired: Vec<CallId> = self
-            .calls
-            .iter()
-            .filter(|(_, c)| c.media_done && c.finished_at.is_some_and(|t| now >= t + LINGER))
-            .map(|(k, _)| k.clone())
-            .collect();
-        for id in expired {
-            self.remove_call(&id);
-        }
-        self.tx_events();
-    }
-
-    fn remove_call(&mut self, id: &CallId) {
-        if let Some(ctx) = self.calls.remove(id) {
-            self.by_sip_call_id.remove(&ctx.caller.call_id);
-            if let Some(a) = &ctx.agent {
-                self.by_sip_call_id.remove(&a.dialog.call_id);
-            }
-            self.client_txs.retain(|_, (c, _)| c != id);
-            let gone: Vec<TxKey> =
-                self.server_txs.iter().filter(|(_, (c, _))| c == id).map(|(k, _)| k.clone()).collect();
-            for k in gone {
-                self.server_txs.remove(&k);
-                self.reinvite_requests.remove(&k);
-            }
-        }
-    }
-
-    /// Sends everything the transaction layer queued.
-    fn flush(&mut self) {
-        while let Some(t) = self.txs.poll_transmit() {
-            self.sockets.send(&t);
-        }
-    }
-
-    fn on_bytes(&mut self, bytes: &[u8], peer: Peer) {
-        let now = Instant::now();
-        match message::parse(bytes, self.cfg.sip.max_message_size) {
-            Ok(msg) => {
-                if let SipMessage::Request(req) = &msg {
-                    if let Some(status) = self.screen(req, peer) {
-                        let resp = message::response(req, status, None, vec![], None);
-                        self.txs.send_raw(peer, resp.to_bytes());
-                        self.flush();
-                        return;
-                    }
-                }
-                self.txs.handle_incoming(now, msg, peer);
-                self.tx_events();
-            }
-            Err(e) => {
-                let (status, reason) = e.status();
-                tracing::info!(peer = %PeerAddr(peer.addr), error = %e, "malformed SIP message");
-                if let Some(reply) = message::lenient_reply(bytes, status, reason) {
-                    self.txs.send_raw(peer, reply);
-                }
-            }
-        }
-        self.flush();
-    }
-
-    /// The trunk ACL: out-of-dialog requests only from trusted networks. In-dialog requests
-    /// (a BYE from the agent's PBX) are let through when they name a dialog we hold.
-    fn screen(&self, req: &Request, peer: Peer) -> Option<u16> {
-        let known = self.by_sip_call_id.contains_key(&message::call_id(req));
-        if known {
-            return None;
-        }
-        let trusted = self.cfg.sip.trusted.iter().any(|n| n.contains(&peer.addr.ip()));
-        if !trusted && req.method != Method::Ack {
-            tracing::info!(peer = %PeerAddr(peer.addr), "request from an untrusted source refused");
-            return Some(403);
-        }
-        None
-    }
-
-    fn tx_events(&mut self) {
-        while let Some(ev) = self.txs.poll_event() {
-            match ev {
-                TxEvent::Request { key, req, peer } => self.on_request(key, req, peer),
-                TxEvent::Cancelled { invite } => {
-                    if let Some((id, ServerPurpose::CallerInvite)) = self.server_txs.get(&invite).cloned() {
-                        self.feed(&id, Input::CallerCancel);
-                    }
-                }
-                TxEvent::AckFor2xx { invite, .. } => {
-                    if let Some((id, ServerPurpose::CallerInvite)) = self.server_txs.get(&invite).cloned() {
-                        self.feed(&id, Input::CallerAck);
-                    }
-                }
-                TxEvent::Response { key, resp } => self.on_response(key, resp),
-                TxEvent::Timeout { key } => {
-                    if let Some((id, purpose)) = self.client_txs.get(&key).cloned() {
-                        match purpose {
-                            ClientPurpose::AgentInvite => self.feed(&id, Input::AgentUnreachable),
-                            ClientPurpose::Reinvite(leg) => self.feed(&id, Input::ReinviteAnswered { leg, status: 408 }),
-                            ClientPurpose::Other => {}
-                        }
-                    }
-                }
-                TxEvent::AckTimeout { invite } => {
-                    if let Some((id, ServerPurpose::CallerInvite)) = self.server_txs.get(&invite).cloned() {
-                        tracing::info!(call = %id, "caller never ACKed our 200; ending the call");
-                        self.feed(&id, Input::MediaTimeout(Leg::Caller));
-                    }
-                }
-            }
-        }
-    }
-
-    fn respond(&mut self, key: &TxKey, req: &Request, status: u16, tag: Option<&str>, sdp: Option<&str>) {
-        let mut extra = vec![];
-        if (200..300).contains(&status) || (101..200).contains(&status) && sdp.is_some() {
-            // Contact must name the transport the request came over (TCP callers stay on TCP).
-            let via_tcp = req
-                .via_header()
-                .map(|v| v.value().to_ascii_uppercase().contains("/TCP"))
-                .unwrap_or(false);
-            let transport = if via_tcp { Transport::Tcp(0) } else { Transport::Udp };
-            extra.push(self.local.contact(transport));
-        }
-        if status == 405 || (req.method == Method::Options && status == 200) {
-            extra.push(Header::Allow(rsip::Allow::new("INVITE, ACK, BYE, CANCEL, OPTIONS, INFO")));
-        }
-        let resp = message::response(req, status, tag, extra, sdp);
-        self.txs.send_response(Instant::now(), key, resp);
-    }
-
-    fn on_request(&mut self, key: TxKey, req: Request, peer: Peer) {
-        let sip_call_id = message::call_id(&req);
-        if let Some((id, leg)) = self.by_sip_call_id.get(&sip_call_id).cloned() {
-            self.in_dialog(id, leg, key, req);
-            return;
-        }
-        match req.method {
-            Method::Invite if message::to_tag(&req).is_none() => self.new_call(key, req, peer),
-            Method::Options => self.respond(&key, &req, 200, None, None),
-            Method::Register | Method::Subscribe | Method::Publish | Method::Message | Method::Refer => {
-                self.respond(&key, &req, 405, None, None)
-            }
-            _ => self.respond(&key, &req, 481, None, None),
-        }
-    }
-
-    fn new_call(&mut self, key: TxKey, req: Request, peer: Peer) {
-        let now = Instant::now();
-        let reject = |this: &mut Self, status: u16, why: &str| {
-            tracing::info!(status, reason = why, "call refused");
-            this.respond(&key, &req, status, Some(&random_hex(6)), None);
-        };
-        if self.draining {
-            return reject(self, 503, "shutting down");
-        }
-        let live = self.calls.values().filter(|c| c.finished_at.is_none()).count();
-        if live >= self.cfg.call.max_calls {
-            return reject(self, 503, "call limit reached");
-        }
-        let dialled = message::request_user(&req);
-        let Some(route) = self.cfg.route_for(&dialled).cloned() else {
-            return reject(self, 404, "no route for the dialled number");
-        };
-        let Some(body) = message::sdp_body(&req) else {
-            // Offerless INVITEs (offer in the 2xx) are not supported: we must anchor media.
-            return reject(self, 488, "INVITE without SDP offer");
-        };
-        let offer = match sdp::parse_offer(&body) {
-            Ok(o) => o,
-            Err(e) => return reject(self, e.sip_status(), "unusable SDP offer"),
-        };
-        let codecs = match sdp::negotiate(&offer) {
-            Ok(c) => c,
-            Err(e) => return reject(self, e.sip_status(), "no common codec"),
-        };
-        let (audio, telephone_event) = sdp::split_codecs(&codecs);
-        let Some(&codec) = audio.first() else {
-            return reject(self, 488, "no common codec");
-        };
-        let media_ip = self.cfg.media.advertise;
-        let bind_ip = if self.cfg.sip.listen.ip().is_unspecified() { self.cfg.sip.listen.ip() } else { media_ip };
-        let (caller_pair, agent_pair) = match (self.ports.bind_pair(bind_ip), self.ports.bind_pair(bind_ip)) {
-            (Ok(a), Ok(b)) => (a, b),
-            _ => return reject(self, 503, "no free RTP ports"),
-        };
-        let id = CallId::new_random();
-        let media = relay::spawn(id.clone(), caller_pair, agent_pair, self.media_settings.clone(), self.media_tx.clone());
-        let caller_remote = Remote {
-            rtp: offer.rtp.0,
-            rtcp: offer.rtcp.0,
-            codec,
-            telephone_event,
-            on_hold: offer.is_hold(),
-        };
-        let _ = media.cmd.try_send(MediaCmd::SetRemote { leg: Leg::Caller, remote: caller_remote });
-        let our_tag = random_hex(6);
-        let caller = Dialog::uas(&req, &our_tag, peer);
-        let mut record = CallRecord::new(
-            id.clone(),
-            caller.call_id.clone(),
-            PhoneNumber::new(message::from_user(&req)),
-            PhoneNumber::new(dialled.clone()),
-            PhoneNumber::new(dialled),
-            route.matches.clone(),
-            route.target.clone(),
-            unix_ms(),
-        );
-        record.caller_codec = Some(codec.name().into());
-        record.agent_codec = Some(codec.name().into());
-        let announcement = route.announcement.as_ref().map(|p| {
-            self.announcements.get(p).cloned().unwrap_or_else(|| Err("announcement not loaded".into()))
-        });
-        if let Some(Ok(a)) = &announcement {
-            record.announcement_sha256 = Some(a.sha256_hex());
-        }
-        let policy = CallPolicy {
-            answer: route.answer,
-            announce: announcement.is_some(),
-            record: route.record,
-            on_announcement_failure: route.on_announcement_failure,
-            agent_answer_timeout: self.cfg.call.agent_answer_timeout,
-        };
-        tracing::info!(call = %id, route = %route.matches, from = %record.from_number, "new call");
-        // 100 Trying at once: the caller's transaction stops retransmitting.
-        self.respond(&key, &req, 100, None, None);
-        self.by_sip_call_id.insert(caller.call_id.clone(), (id.clone(), Leg::Caller));
-        self.server_txs.insert(key.clone(), (id.clone(), ServerPurpose::CallerInvite));
-        let mut sid = [0u8; 4];
-        let _ = getrandom::fill(&mut sid);
-        let ctx = CallCtx {
-            call: Call::new(policy),
-            record,
-            caller_invite: (key, req),
-            caller,
-            agent: None,
-            agent_peer: None,
-            media,
-            offered_dir: [offer.direction, Direction::SendRecv],
-            remotes: [Some(caller_remote), None],
-            last_offer: [Some(offer), None],
-            pending_codec: None,
-            codec,
-            telephone_event,
-            session_id: u32::from_be_bytes(sid) as u64,
-            sdp_version: [1, 1],
-            pending_reinvite: [None, None],
-            route,
-            announcement,
-            finished_at: None,
-            media_done: false,
-        };
-        let _ = self.records.try_send(ctx.record.clone());
-        self.calls.insert(id.clone(), ctx);
-        if let Some(c) = self.calls.get_mut(&id) {
-            c.call.handle_input(now, Input::Start);
-        }
-        self.drain_commands(&id);
-    }
-
-    fn in_dialog(&mut self, id: CallId, leg: Leg, key: TxKey, req: Request) {
-        match req.method {
-            Method::Bye => {
-                self.respond(&key, &req, 200, None, None);
-                self.feed(&id, Input::Bye(leg));
-            }
-            Method::Invite => self.reinvite(id, leg, key, req),
-            Method::Info | Method::Options | Method::Update | Method::Notify => {
-                // INFO (DTMF relay) is consumed here until keypad protection handles it; never
-                // forwarded, so no digit reaches the agent by this path.
-                self.respond(&key, &req, 200, None, None)
-            }
-            _ => self.respond(&key, &req, 405, None, None),
-        }
-    }
-
-    fn reinvite(&mut self, id: CallId, leg: Leg, key: TxKey, req: Request) {
-        let Some(ctx) = self.calls.get_mut(&id) else { return };
-        if ctx.finished_at.is_some() {
-            return self.respond(&key, &req, 481, None, None);
-        }
-        if ctx.pending_reinvite[leg as usize].is_some() {
-            return self.respond(&key, &req, 500, None, None);
-        }
-        let Some(body) = message::sdp_body(&req) else {
-            // Offerless re-INVITE (session refresh): answer with our current SDP locally.
-            let sdp = self.leg_sdp(&id, leg, None);
-            return self.respond(&key, &req, 200, None, sdp.as_deref());
-        };
-        let offer = match sdp::parse_offer(&body) {
-            Ok(o) => o,
-            Err(e) => return self.respond(&key, &req, e.sip_status(), None, None),
-        };
-        let Some(ctx) = self.calls.get_mut(&id) else { return };
-        let offered = offer.g711_codecs();
-        let bridged = ctx.call.is_bridged();
-        if !offered.contains(&ctx.codec) {
-            // A codec change. We relay without transcoding, so both legs must move together:
-            // it is offered across the bridge and committed only when the other leg accepts.
-            match offered.first() {
-                Some(&new) if bridged => ctx.pending_codec = Some(new),
-                _ => return self.respond(&key, &req, 488, None, None),
-            }
-        }
-        ctx.offered_dir[leg as usize] = offer.direction;
-        let remote = Remote {
-            rtp: offer.rtp.0,
-            rtcp: offer.rtcp.0,
-            codec: ctx.codec,
-            telephone_event: offer.telephone_event.or(ctx.telephone_event),
-            on_hold: offer.is_hold(),
-        };
-        ctx.remotes[leg as usize] = Some(remote);
-        ctx.last_offer[leg as usize] = Some(offer);
-        let _ = ctx.media.cmd.try_send(MediaCmd::SetRemote { leg, remote });
-        ctx.pending_reinvite[leg as usize] = Some(key.clone());
-        self.reinvite_requests.insert(key.clone(), req);
-        self.server_txs.insert(key, (id.clone(), ServerPurpose::Reinvite));
-        self.feed(&id, Input::Reinvite(leg));
-    }
-
-    fn on_response(&mut self, key: TxKey, resp: rsip::Response) {
-        let Some((id, purpose)) = self.client_txs.get(&key).cloned() else { return };
-        let status = resp.status_code.code();
-        match purpose {
-            ClientPurpose::AgentInvite => {
-                if status < 200 {
-                    if status > 100 {
-                        self.feed(&id, Input::AgentProvisional(status));
-                    }
-                } else if status < 300 {
-                    let Some(ctx) = self.calls.get_mut(&id) else { return };
-                    if let Some(agent) = &mut ctx.agent {
-                        agent.confirm(&resp);
-                    }
-                    if let Some(answer) = message::sdp_body(&resp).and_then(|b| sdp::parse_offer(&b).ok()) {
-                        let remote = Remote {
-                            rtp: answer.rtp.0,
-                            rtcp: answer.rtcp.0,
-                            codec: ctx.codec,
-                            telephone_event: answer.telephone_event,
-                            on_hold: answer.is_hold(),
-                        };
-                        ctx.remotes[Leg::Agent as usize] = Some(remote);
-                        let _ = ctx.media.cmd.try_send(MediaCmd::SetRemote { leg: Leg::Agent, remote });
-                    }
-                    self.feed(&id, Input::AgentAnswered);
-                } else {
-                    self.feed(&id, Input::AgentRejected(status));
-                }
-            }
-            ClientPurpose::Reinvite(leg) => {
-                if status < 200 {
-                    return;
-                }
-                if status < 300 {
-                    // ACK the 2xx in that leg's dialog.
-                    let ack = self.calls.get(&id).and_then(|ctx| {
-                        let d = if leg == Leg::Caller { Some(&ctx.caller) } else { ctx.agent.as_ref().map(|a| &a.dialog) }?;
-                        let (seq, _) = message::cseq(&resp);
-                        Some((d.ack(&self.local, seq), d.peer))
-                    });
-                    if let Some((ack, peer)) = ack {
-                        self.txs.send_ack_2xx(&key, ack, peer);
-                    }
-                    if let Some(ctx) = self.calls.get_mut(&id) {
-                        let answer = message::sdp_body(&resp).and_then(|b| sdp::parse_offer(&b).ok());
-                        // Commit a codec change only if the answer accepted the new codec.
-                        if let (Some(new), Some(a)) = (ctx.pending_codec, &answer) {
-                            if a.g711_codecs().contains(&new) {
-                                ctx.codec = new;
-                            }
-                        }
-                        if let Some(answer) = answer {
-                            ctx.remotes[leg as usize] = Some(Remote {
-                                rtp: answer.rtp.0,
-                                rtcp: answer.rtcp.0,
-                                codec: ctx.codec,
-                                telephone_event: answer.telephone_event.or(ctx.telephone_event),
-                                on_hold: answer.is_hold(),
-                            });
-                        }
-                        let codec = ctx.codec;
-                        for l in [Leg::Caller, Leg::Agent] {
-                            if let Some(r) = &mut ctx.remotes[l as usize] {
-                                r.codec = codec;
-                                let _ = ctx.media.cmd.try_send(MediaCmd::SetRemote { leg: l, remote: *r });
-                            }
-                        }
-                        ctx.record.caller_codec = Some(codec.name().into());
-                        ctx.record.agent_codec = Some(codec.name().into());
-                    }
-                }
-                let failed_change = self
-                    .calls
-                    .get_mut(&id)
-                    .and_then(|ctx| ctx.pending_codec.take().map(|p| p != ctx.codec))
-                    .unwrap_or(false);
-                // The other leg kept the old codec: the change failed for the offerer too.
-                let status = if failed_change && status < 300 { 488 } else { status };
-                self.feed(&id, Input::ReinviteAnswered { leg, status });
-            }
-            ClientPurpose::Other => {}
-        }
-    }
-
-    fn on_media(&mut self, ev: MediaEvent) {
-        match ev {
-            MediaEvent::AnnouncementDone { call, started_ms, ended_ms } => {
-                if let Some(ctx) = self.calls.get_mut(&call) {
-                    ctx.record.announcement_started_at_ms = Some(started_ms);
-                    ctx.record.announcement_ended_at_ms = Some(ended_ms);
-                    ctx.record.announcement_state = announcement_state::PLAYED.into();
-                }
-                self.feed(&call, Input::AnnouncementDone);
-            }
-            MediaEvent::AnnouncementFailed { call, cause } => {
-                if let Some(ctx) = self.calls.get_mut(&call) {
-                    ctx.record.announcement_state = announcement_state::FAILED.into();
-                    ctx.record.announcement_error = Some(cause);
-                }
-                self.feed(&call, Input::AnnouncementFailed);
-            }
-            MediaEvent::MediaTimeout { call, leg } => self.feed(&call, Input::MediaTimeout(leg)),
-            MediaEvent::Finished { call, report } => {
-                let Some(ctx) = self.calls.get_mut(&call) else { return };
-                ctx.media_done = true;
-                let r = &mut ctx.record;
-                r.caller_packets = report.caller_packets as i64;
-                r.agent_packets = report.agent_packets as i64;
-                r.caller_lost = report.caller_lost as i64;
-                r.agent_lost = report.agent_lost as i64;
-                if let Some(rec) = report.recording {
-                    r.recording_state = rec.state.into();
-                    r.recording_error = rec.error;
-                    r.recording_bytes = Some(rec.bytes as i64);
-                    r.recording_sha256 = rec.sha256;
-                    r.recording_location = Some(rec.location);
-                    r.audio_ms = Some(rec.audio_ms as i64);
-                }
-                if r.ended_at_ms.is_none() {
-                    r.ended_at_ms = Some(unix_ms());
-                }
-                let _ = self.records.try_send(r.clone());
-                if ctx.finished_at.is_none() {
-                    ctx.finished_at = Some(Instant::now());
-                }
-            }
-        }
-    }
-
-    /// Feeds an input to a call and carries out what it asks.
-    fn feed(&mut self, id: &CallId, input: Input) {
-        let Some(ctx) = self.calls.get_mut(id) else { return };
-        ctx.call.handle_input(Instant::now(), input);
-        self.drain_commands(id);
-    }
-
-    /// Our SDP toward `leg` (a new version each time it is sent after a change).
-    fn leg_sdp(&mut self, id: &CallId, leg: Leg, direction: Option<Direction>) -> Option<String> {
-        let ctx = self.calls.get_mut(id)?;
-        let i = leg as usize;
-        let port = if leg == Leg::Caller { ctx.media.caller_port } else { ctx.media.agent_port };
-        let dir = direction.unwrap_or_else(|| ctx.offered_dir[i].reversed());
-        // Offering (a direction given): a pending codec change is what we offer.
-        let codec = if direction.is_some() { ctx.pending_codec.unwrap_or(ctx.codec) } else { ctx.codec };
-        let b = BuildSdp {
-            session_id: ctx.session_id,
-            version: ctx.sdp_version[i],
-            addr: self.cfg.media.advertise,
-            port,
-            codecs: &[codec],
-            telephone_event: ctx.telephone_event,
-            direction: dir,
-            ptime: 20,
-            // Answering: mirror the m-lines of the offer we answer.
-            answer_to: if direction.is_none() { ctx.last_offer[i].as_ref() } else { None },
-        };
-        sdp::build_sdp(&b).ok()
-    }
-
-    fn drain_commands(&mut self, id: &CallId) {
-        loop {
-            let Some(ctx) = self.calls.get_mut(id) else { return };
-            let Some(cmd) = ctx.call.poll_command() else { break };
-            self.execute(id, cmd);
-        }
-        self.flush();
-    }
-
-    fn execute(&mut self, id: &CallId, cmd: Command) {
-        let now = Instant::now();
-        let local = self.local.clone();
-        match cmd {
-            Command::CallerProvisional { status, with_sdp } => {
-                let sdp = if with_sdp { self.leg_sdp(id, Leg::Caller, None) } else { None };
-                let Some(ctx) = self.calls.get(id) else { return };
-                let (key, req) = ctx.caller_invite.clone();
-                let tag = ctx.caller.local.rsplit("tag=").next().map(str::to_string);
-                self.respond(&key, &req, status, tag.as_deref(), sdp.as_deref());
-            }
-            Command::AnswerCaller => {
-                let sdp = self.leg_sdp(id, Leg::Caller, None);
-                let Some(ctx) = self.calls.get_mut(id) else { return };
-                ctx.record.answered_at_ms = Some(unix_ms());
-                let (key, req) = ctx.caller_invite.clone();
-                let tag = ctx.caller.local.rsplit("tag=").next().map(str::to_string);
-                self.respond(&key, &req, 200, tag.as_deref(), sdp.as_deref());
-            }
-            Command::RejectCaller { status } => {
-                let Some(ctx) = self.calls.get_mut(id) else { return };
-                ctx.record.final_status = Some(status as i64);
-                let (key, req) = ctx.caller_invite.clone();
-                let tag = ctx.caller.local.rsplit("tag=").next().map(str::to_string);
-                self.respond(&key, &req, status, tag.as_deref(), None);
-            }
-            Command::InviteAgent => {
-                let sdp = self.leg_sdp(id, Leg::Agent, Some(Direction::SendRecv));
-                let Some(ctx) = self.calls.get_mut(id) else { return };
-                let Some(addr) = self.targets.get(&ctx.route.target).copied().flatten() else {
-                    self.feed(id, Input::AgentUnreachable);
-                    return;
-                };
-                let peer = Peer { addr, transport: Transport::Udp };
-                let from_user = ctx.record.from_number.expose().to_string();
-                let uac = UacInvite::new(&local, &ctx.route.target, &from_user, peer, sdp.as_deref().unwrap_or(""));
-                let key = self.txs.send_request(now, uac.invite.clone(), peer);
-                self.by_sip_call_id.insert(uac.dialog.call_id.clone(), (id.clone(), Leg::Agent));
-                self.client_txs.insert(key, (id.clone(), ClientPurpose::AgentInvite));
-                ctx.agent_peer = Some(peer);
-                ctx.agent = Some(uac);
-            }
-            Command::CancelAgent => {
-                let Some(ctx) = self.calls.get(id) else { return };
-                if let (Some(uac), Some(peer)) = (&ctx.agent, ctx.agent_peer) {
-                    let cancel = uac.cancel();
-                    let key = self.txs.send_request(now, cancel, peer);
-                    self.client_txs.insert(key, (id.clone(), ClientPurpose::Other));
-                }
-            }
-            Command::AckAgent => {
-                let Some(ctx) = self.calls.get(id) else { return };
-                if let Some(uac) = &ctx.agent {
-                    let ack = uac.dialog.ack(&local, uac.invite_seq);
-                    let invite_key = TxKey { branch: message::branch(&uac.invite), method: Method::Invite };
-                    self.txs.send_ack_2xx(&invite_key, ack, uac.dialog.peer);
-                }
-            }
-            Command::Bye { leg, reason } => {
-                let Some(ctx) = self.calls.get_mut(id) else { return };
-                let extra = reason
-                    .map(|s| vec![Header::Reason(rsip::Reason::new(format!("SIP;cause={s}")))])
-                    .unwrap_or_default();
-                let dialog = match leg {
-                    Leg::Caller => Some(&mut ctx.caller),
-                    Leg::Agent => ctx.agent.as_mut().map(|a| &mut a.dialog),
-                };
-                if let Some(d) = dialog {
-                    let (bye, _) = d.request(&local, Method::Bye, extra, None);
-                    let peer = d.peer;
-                    let key = self.txs.send_request(now, bye, peer);
-                    self.client_txs.insert(key, (id.clone(), ClientPurpose::Other));
-                }
-            }
-            Command::PlayAnnouncement => {
-                let Some(ctx) = self.calls.get_mut(id) else { return };
-                match &ctx.announcement {
-                    Some(Ok(a)) => {
-                        let _ = ctx.media.cmd.try_send(MediaCmd::PlayAnnouncement(a.clone()));
-                    }
-                    Some(Err(e)) => {
-                        ctx.record.announcement_state = announcement_state::FAILED.into();
-                        ctx.record.announcement_error = Some(e.clone());
-                        self.feed(id, Input::AnnouncementFailed);
-                    }
-                    None => {}
-                }
-            }
-            Command::PlayRingback => {
-                if let Some(ctx) = self.calls.get(id) {
-                    let _ = ctx.media.cmd.try_send(MediaCmd::PlayRingback);
-                }
-            }
-            Command::Bridge { record } => {
-                let plan = if record { self.recording_plan(id) } else { None };
-                let Some(ctx) = self.calls.get_mut(id) else { return };
-                ctx.record.bridged_at_ms = Some(unix_ms());
-                if let Some(p) = &plan {
-                    ctx.record.recording_id = Some(p.recording_id.clone());
-                    ctx.record.key_id = Some(p.key_id.clone());
-                    ctx.record.recording_state = recording_state::RECORDING.into();
-                } else if record {
-                    ctx.record.recording_state = recording_state::FAILED.into();
-                    ctx.record.recording_error = Some("no data key could be made".into());
-                } else {
-                    ctx.record.recording_state = recording_state::NOT_RECORDED.into();
-                }
-                let _ = ctx.media.cmd.try_send(MediaCmd::Bridge { recording: plan.map(Box::new) });
-                let _ = self.records.try_send(ctx.record.clone());
-            }
-            Command::ForwardReinvite { from } => {
-                let to = from.other();
-                let dir = self.calls.get(id).map(|c| c.offered_dir[from as usize]).unwrap_or_default();
-                if let Some(ctx) = self.calls.get_mut(id) {
-                    ctx.sdp_version[to as usize] += 1;
-                }
-                let sdp = self.leg_sdp(id, to, Some(dir));
-                let Some(ctx) = self.calls.get_mut(id) else { return };
-                let dialog = match to {
-                    Leg::Caller => Some(&mut ctx.caller),
-                    Leg::Agent => ctx.agent.as_mut().map(|a| &mut a.dialog),
-                };
-                if let Some(d) = dialog {
-                    let (inv, _) = d.request(&local, Method::Invite, vec![local.contact(d.peer.transport)], sdp.as_deref());
-                    let peer = d.peer;
-                    let key = self.txs.send_request(now, inv, peer);
-                    self.client_txs.insert(key, (id.clone(), ClientPurpose::Reinvite(to)));
-                }
-            }
-            Command::AnswerReinvite { leg, status } => {
-                if status == 200 {
-                    if let Some(ctx) = self.calls.get_mut(id) {
-                        ctx.sdp_version[leg as usize] += 1;
-                    }
-                }
-                let sdp = if status == 200 { self.leg_sdp(id, leg, None) } else { None };
-                let Some(ctx) = self.calls.get_mut(id) else { return };
-                if let Some(key) = ctx.pending_reinvite[leg as usize].take() {
-                    // The request is needed to build the response: keep it in the server map.
-                    if let Some(req) = self.pending_request(&key) {
-                        self.respond(&key, &req, status, None, sdp.as_deref());
-                    }
-                }
-            }
-            Command::Finished(outcome) => {
-                let Some(ctx) = self.calls.get_mut(id) else { return };
-                ctx.finished_at = Some(now);
-                let r = &mut ctx.record;
-                r.ended_at_ms = Some(unix_ms());
-                r.hangup_cause = Some(outcome.cause.as_str().into());
-                r.hangup_side = Some(outcome.side.map(Leg::as_str).unwrap_or("gateway").into());
-                if r.final_status.is_none() {
-                    r.final_status = outcome.final_status.map(i64::from);
-                }
-                if r.announcement_state == announcement_state::NONE && ctx.announcement.is_some() {
-                    r.announcement_state = announcement_state::INTERRUPTED.into();
-                }
-                if r.bridged_at_ms.is_none() && ctx.route.record {
-                    r.recording_state = recording_state::NONE.into();
-                }
-                let reason = if outcome.cause == HangupCause::Shutdown { EndReason::Shutdown } else { EndReason::Hangup };
-                tracing::info!(call = %id, cause = outcome.cause.as_str(), side = r.hangup_side.as_deref().unwrap_or(""), "call ended");
-                let _ = ctx.media.cmd.try_send(MediaCmd::Stop { reason });
-            }
-        }
-    }
-
-    /// Reinvite requests are kept by the transaction layer only as bytes; we keep our own copy.
-    fn pending_request(&mut self, key: &TxKey) -> Option<Request> {
-        self.reinvite_requests.remove(key)
-    }
-
-    fn recording_plan(&self, id: &CallId) -> Option<RecordingPlan> {
-        let dek = Dek::generate().ok()?;
-        let kek = self.keyring.active();
-        let wrapped = kek.wrap(&dek);
-        tracing::debug!(call = %id, "recording planned");
-        Some(RecordingPlan {
-            recording_id: RecordingId::new_random(),
-            key_id: kek.id().clone(),
-            dek,
-            wrapped,
-            storage: self.storage.clone(),
-            store: self.store.clone(),
-            flush: self.cfg.recording.flush,
-            syncer: self.syncer.clone(),
-        })
+        self.command(call, MediaCmd::Bridge { recording: plan });
     }
 }

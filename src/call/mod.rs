@@ -12,6 +12,8 @@
 //! With [`AnswerMode::Immediate`] the caller gets 200 first and agent failures end the call with
 //! a BYE carrying a `Reason`.
 
+pub mod b2bua;
+
 use std::time::{Duration, Instant};
 
 use crate::ids::Leg;
