@@ -101,6 +101,16 @@ impl<H: MediaHost> B2bua<H> {
         &mut self.host
     }
 
+    pub fn host(&self) -> &H {
+        &self.host
+    }
+
+    /// Calls still tracked (finished ones linger to absorb retransmissions) and live
+    /// transactions: both zero once the engine has forgotten everything.
+    pub fn tracked(&self) -> (usize, usize) {
+        (self.calls.len(), self.txs.len())
+    }
+
     /// A TCP connection closed: its pending transactions fail now.
     pub fn transport_failed(&mut self, now: Instant, peer: Peer) {
         self.now = now;
