@@ -9,6 +9,7 @@ pub mod call;
 pub mod config;
 pub mod ids;
 pub mod media;
+pub mod pci;
 pub mod pii;
 pub mod recording;
 pub mod serve;
