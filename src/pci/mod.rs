@@ -27,26 +27,26 @@
 //!
 //! See `docs/pci.md` for the model, the trigger codes and the timing constants.
 
-// pub mod config;
-// pub mod controller;
-// pub mod delay;
+pub mod config;
+pub mod controller;
+pub mod delay;
 pub mod goertzel;
 pub mod inband;
-// pub mod mask;
-// pub mod rfc4733;
-// pub mod sipinfo;
+pub mod mask;
+pub mod rfc4733;
+pub mod sipinfo;
 
 #[cfg(test)]
-// mod sim_tests;
+mod sim_tests;
 #[cfg(test)]
 pub(crate) mod testsig;
 
-// pub use config::{PciConfig, PciConfigError};
-// pub use controller::{ControlError, PauseController, PauseEvent, Resume, Trigger};
-// pub use delay::{DelayFull, DelayLine};
+pub use config::{PciConfig, PciConfigError};
+pub use controller::{ControlError, PauseController, PauseEvent, PauseState, Resume, Trigger};
+pub use delay::{DelayFull, DelayLine};
 pub use inband::{InbandDetector, InbandEvent};
-// pub use rfc4733::{EventTracker, Rfc4733Error, Rfc4733Event};
-// pub use sipinfo::{InfoDigit, InfoError, parse_info};
+pub use rfc4733::{EventTracker, Rfc4733Error, Rfc4733Event};
+pub use sipinfo::{InfoDigit, InfoError, parse_info};
 
 use std::fmt;
 
