@@ -590,7 +590,7 @@ impl PauseController {
                 }
                 self.agent_keys.push(d);
                 match &mut self.mode {
-                    Mode::Paused(p) => {
+                    Mode::Paused(p) if p.trigger != Trigger::Uncertain => {
                         p.digits = p.digits.saturating_add(1);
                         p.agent_digits = p.agent_digits.saturating_add(1);
                         let seq = self.cfg.resume_digits.digits();
@@ -602,7 +602,8 @@ impl PauseController {
                             self.request_resume(Resume::AgentKeys, at);
                         }
                     }
-                    Mode::Recording | Mode::Hold { .. } => {
+                    // Not (really) paused yet: the agent may be keying `pause_digits`.
+                    _ => {
                         let seq = self.cfg.pause_digits.digits();
                         if !seq.is_empty() && self.agent_keys.ends_with(seq) {
                             self.agent_keys.clear();

@@ -101,7 +101,7 @@ mod tests {
         assert_eq!(d.pop(ms(270)).map(|x| x.2), Some(3));
         d.push(ms(300), Leg::Caller, 5).unwrap();
         assert_eq!(d.drain_all().map(|x| x.2).collect::<Vec<_>>(), vec![5]);
-        assert_eq!(DelayLine::<u8>::for_frames(Duration::from_millis(250)).capacity, 112);
+        assert_eq!(DelayLine::<u8>::for_frames(Duration::from_millis(250)).capacity, 104);
         assert_eq!(d.delay(), Duration::from_millis(250));
         assert_eq!(d.len(), 0);
     }
