@@ -68,7 +68,10 @@ pub struct PciConfigError {
 }
 
 fn err(key: &str, message: impl Into<String>) -> PciConfigError {
-    PciConfigError { key: key.into(), message: message.into() }
+    PciConfigError {
+        key: key.into(),
+        message: message.into(),
+    }
 }
 
 impl PciConfig {
@@ -77,10 +80,16 @@ impl PciConfig {
         if self.lead > Duration::from_millis(200) {
             return Err(err("lead", "at most 200ms"));
         }
-        if self.delay < self.lead + Duration::from_millis(100) || self.delay > Duration::from_secs(2) {
-            return Err(err("delay", "between lead + 100ms and 2s (the decision needs that long)"));
+        if self.delay < self.lead + Duration::from_millis(100)
+            || self.delay > Duration::from_secs(2)
+        {
+            return Err(err(
+                "delay",
+                "between lead + 100ms and 2s (the decision needs that long)",
+            ));
         }
-        if self.max_pause < Duration::from_secs(1) || self.max_pause > Duration::from_secs(4 * 3600) {
+        if self.max_pause < Duration::from_secs(1) || self.max_pause > Duration::from_secs(4 * 3600)
+        {
             return Err(err("max_pause", "between 1s and 4h"));
         }
         if matches!(self.resume_after_digits, Some(n) if n == 0 || n > 64) {
@@ -101,9 +110,15 @@ impl PciConfig {
         for (k, v) in t {
             let key = k.as_str();
             let s = || v.as_str().ok_or_else(|| err(key, "expected a string"));
-            let b = || v.as_bool().ok_or_else(|| err(key, "expected true or false"));
+            let b = || {
+                v.as_bool()
+                    .ok_or_else(|| err(key, "expected true or false"))
+            };
             let dur = || crate::config::parse_duration(s()?).map_err(|m| err(key, m));
-            let seq = || DigitSeq::parse(s()?).ok_or_else(|| err(key, "keypad characters 0-9 * # A-D, at most 8"));
+            let seq = || {
+                DigitSeq::parse(s()?)
+                    .ok_or_else(|| err(key, "keypad characters 0-9 * # A-D, at most 8"))
+            };
             match key {
                 "pause_digits" => c.pause_digits = seq()?,
                 "resume_digits" => c.resume_digits = seq()?,
@@ -118,8 +133,11 @@ impl PciConfig {
                 "mask_hangover" => c.mask_hangover = dur()?,
                 "sequence_timeout" => c.sequence_timeout = dur()?,
                 "resume_after_digits" => {
-                    let n = v.as_integer().ok_or_else(|| err(key, "expected an integer"))?;
-                    c.resume_after_digits = Some(u16::try_from(n).map_err(|_| err(key, "between 1 and 64"))?);
+                    let n = v
+                        .as_integer()
+                        .ok_or_else(|| err(key, "expected an integer"))?;
+                    c.resume_after_digits =
+                        Some(u16::try_from(n).map_err(|_| err(key, "between 1 and 64"))?);
                 }
                 _ => return Err(err(key, "unknown key")),
             }

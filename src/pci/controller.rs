@@ -130,14 +130,25 @@ pub enum PauseEvent {
     PauseStarted { at: Instant, trigger: Trigger },
     /// The span `[started, at)` is over. `trigger` is what (finally) justified the pause;
     /// `digits` how many keys were pressed in it.
-    PauseEnded { started: Instant, at: Instant, trigger: Trigger, resumed_by: Resume, digits: u16 },
+    PauseEnded {
+        started: Instant,
+        at: Instant,
+        trigger: Trigger,
+        resumed_by: Resume,
+        digits: u16,
+    },
 }
 
 impl PauseEvent {
     /// The recording gap record for an ended pause.
     pub fn gap_kind(&self) -> Option<GapKind> {
         match *self {
-            PauseEvent::PauseEnded { trigger, digits, .. } => Some(GapKind::Pause { trigger: trigger.code(), digits }),
+            PauseEvent::PauseEnded {
+                trigger, digits, ..
+            } => Some(GapKind::Pause {
+                trigger: trigger.code(),
+                digits,
+            }),
             PauseEvent::PauseStarted { .. } => None,
         }
     }
@@ -157,8 +168,13 @@ pub enum ControlError {
 pub enum PauseState {
     Recording,
     /// Provisional: DTMF-like energy or an agent sequence is being decided.
-    Holding { since: Instant },
-    Paused { since: Instant, trigger: Trigger },
+    Holding {
+        since: Instant,
+    },
+    Paused {
+        since: Instant,
+        trigger: Trigger,
+    },
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -175,7 +191,11 @@ struct Pause {
 #[derive(Clone, Copy, Debug)]
 enum Mode {
     Recording,
-    Hold { start: Instant, deadline: Instant, digits: u16 },
+    Hold {
+        start: Instant,
+        deadline: Instant,
+        digits: u16,
+    },
     Paused(Pause),
 }
 
@@ -280,7 +300,14 @@ impl PauseController {
         self.digit_ended_quiet_at(at, at, leg, source, digit);
     }
 
-    fn digit_ended_quiet_at(&mut self, at: Instant, quiet: Instant, leg: Leg, source: Source, digit: Digit) {
+    fn digit_ended_quiet_at(
+        &mut self,
+        at: Instant,
+        quiet: Instant,
+        leg: Leg,
+        source: Source,
+        digit: Digit,
+    ) {
         self.observe(at);
         if !self.legs[li(leg)].active[source as usize] {
             // An end without a start (a source that reports presses whole): start it now.
@@ -314,7 +341,9 @@ impl PauseController {
     pub fn handle_rfc4733(&mut self, leg: Leg, ev: Rfc4733Event) {
         match ev {
             Rfc4733Event::DigitStart { at } => self.digit_started(at, leg, Source::Rfc4733),
-            Rfc4733Event::DigitEnd { at, digit } => self.digit_ended(at, leg, Source::Rfc4733, digit),
+            Rfc4733Event::DigitEnd { at, digit } => {
+                self.digit_ended(at, leg, Source::Rfc4733, digit)
+            }
         }
     }
 
@@ -331,7 +360,11 @@ impl PauseController {
         self.observe(now);
         if let Mode::Paused(p) = &mut self.mode {
             if p.trigger == Trigger::Uncertain || p.resume.is_some() {
-                p.trigger = if p.trigger == Trigger::Uncertain { Trigger::Api } else { p.trigger };
+                p.trigger = if p.trigger == Trigger::Uncertain {
+                    Trigger::Api
+                } else {
+                    p.trigger
+                };
                 p.resume = None;
                 return Ok(());
             }
@@ -406,12 +439,16 @@ impl PauseController {
 
     /// Whether audio captured at `t` falls in a paused (or provisionally held) span.
     pub fn is_paused_at(&self, t: Instant) -> bool {
-        self.spans.iter().any(|s| s.start <= t && s.end.is_none_or(|e| t < e))
+        self.spans
+            .iter()
+            .any(|s| s.start <= t && s.end.is_none_or(|e| t < e))
     }
 
     /// Whether any of `[from, to)` falls in a paused span (for a whole 20 ms frame).
     pub fn overlaps_pause(&self, from: Instant, to: Instant) -> bool {
-        self.spans.iter().any(|s| s.start < to.max(from + Duration::from_nanos(1)) && s.end.is_none_or(|e| from < e))
+        self.spans.iter().any(|s| {
+            s.start < to.max(from + Duration::from_nanos(1)) && s.end.is_none_or(|e| from < e)
+        })
     }
 
     /// Whether the caller's audio toward the agent must be masked at `now`, and the caller's
@@ -422,7 +459,9 @@ impl PauseController {
             return false;
         }
         let c = &self.legs[li(Leg::Caller)];
-        let keying = c.busy() || c.last_tone_end.is_some_and(|e| now < e + self.cfg.mask_hangover);
+        let keying = c.busy()
+            || c.last_tone_end
+                .is_some_and(|e| now < e + self.cfg.mask_hangover);
         let caller_pause = match self.mode {
             Mode::Paused(p) => matches!(p.trigger, Trigger::CallerDigits | Trigger::Uncertain),
             Mode::Hold { .. } => c.busy(),
@@ -436,7 +475,10 @@ impl PauseController {
         match self.mode {
             Mode::Recording => PauseState::Recording,
             Mode::Hold { start, .. } => PauseState::Holding { since: start },
-            Mode::Paused(p) => PauseState::Paused { since: p.start, trigger: p.trigger },
+            Mode::Paused(p) => PauseState::Paused {
+                since: p.start,
+                trigger: p.trigger,
+            },
         }
     }
 
@@ -458,7 +500,10 @@ impl PauseController {
         while self.spans.len() > MAX_SPANS {
             // Merging widens coverage (fail closed); it never drops a paused instant.
             if let (Some(a), Some(b)) = (self.spans.pop_front(), self.spans.pop_front()) {
-                self.spans.push_front(Span { start: a.start.min(b.start), end: b.end });
+                self.spans.push_front(Span {
+                    start: a.start.min(b.start),
+                    end: b.end,
+                });
             }
         }
     }
@@ -481,10 +526,10 @@ impl PauseController {
     }
 
     fn set_open_start(&mut self, start: Instant) {
-        if let Some(s) = self.spans.back_mut() {
-            if s.end.is_none() {
-                s.start = s.start.min(start);
-            }
+        if let Some(s) = self.spans.back_mut()
+            && s.end.is_none()
+        {
+            s.start = s.start.min(start);
         }
     }
 
@@ -496,13 +541,19 @@ impl PauseController {
             Mode::Recording => {
                 self.open_span(start);
                 self.mode = Mode::Paused(Pause::new(start, trigger, 0));
-                self.events.push_back(PauseEvent::PauseStarted { at: start, trigger });
+                self.events
+                    .push_back(PauseEvent::PauseStarted { at: start, trigger });
             }
-            Mode::Hold { start: held, digits, .. } => {
+            Mode::Hold {
+                start: held,
+                digits,
+                ..
+            } => {
                 let start = held.min(start);
                 self.set_open_start(start);
                 self.mode = Mode::Paused(Pause::new(start, trigger, digits));
-                self.events.push_back(PauseEvent::PauseStarted { at: start, trigger });
+                self.events
+                    .push_back(PauseEvent::PauseStarted { at: start, trigger });
             }
             Mode::Paused(ref mut p) => {
                 if p.trigger == Trigger::Uncertain {
@@ -518,13 +569,17 @@ impl PauseController {
     fn promote(&mut self) {
         if let Mode::Hold { start, digits, .. } = self.mode {
             self.mode = Mode::Paused(Pause::new(start, Trigger::Uncertain, digits));
-            self.events.push_back(PauseEvent::PauseStarted { at: start, trigger: Trigger::Uncertain });
+            self.events.push_back(PauseEvent::PauseStarted {
+                at: start,
+                trigger: Trigger::Uncertain,
+            });
         }
     }
 
     fn hold_wanted(&self) -> bool {
         let caller = self.cfg.auto_pause_on_caller_digits && self.legs[li(Leg::Caller)].busy();
-        let agent = !self.cfg.pause_digits.is_empty() && (self.legs[li(Leg::Agent)].busy() || self.agent_prefix_pending());
+        let agent = !self.cfg.pause_digits.is_empty()
+            && (self.legs[li(Leg::Agent)].busy() || self.agent_prefix_pending());
         caller || agent
     }
 
@@ -543,7 +598,11 @@ impl PauseController {
                 let start = self.start_for(at);
                 self.open_span(start);
                 let deadline = start + self.cfg.delay.saturating_sub(DECIDE_MARGIN);
-                self.mode = Mode::Hold { start, deadline, digits: 0 };
+                self.mode = Mode::Hold {
+                    start,
+                    deadline,
+                    digits: 0,
+                };
             }
             Mode::Hold { deadline, .. } if !wanted => {
                 if self.now.is_some_and(|n| n < deadline) {
@@ -567,11 +626,13 @@ impl PauseController {
             }
             _ => {}
         }
-        if let Mode::Paused(p) = self.mode {
-            if p.trigger == Trigger::Uncertain && !wanted && p.resume.is_none() {
-                let at = self.now.unwrap_or(p.start);
-                self.request_resume(Resume::Cleared, at);
-            }
+        if let Mode::Paused(p) = self.mode
+            && p.trigger == Trigger::Uncertain
+            && !wanted
+            && p.resume.is_none()
+        {
+            let at = self.now.unwrap_or(p.start);
+            self.request_resume(Resume::Cleared, at);
         }
         if let Some(now) = self.now {
             self.fire(now);
@@ -581,7 +642,10 @@ impl PauseController {
     fn on_press(&mut self, at: Instant, leg: Leg, d: Digit) {
         match leg {
             Leg::Agent => {
-                if self.agent_last.is_some_and(|l| at > l + self.cfg.sequence_timeout) {
+                if self
+                    .agent_last
+                    .is_some_and(|l| at > l + self.cfg.sequence_timeout)
+                {
                     self.agent_keys.clear();
                 }
                 self.agent_last = Some(at);
@@ -632,10 +696,10 @@ impl PauseController {
     }
 
     fn request_resume(&mut self, why: Resume, at: Instant) {
-        if let Mode::Paused(p) = &mut self.mode {
-            if p.resume.is_none() {
-                p.resume = Some((why, at));
-            }
+        if let Mode::Paused(p) = &mut self.mode
+            && p.resume.is_none()
+        {
+            p.resume = Some((why, at));
         }
     }
 
@@ -660,45 +724,48 @@ impl PauseController {
     }
 
     fn fire(&mut self, now: Instant) {
-        if self.agent_last.is_some_and(|l| now >= l + self.cfg.sequence_timeout) && !self.agent_keys.is_empty() {
+        if self
+            .agent_last
+            .is_some_and(|l| now >= l + self.cfg.sequence_timeout)
+            && !self.agent_keys.is_empty()
+        {
             self.agent_keys.clear();
             self.update(None);
             return; // update() fires again
         }
-        if let Mode::Hold { deadline, .. } = self.mode {
-            if now >= deadline {
-                self.promote();
-                self.update(None);
-                return;
+        if let Mode::Hold { deadline, .. } = self.mode
+            && now >= deadline
+        {
+            self.promote();
+            self.update(None);
+            return;
+        }
+        if let Mode::Paused(p) = self.mode
+            && p.resume.is_none()
+        {
+            let max_at = p.start + self.cfg.max_pause;
+            if now >= max_at {
+                self.request_resume(Resume::MaxPause, max_at);
+            } else if let Some(idle) = self.idle_deadline(&p)
+                && now >= idle
+            {
+                self.request_resume(Resume::Idle, idle);
             }
         }
-        if let Mode::Paused(p) = self.mode {
-            if p.resume.is_none() {
-                let max_at = p.start + self.cfg.max_pause;
-                if now >= max_at {
-                    self.request_resume(Resume::MaxPause, max_at);
-                } else if let Some(idle) = self.idle_deadline(&p) {
-                    if now >= idle {
-                        self.request_resume(Resume::Idle, idle);
-                    }
-                }
-            }
-        }
-        if let Mode::Paused(p) = self.mode {
-            if let Some(ready) = self.ready_at(&p) {
-                if now >= ready {
-                    let why = p.resume.map_or(Resume::Api, |r| r.0);
-                    self.end_pause(p, ready, why);
-                }
-            }
+        if let Mode::Paused(p) = self.mode
+            && let Some(ready) = self.ready_at(&p)
+            && now >= ready
+        {
+            let why = p.resume.map_or(Resume::Api, |r| r.0);
+            self.end_pause(p, ready, why);
         }
     }
 
     fn end_pause(&mut self, p: Pause, at: Instant, why: Resume) {
-        if let Some(s) = self.spans.back_mut() {
-            if s.end.is_none() {
-                s.end = Some(at);
-            }
+        if let Some(s) = self.spans.back_mut()
+            && s.end.is_none()
+        {
+            s.end = Some(at);
         }
         self.mode = Mode::Recording;
         self.agent_keys.clear();
@@ -714,7 +781,14 @@ impl PauseController {
 
 impl Pause {
     fn new(start: Instant, trigger: Trigger, digits: u16) -> Pause {
-        Pause { start, trigger, digits, agent_digits: 0, resume: None, last_caller_press: None }
+        Pause {
+            start,
+            trigger,
+            digits,
+            agent_digits: 0,
+            resume: None,
+            last_caller_press: None,
+        }
     }
 }
 

@@ -31,7 +31,11 @@ impl<T> DelayLine<T> {
     /// `capacity` items at most (both legs of 20 ms frames: `2 * delay / 20 ms` plus slack;
     /// see [`DelayLine::for_frames`]).
     pub fn new(delay: Duration, capacity: usize) -> DelayLine<T> {
-        DelayLine { delay, capacity: capacity.max(1), queue: VecDeque::new() }
+        DelayLine {
+            delay,
+            capacity: capacity.max(1),
+            queue: VecDeque::new(),
+        }
     }
 
     /// A line sized for two legs of 20 ms frames with 4× slack for bursts.
@@ -56,7 +60,10 @@ impl<T> DelayLine<T> {
     /// does not waits behind the newer items before it.
     pub fn push(&mut self, captured_at: Instant, leg: Leg, item: T) -> Result<(), DelayFull<T>> {
         if self.queue.len() >= self.capacity {
-            return Err(DelayFull { capacity: self.capacity, item });
+            return Err(DelayFull {
+                capacity: self.capacity,
+                item,
+            });
         }
         self.queue.push_back((captured_at, leg, item));
         Ok(())
@@ -65,7 +72,11 @@ impl<T> DelayLine<T> {
     /// The oldest item whose delay has elapsed at `now`.
     pub fn pop(&mut self, now: Instant) -> Option<(Instant, Leg, T)> {
         let (t, _, _) = self.queue.front()?;
-        if *t + self.delay <= now { self.queue.pop_front() } else { None }
+        if *t + self.delay <= now {
+            self.queue.pop_front()
+        } else {
+            None
+        }
     }
 
     /// When the oldest item is due.
@@ -92,7 +103,13 @@ mod tests {
         d.push(ms(0), Leg::Caller, 1).unwrap();
         d.push(ms(0), Leg::Agent, 2).unwrap();
         d.push(ms(20), Leg::Caller, 3).unwrap();
-        assert_eq!(d.push(ms(40), Leg::Caller, 4), Err(DelayFull { capacity: 3, item: 4 }));
+        assert_eq!(
+            d.push(ms(40), Leg::Caller, 4),
+            Err(DelayFull {
+                capacity: 3,
+                item: 4
+            })
+        );
         assert_eq!(d.poll_timeout(), Some(ms(250)));
         assert_eq!(d.pop(ms(249)), None);
         assert_eq!(d.pop(ms(250)).map(|x| x.2), Some(1));
@@ -101,7 +118,10 @@ mod tests {
         assert_eq!(d.pop(ms(270)).map(|x| x.2), Some(3));
         d.push(ms(300), Leg::Caller, 5).unwrap();
         assert_eq!(d.drain_all().map(|x| x.2).collect::<Vec<_>>(), vec![5]);
-        assert_eq!(DelayLine::<u8>::for_frames(Duration::from_millis(250)).capacity, 104);
+        assert_eq!(
+            DelayLine::<u8>::for_frames(Duration::from_millis(250)).capacity,
+            104
+        );
         assert_eq!(d.delay(), Duration::from_millis(250));
         assert_eq!(d.len(), 0);
     }

@@ -15,7 +15,9 @@ impl Goertzel {
     /// A filter for `freq_hz` at `rate_hz`.
     pub fn new(freq_hz: f32, rate_hz: f32) -> Goertzel {
         let w = 2.0 * std::f32::consts::PI * freq_hz / rate_hz;
-        Goertzel { coeff: 2.0 * w.cos() }
+        Goertzel {
+            coeff: 2.0 * w.cos(),
+        }
     }
 
     /// Power of the filter's frequency over `block`, in block energy units (see module docs).
@@ -45,7 +47,9 @@ mod tests {
     use super::*;
 
     fn sine(f: f32, amp: f32, n: usize) -> Vec<f32> {
-        (0..n).map(|i| amp * (2.0 * std::f32::consts::PI * f * i as f32 / 8000.0).sin()).collect()
+        (0..n)
+            .map(|i| amp * (2.0 * std::f32::consts::PI * f * i as f32 / 8000.0).sin())
+            .collect()
     }
 
     #[test]

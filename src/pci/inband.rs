@@ -93,9 +93,20 @@ enum Class {
 
 #[derive(Clone, Copy, Debug)]
 enum Tone {
-    Idle { since_hit: u32, after_tone: bool },
-    Candidate { digit: Digit, start: Instant, hits: u32 },
-    Active { digit: Digit, misses: u32, first_miss_end: Instant },
+    Idle {
+        since_hit: u32,
+        after_tone: bool,
+    },
+    Candidate {
+        digit: Digit,
+        start: Instant,
+        hits: u32,
+    },
+    Active {
+        digit: Digit,
+        misses: u32,
+        first_miss_end: Instant,
+    },
 }
 
 /// In-band DTMF detector for one direction of a call. Feed frames in order with
@@ -136,7 +147,10 @@ impl InbandDetector {
             cols: COLS.map(g),
             buf: Vec::with_capacity(BLOCK),
             block_start: None,
-            tone: Tone::Idle { since_hit: u32::MAX, after_tone: false },
+            tone: Tone::Idle {
+                since_hit: u32::MAX,
+                after_tone: false,
+            },
             suspect_open: false,
             quiet_run: 0,
             first_quiet_end: None,
@@ -148,7 +162,10 @@ impl InbandDetector {
     /// Forgets all state (a new SSRC, a re-INVITE): pending events are kept.
     pub fn reset(&mut self) {
         let events = std::mem::take(&mut self.events);
-        *self = InbandDetector { events, ..InbandDetector::new() };
+        *self = InbandDetector {
+            events,
+            ..InbandDetector::new()
+        };
     }
 
     /// Feeds decoded audio; `at` is the capture time of `samples[0]`. Any length works; frames
@@ -199,7 +216,12 @@ impl InbandDetector {
         let (ci, c) = strongest(&cp);
         let ratio = (r + c) / energy;
         let rel = |p: &[f32; 4], i: usize, v: f32| {
-            let other = p.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, x)| *x).fold(0.0f32, f32::max);
+            let other = p
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != i)
+                .map(|(_, x)| *x)
+                .fold(0.0f32, f32::max);
             db(v / other.max(1e-20))
         };
         let rel_row = rel(&rp, ri, r);
@@ -217,10 +239,8 @@ impl InbandDetector {
             && -twist <= TWIST_REVERSE_DB
             && lr >= MIN_LEVEL_DBM0
             && lc >= MIN_LEVEL_DBM0;
-        if hit {
-            if let Some(d) = Digit::from_row_col(ri, ci) {
-                return Class::Hit(d);
-            }
+        if hit && let Some(d) = Digit::from_row_col(ri, ci) {
+            return Class::Hit(d);
         }
         let suspect = ratio >= SUSPECT_RATIO
             && rel_row >= SUSPECT_REL_PEAK_DB
@@ -229,7 +249,11 @@ impl InbandDetector {
             && -twist <= TWIST_REVERSE_DB + SUSPECT_TWIST_SLACK_DB
             && lr >= SUSPECT_MIN_LEVEL_DBM0
             && lc >= SUSPECT_MIN_LEVEL_DBM0;
-        if suspect { Class::Suspect } else { Class::Quiet }
+        if suspect {
+            Class::Suspect
+        } else {
+            Class::Quiet
+        }
     }
 
     fn on_block(&mut self, start: Instant, class: Class) {
@@ -245,39 +269,104 @@ impl InbandDetector {
             }
         }
         self.tone = match (self.tone, class) {
-            (Tone::Active { digit, .. }, Class::Hit(d)) if d == digit => {
-                Tone::Active { digit, misses: 0, first_miss_end: end }
-            }
-            (Tone::Active { digit, misses, first_miss_end }, _) => {
+            (Tone::Active { digit, .. }, Class::Hit(d)) if d == digit => Tone::Active {
+                digit,
+                misses: 0,
+                first_miss_end: end,
+            },
+            (
+                Tone::Active {
+                    digit,
+                    misses,
+                    first_miss_end,
+                },
+                _,
+            ) => {
                 let first_miss_end = if misses == 0 { end } else { first_miss_end };
                 let misses = misses + 1;
                 if misses >= END_BLOCKS {
-                    self.emit(InbandEvent::ToneEnd { at: first_miss_end, digit });
-                    Tone::Idle { since_hit: misses, after_tone: true }
+                    self.emit(InbandEvent::ToneEnd {
+                        at: first_miss_end,
+                        digit,
+                    });
+                    Tone::Idle {
+                        since_hit: misses,
+                        after_tone: true,
+                    }
                 } else {
-                    Tone::Active { digit, misses, first_miss_end }
+                    Tone::Active {
+                        digit,
+                        misses,
+                        first_miss_end,
+                    }
                 }
             }
-            (Tone::Candidate { digit, start: s, hits }, Class::Hit(d)) if d == digit => {
+            (
+                Tone::Candidate {
+                    digit,
+                    start: s,
+                    hits,
+                },
+                Class::Hit(d),
+            ) if d == digit => {
                 let hits = hits + 1;
                 if hits >= ACCEPT_BLOCKS {
-                    self.emit(InbandEvent::ToneStart { at: s.checked_sub(BLOCK_DUR).unwrap_or(s) });
-                    Tone::Active { digit, misses: 0, first_miss_end: end }
+                    self.emit(InbandEvent::ToneStart {
+                        at: s.checked_sub(BLOCK_DUR).unwrap_or(s),
+                    });
+                    Tone::Active {
+                        digit,
+                        misses: 0,
+                        first_miss_end: end,
+                    }
                 } else {
-                    Tone::Candidate { digit, start: s, hits }
+                    Tone::Candidate {
+                        digit,
+                        start: s,
+                        hits,
+                    }
                 }
             }
-            (Tone::Candidate { .. }, Class::Hit(d)) => Tone::Candidate { digit: d, start, hits: 1 },
-            (Tone::Candidate { .. }, _) => Tone::Idle { since_hit: 1, after_tone: false },
-            (Tone::Idle { since_hit, after_tone }, Class::Hit(d)) => {
+            (Tone::Candidate { .. }, Class::Hit(d)) => Tone::Candidate {
+                digit: d,
+                start,
+                hits: 1,
+            },
+            (Tone::Candidate { .. }, _) => Tone::Idle {
+                since_hit: 1,
+                after_tone: false,
+            },
+            (
+                Tone::Idle {
+                    since_hit,
+                    after_tone,
+                },
+                Class::Hit(d),
+            ) => {
                 if !after_tone || since_hit >= MIN_GAP_BLOCKS {
-                    Tone::Candidate { digit: d, start, hits: 1 }
+                    Tone::Candidate {
+                        digit: d,
+                        start,
+                        hits: 1,
+                    }
                 } else {
                     // Too soon after the last digit: the same key press (a drop-out), not a new one.
-                    Tone::Idle { since_hit: 0, after_tone }
+                    Tone::Idle {
+                        since_hit: 0,
+                        after_tone,
+                    }
                 }
             }
-            (Tone::Idle { since_hit, after_tone }, _) => Tone::Idle { since_hit: since_hit.saturating_add(1), after_tone },
+            (
+                Tone::Idle {
+                    since_hit,
+                    after_tone,
+                },
+                _,
+            ) => Tone::Idle {
+                since_hit: since_hit.saturating_add(1),
+                after_tone,
+            },
         };
         if class == Class::Quiet && self.suspect_open {
             self.quiet_run += 1;

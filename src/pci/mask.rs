@@ -59,12 +59,20 @@ pub struct Masker {
 /// 400 Hz at 8 kHz is 1/20 of a cycle per sample; one cycle of 20 samples, peak ~1430 (-24 dBm0).
 const TONE: [i16; 20] = {
     // sin(2π k / 20) * 1430, rounded.
-    [0, 442, 841, 1157, 1360, 1430, 1360, 1157, 841, 442, 0, -442, -841, -1157, -1360, -1430, -1360, -1157, -841, -442]
+    [
+        0, 442, 841, 1157, 1360, 1430, 1360, 1157, 841, 442, 0, -442, -841, -1157, -1360, -1430,
+        -1360, -1157, -841, -442,
+    ]
 };
 
 impl Masker {
     pub fn new(codec: G711, style: MaskStyle) -> Masker {
-        Masker { codec, style, phase: 0, rng: 0x1234_5678 }
+        Masker {
+            codec,
+            style,
+            phase: 0,
+            rng: 0x1234_5678,
+        }
     }
 
     /// Writes `len` masked G.711 bytes into `out` (cleared first).
@@ -99,8 +107,14 @@ mod tests {
     #[test]
     fn decisions() {
         assert_eq!(decide(false, PacketKind::Audio), PacketAction::Pass);
-        assert_eq!(decide(false, PacketKind::TelephoneEvent), PacketAction::Pass);
-        assert_eq!(decide(true, PacketKind::Audio), PacketAction::ReplacePayload);
+        assert_eq!(
+            decide(false, PacketKind::TelephoneEvent),
+            PacketAction::Pass
+        );
+        assert_eq!(
+            decide(true, PacketKind::Audio),
+            PacketAction::ReplacePayload
+        );
         assert_eq!(decide(true, PacketKind::TelephoneEvent), PacketAction::Drop);
     }
 
@@ -122,7 +136,10 @@ mod tests {
                 }
                 assert!(peak < 1600, "{codec:?} {style:?} {peak}");
                 while let Some(ev) = det.poll_event() {
-                    assert!(!matches!(ev, InbandEvent::ToneStart { .. }), "{codec:?} {style:?}");
+                    assert!(
+                        !matches!(ev, InbandEvent::ToneStart { .. }),
+                        "{codec:?} {style:?}"
+                    );
                 }
             }
         }

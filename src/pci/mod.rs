@@ -62,6 +62,7 @@ pub enum Source {
 }
 
 impl Source {
+    #[cfg(test)]
     pub(crate) const ALL: [Source; 3] = [Source::InBand, Source::Rfc4733, Source::SipInfo];
 }
 
@@ -109,7 +110,9 @@ impl Digit {
             ['7', '8', '9', 'C'],
             ['*', '0', '#', 'D'],
         ];
-        KEYS.get(row).and_then(|r| r.get(col)).and_then(|&c| Digit::from_char(c))
+        KEYS.get(row)
+            .and_then(|r| r.get(col))
+            .and_then(|&c| Digit::from_char(c))
     }
 
     /// (row, column) of this key in the DTMF table.

@@ -86,11 +86,19 @@ fn simulate(base: Instant, sig: Sig, cfg: PciConfig) -> Outcome {
     }
     ctl.finish(end);
     events.extend(std::iter::from_fn(|| ctl.poll_event()));
-    Outcome { recorded, agent_audio, events, sig }
+    Outcome {
+        recorded,
+        agent_audio,
+        events,
+        sig,
+    }
 }
 
 fn card_cfg() -> PciConfig {
-    PciConfig { resume_after_digits: Some(19), ..PciConfig::default() }
+    PciConfig {
+        resume_after_digits: Some(19),
+        ..PciConfig::default()
+    }
 }
 
 #[test]
@@ -111,23 +119,42 @@ fn keyed_card_is_a_paused_span_and_speech_around_it_is_recorded() {
         let first = tones[0].start / 160;
         let last_end = tones[18].end.div_ceil(160);
         for f in 0..first - 5 {
-            assert!(out.recorded[f], "seed {seed}: speech frame {f} before the card not recorded");
+            assert!(
+                out.recorded[f],
+                "seed {seed}: speech frame {f} before the card not recorded"
+            );
         }
         for f in last_end + 10..out.recorded.len() {
-            assert!(out.recorded[f], "seed {seed}: speech frame {f} after the card not recorded {:?}", out.events);
+            assert!(
+                out.recorded[f],
+                "seed {seed}: speech frame {f} after the card not recorded {:?}",
+                out.events
+            );
         }
         // One span, started no later than the first tone, 19 digits, nothing else.
-        let kinds: Vec<_> = out.events.iter().map(|e| match e {
-            PauseEvent::PauseStarted { at, trigger } => {
-                assert!(*at <= base + Duration::from_nanos(tones[0].start as u64 * 125_000));
-                assert_eq!(*trigger, Trigger::CallerDigits);
-                0
-            }
-            PauseEvent::PauseEnded { trigger, resumed_by, digits, .. } => {
-                assert_eq!((*trigger, *resumed_by, *digits), (Trigger::CallerDigits, Resume::DigitCount, 19));
-                1
-            }
-        }).collect();
+        let kinds: Vec<_> = out
+            .events
+            .iter()
+            .map(|e| match e {
+                PauseEvent::PauseStarted { at, trigger } => {
+                    assert!(*at <= base + Duration::from_nanos(tones[0].start as u64 * 125_000));
+                    assert_eq!(*trigger, Trigger::CallerDigits);
+                    0
+                }
+                PauseEvent::PauseEnded {
+                    trigger,
+                    resumed_by,
+                    digits,
+                    ..
+                } => {
+                    assert_eq!(
+                        (*trigger, *resumed_by, *digits),
+                        (Trigger::CallerDigits, Resume::DigitCount, 19)
+                    );
+                    1
+                }
+            })
+            .collect();
         assert_eq!(kinds, vec![0, 1], "seed {seed}");
     }
 }
@@ -142,11 +169,23 @@ fn agent_hears_no_detectable_digit_and_hears_speech_outside() {
         det.push_frame(base + FRAME * k as u32, f);
     }
     while let Some(ev) = det.poll_event() {
-        assert!(!matches!(ev, InbandEvent::ToneStart { .. } | InbandEvent::ToneEnd { .. }), "{ev:?}");
+        assert!(
+            !matches!(
+                ev,
+                InbandEvent::ToneStart { .. } | InbandEvent::ToneEnd { .. }
+            ),
+            "{ev:?}"
+        );
     }
     // At most one frame of the very first tone's onset leaks before detection.
     let pcm = out.sig.pcm();
-    let leaked: usize = out.sig.tones.iter().flat_map(|r| r.clone()).filter(|&i| out.agent_audio[i] == pcm[i] && pcm[i].abs() > 64).count();
+    let leaked: usize = out
+        .sig
+        .tones
+        .iter()
+        .flat_map(|r| r.clone())
+        .filter(|&i| out.agent_audio[i] == pcm[i] && pcm[i].abs() > 64)
+        .count();
     assert!(leaked <= 160, "{leaked} tone samples reached the agent");
     // Speech before the card reached the agent unchanged.
     let first = out.sig.tones[0].start;

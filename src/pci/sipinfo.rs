@@ -39,14 +39,22 @@ pub enum InfoError {
 
 /// Parses an INFO request body given its `Content-Type` header value (parameters ignored).
 pub fn parse_info(content_type: &str, body: &[u8]) -> Result<InfoDigit, InfoError> {
-    let mime = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let mime = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     if body.len() > MAX_BODY {
         return Err(InfoError::TooLarge);
     }
     let text = std::str::from_utf8(body).map_err(|_| InfoError::NotUtf8)?;
     match mime.as_str() {
         "application/dtmf-relay" => relay(text),
-        "application/dtmf" => Ok(InfoDigit { digit: signal(text)?, duration: DEFAULT_DURATION }),
+        "application/dtmf" => Ok(InfoDigit {
+            digit: signal(text)?,
+            duration: DEFAULT_DURATION,
+        }),
         _ => Err(InfoError::UnsupportedContentType),
     }
 }
@@ -55,7 +63,9 @@ fn relay(text: &str) -> Result<InfoDigit, InfoError> {
     let mut digit = None;
     let mut duration = DEFAULT_DURATION;
     for line in text.lines() {
-        let Some((k, v)) = line.split_once('=') else { continue };
+        let Some((k, v)) = line.split_once('=') else {
+            continue;
+        };
         match k.trim().to_ascii_lowercase().as_str() {
             "signal" => digit = Some(signal(v)?),
             "duration" => {
@@ -65,7 +75,10 @@ fn relay(text: &str) -> Result<InfoDigit, InfoError> {
             _ => {}
         }
     }
-    Ok(InfoDigit { digit: digit.ok_or(InfoError::MissingSignal)?, duration })
+    Ok(InfoDigit {
+        digit: digit.ok_or(InfoError::MissingSignal)?,
+        duration,
+    })
 }
 
 /// A key as a character (`5`, `*`, `#`, `A`) or an RFC 4733 code (`10` = `*`, `11` = `#`).
@@ -74,7 +87,11 @@ fn signal(v: &str) -> Result<Digit, InfoError> {
     let mut chars = v.chars();
     match (chars.next(), chars.next()) {
         (Some(c), None) => Digit::from_char(c).ok_or(InfoError::BadSignal),
-        _ => v.parse::<u8>().ok().and_then(Digit::from_event).ok_or(InfoError::BadSignal),
+        _ => v
+            .parse::<u8>()
+            .ok()
+            .and_then(Digit::from_event)
+            .ok_or(InfoError::BadSignal),
     }
 }
 
@@ -89,17 +106,46 @@ mod tests {
     #[test]
     fn dtmf_relay() {
         let r = parse_info("application/dtmf-relay", b"Signal=5\r\nDuration=160\r\n").unwrap();
-        assert_eq!(r, InfoDigit { digit: d('5'), duration: Duration::from_millis(160) });
-        let r = parse_info("Application/DTMF-Relay; charset=x", b"signal = #\nduration= 250").unwrap();
-        assert_eq!(r, InfoDigit { digit: d('#'), duration: Duration::from_millis(250) });
-        assert_eq!(parse_info("application/dtmf-relay", b"Signal=10\r\n").unwrap().digit, d('*'));
-        assert_eq!(parse_info("application/dtmf-relay", b"Signal=*").unwrap().duration, DEFAULT_DURATION);
+        assert_eq!(
+            r,
+            InfoDigit {
+                digit: d('5'),
+                duration: Duration::from_millis(160)
+            }
+        );
+        let r = parse_info(
+            "Application/DTMF-Relay; charset=x",
+            b"signal = #\nduration= 250",
+        )
+        .unwrap();
+        assert_eq!(
+            r,
+            InfoDigit {
+                digit: d('#'),
+                duration: Duration::from_millis(250)
+            }
+        );
+        assert_eq!(
+            parse_info("application/dtmf-relay", b"Signal=10\r\n")
+                .unwrap()
+                .digit,
+            d('*')
+        );
+        assert_eq!(
+            parse_info("application/dtmf-relay", b"Signal=*")
+                .unwrap()
+                .duration,
+            DEFAULT_DURATION
+        );
     }
 
     #[test]
     fn dtmf_plain() {
         assert_eq!(parse_info("application/dtmf", b"5").unwrap().digit, d('5'));
-        assert_eq!(parse_info("application/dtmf", b" 11\r\n").unwrap().digit, d('#'));
+        assert_eq!(
+            parse_info("application/dtmf", b" 11\r\n").unwrap().digit,
+            d('#')
+        );
         assert_eq!(parse_info("application/dtmf", b"d").unwrap().digit, d('D'));
     }
 
@@ -111,7 +157,11 @@ mod tests {
             ("application/dtmf-relay", b"Duration=160", MissingSignal),
             ("application/dtmf-relay", b"Signal=55\r\n", BadSignal),
             ("application/dtmf-relay", b"Signal=X", BadSignal),
-            ("application/dtmf-relay", b"Signal=7\r\nDuration=-4", BadDuration),
+            (
+                "application/dtmf-relay",
+                b"Signal=7\r\nDuration=-4",
+                BadDuration,
+            ),
             ("application/dtmf-relay", &[0xff, 0xfe], NotUtf8),
             ("application/dtmf", b"", BadSignal),
             ("application/dtmf", b"16", BadSignal),
@@ -127,7 +177,9 @@ mod tests {
         let mut x = 1u32;
         for n in 0..3000usize {
             x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
-            let body: Vec<u8> = (0..n % 40).map(|i| (x.rotate_left(i as u32) & 0xff) as u8).collect();
+            let body: Vec<u8> = (0..n % 40)
+                .map(|i| (x.rotate_left(i as u32) & 0xff) as u8)
+                .collect();
             let _ = parse_info("application/dtmf-relay", &body);
             let _ = parse_info("application/dtmf", &body);
         }

@@ -79,7 +79,8 @@ impl Sig {
         let start = self.t();
         for i in 0..ms(d_ms) {
             let t = (start + i) as f64 / 8000.0;
-            self.s.push(ar * (2.0 * PI * fr * t).sin() + ac * (2.0 * PI * fc * t + 0.7).sin());
+            self.s
+                .push(ar * (2.0 * PI * fr * t).sin() + ac * (2.0 * PI * fc * t + 0.7).sin());
         }
         self.tones.push(start..self.t());
         self

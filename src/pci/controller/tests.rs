@@ -14,7 +14,10 @@ fn d(c: char) -> Digit {
 
 impl T {
     fn new(cfg: PciConfig) -> T {
-        T { base: Instant::now(), c: PauseController::new(cfg) }
+        T {
+            base: Instant::now(),
+            c: PauseController::new(cfg),
+        }
     }
     fn at(&self, ms: u64) -> Instant {
         self.base + Duration::from_millis(ms)
@@ -38,7 +41,8 @@ impl T {
         self.run_to(start);
         self.c.digit_started(self.at(start), leg, Source::Rfc4733);
         self.run_to(start + dur);
-        self.c.digit_ended(self.at(start + dur), leg, Source::Rfc4733, d(key));
+        self.c
+            .digit_ended(self.at(start + dur), leg, Source::Rfc4733, d(key));
     }
     fn events(&mut self) -> Vec<PauseEvent> {
         std::iter::from_fn(|| self.c.poll_event()).collect()
@@ -46,7 +50,14 @@ impl T {
     fn ended(&mut self) -> Vec<(u64, u64, Trigger, Resume, u16)> {
         let mut v = Vec::new();
         for e in self.events() {
-            if let PauseEvent::PauseEnded { started, at, trigger, resumed_by, digits } = e {
+            if let PauseEvent::PauseEnded {
+                started,
+                at,
+                trigger,
+                resumed_by,
+                digits,
+            } = e
+            {
                 v.push((self.ms(started), self.ms(at), trigger, resumed_by, digits));
             }
         }
@@ -60,13 +71,30 @@ fn cfg() -> PciConfig {
 
 #[test]
 fn trigger_codes_are_stable() {
-    for (t, c) in [(Trigger::AgentKeys, 1), (Trigger::Api, 2), (Trigger::CallerDigits, 3), (Trigger::Uncertain, 4)] {
+    for (t, c) in [
+        (Trigger::AgentKeys, 1),
+        (Trigger::Api, 2),
+        (Trigger::CallerDigits, 3),
+        (Trigger::Uncertain, 4),
+    ] {
         assert_eq!(t.code(), c);
         assert_eq!(Trigger::from_code(c), Some(t));
     }
     assert_eq!(Trigger::from_code(0), None);
-    let e = PauseEvent::PauseEnded { started: Instant::now(), at: Instant::now(), trigger: Trigger::Api, resumed_by: Resume::Api, digits: 3 };
-    assert_eq!(e.gap_kind(), Some(GapKind::Pause { trigger: 2, digits: 3 }));
+    let e = PauseEvent::PauseEnded {
+        started: Instant::now(),
+        at: Instant::now(),
+        trigger: Trigger::Api,
+        resumed_by: Resume::Api,
+        digits: 3,
+    };
+    assert_eq!(
+        e.gap_kind(),
+        Some(GapKind::Pause {
+            trigger: 2,
+            digits: 3
+        })
+    );
 }
 
 #[test]
@@ -79,9 +107,18 @@ fn auto_pause_starts_before_the_tone_and_hash_resumes_after_it() {
     t.key(Leg::Caller, '#', 1400, 80);
     // `#` ends at 1480; resume at 1480 + guard.
     t.run_to(1579);
-    assert_eq!(t.c.state(), PauseState::Paused { since: t.at(960), trigger: Trigger::CallerDigits });
+    assert_eq!(
+        t.c.state(),
+        PauseState::Paused {
+            since: t.at(960),
+            trigger: Trigger::CallerDigits
+        }
+    );
     t.run_to(1580);
-    assert_eq!(t.ended(), vec![(960, 1580, Trigger::CallerDigits, Resume::Hash, 2)]);
+    assert_eq!(
+        t.ended(),
+        vec![(960, 1580, Trigger::CallerDigits, Resume::Hash, 2)]
+    );
     assert!(t.c.is_paused_at(t.at(1579)));
     assert!(!t.c.is_paused_at(t.at(1580)));
 }
@@ -117,7 +154,10 @@ fn max_pause() {
     t.c.api_pause(t.at(1000)).unwrap();
     assert_eq!(t.c.poll_timeout(), Some(t.at(6000)));
     t.run_to(10_000);
-    assert_eq!(t.ended(), vec![(1000, 6000, Trigger::Api, Resume::MaxPause, 0)]);
+    assert_eq!(
+        t.ended(),
+        vec![(1000, 6000, Trigger::Api, Resume::MaxPause, 0)]
+    );
 }
 
 #[test]
@@ -130,13 +170,19 @@ fn digit_count_rule_counts_16_plus_3() {
         t.key(Leg::Caller, k, ms, 70);
         ms += if i == 15 { 3000 } else { 150 };
         if i < 18 {
-            assert!(matches!(t.c.state(), PauseState::Paused { .. }), "digit {i}");
+            assert!(
+                matches!(t.c.state(), PauseState::Paused { .. }),
+                "digit {i}"
+            );
         }
     }
     t.run_to(ms + 1000);
     let e = t.ended();
     assert_eq!(e.len(), 1);
-    assert_eq!((e[0].2, e[0].3, e[0].4), (Trigger::CallerDigits, Resume::DigitCount, 19));
+    assert_eq!(
+        (e[0].2, e[0].3, e[0].4),
+        (Trigger::CallerDigits, Resume::DigitCount, 19)
+    );
 }
 
 #[test]
@@ -148,13 +194,22 @@ fn agent_sequences_pause_and_resume_and_are_not_counted() {
     // Agent keying a possible sequence: held (fail closed) but not yet paused.
     assert!(matches!(t.c.state(), PauseState::Holding { .. }));
     t.key(Leg::Agent, '1', 1150, 80);
-    assert_eq!(t.c.state(), PauseState::Paused { since: t.at(960), trigger: Trigger::AgentKeys });
+    assert_eq!(
+        t.c.state(),
+        PauseState::Paused {
+            since: t.at(960),
+            trigger: Trigger::AgentKeys
+        }
+    );
     t.key(Leg::Caller, '5', 2000, 80);
     t.key(Leg::Caller, '6', 2200, 80);
     t.key(Leg::Agent, '*', 3000, 80);
     t.key(Leg::Agent, '2', 3150, 80);
     t.run_to(4000);
-    assert_eq!(t.ended(), vec![(960, 3330, Trigger::AgentKeys, Resume::AgentKeys, 2)]);
+    assert_eq!(
+        t.ended(),
+        vec![(960, 3330, Trigger::AgentKeys, Resume::AgentKeys, 2)]
+    );
 }
 
 #[test]
@@ -183,10 +238,19 @@ fn uncertain_energy_cancelled_in_time_leaves_no_trace_else_fails_closed() {
     // Energy that lasts past the decision deadline becomes an Uncertain pause.
     t.c.suspect(t.at(5000), Leg::Caller);
     t.run_to(6000);
-    assert_eq!(t.c.state(), PauseState::Paused { since: t.at(4960), trigger: Trigger::Uncertain });
+    assert_eq!(
+        t.c.state(),
+        PauseState::Paused {
+            since: t.at(4960),
+            trigger: Trigger::Uncertain
+        }
+    );
     t.c.suspect_cleared(t.at(6000), Leg::Caller);
     t.run_to(7000);
-    assert_eq!(t.ended(), vec![(4960, 6100, Trigger::Uncertain, Resume::Cleared, 0)]);
+    assert_eq!(
+        t.ended(),
+        vec![(4960, 6100, Trigger::Uncertain, Resume::Cleared, 0)]
+    );
 }
 
 #[test]
@@ -209,7 +273,10 @@ fn is_paused_at_over_several_spans_and_bounded() {
     t.c.api_resume(t.at(200)).unwrap();
     t.c.api_pause(t.at(300)).unwrap();
     t.c.api_resume(t.at(400)).unwrap();
-    let paused: Vec<bool> = [50, 100, 150, 200, 250, 300, 399, 400].iter().map(|&m| t.c.is_paused_at(t.at(m))).collect();
+    let paused: Vec<bool> = [50, 100, 150, 200, 250, 300, 399, 400]
+        .iter()
+        .map(|&m| t.c.is_paused_at(t.at(m)))
+        .collect();
     assert_eq!(paused, [false, true, true, false, false, true, true, false]);
 }
 
@@ -237,11 +304,21 @@ fn two_sources_for_one_press_count_once_and_info_works() {
     t.c.digit_started(t.at(1010), Leg::Caller, Source::Rfc4733);
     t.c.digit_ended(t.at(1080), Leg::Caller, Source::Rfc4733, d('9'));
     t.c.digit_ended(t.at(1090), Leg::Caller, Source::InBand, d('9'));
-    t.c.handle_info(t.at(1500), Leg::Caller, crate::pci::InfoDigit { digit: d('8'), duration: Duration::from_millis(160) });
+    t.c.handle_info(
+        t.at(1500),
+        Leg::Caller,
+        crate::pci::InfoDigit {
+            digit: d('8'),
+            duration: Duration::from_millis(160),
+        },
+    );
     t.c.api_resume(t.at(1600)).unwrap();
     t.run_to(3000);
     // Resume waits for the INFO key's duration (1660) + guard.
-    assert_eq!(t.ended(), vec![(960, 1760, Trigger::CallerDigits, Resume::Api, 2)]);
+    assert_eq!(
+        t.ended(),
+        vec![(960, 1760, Trigger::CallerDigits, Resume::Api, 2)]
+    );
 }
 
 #[test]
@@ -249,13 +326,19 @@ fn finish_closes_a_pause_and_idle_resume() {
     let mut t = T::new(cfg());
     t.key(Leg::Caller, '1', 1000, 50);
     t.c.finish(t.at(2000));
-    assert_eq!(t.ended(), vec![(960, 2000, Trigger::CallerDigits, Resume::Hangup, 1)]);
+    assert_eq!(
+        t.ended(),
+        vec![(960, 2000, Trigger::CallerDigits, Resume::Hangup, 1)]
+    );
     let mut c = cfg();
     c.resume_after_idle = Some(Duration::from_secs(4));
     let mut t = T::new(c);
     t.key(Leg::Caller, '1', 1000, 50);
     t.run_to(10_000);
-    assert_eq!(t.ended(), vec![(960, 5050, Trigger::CallerDigits, Resume::Idle, 1)]);
+    assert_eq!(
+        t.ended(),
+        vec![(960, 5050, Trigger::CallerDigits, Resume::Idle, 1)]
+    );
     assert_eq!(DigitSeq::parse("*1").map(|s| s.len()), Some(2));
 }
 
@@ -273,7 +356,11 @@ fn arbitrary_input_sequences_never_panic_and_spans_stay_consistent() {
         let mut ms = 0u64;
         for _ in 0..200 {
             ms += next() % 300;
-            let leg = if next() % 2 == 0 { Leg::Caller } else { Leg::Agent };
+            let leg = if next() % 2 == 0 {
+                Leg::Caller
+            } else {
+                Leg::Agent
+            };
             let src = Source::ALL[(next() % 3) as usize];
             let dg = Digit::from_event((next() % 16) as u8).unwrap();
             let at = t.at(ms.saturating_sub(next() % 60));

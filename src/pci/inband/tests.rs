@@ -46,7 +46,12 @@ fn all_sixteen_keys_with_50ms_tones_and_50ms_gaps() {
 #[test]
 fn tones_starting_mid_frame_at_every_offset() {
     for lead in (0..160).step_by(7) {
-        let sig = Sig::new().silence(lead as f64 / 8.0).dtmf('5', 50.0).silence(50.0).dtmf('5', 50.0).silence(60.0);
+        let sig = Sig::new()
+            .silence(lead as f64 / 8.0)
+            .dtmf('5', 50.0)
+            .silence(50.0)
+            .dtmf('5', 50.0)
+            .silence(60.0);
         let evs = run(&sig.pcm());
         assert_eq!(digits(&evs), keyed("55"), "lead {lead} samples");
         // Every event order: S + - C per digit; times bracket the real tone.
@@ -54,9 +59,18 @@ fn tones_starting_mid_frame_at_every_offset() {
         assert_eq!(kinds, "S+-CS+-C", "lead {lead}");
         for (i, tone) in sig.tones.iter().enumerate() {
             let e = &evs[i * 4..i * 4 + 4];
-            assert!(e[0].1 <= tone.start as i64, "suspect after onset, lead {lead}: {e:?} {tone:?}");
-            assert!(e[1].1 <= tone.start as i64, "start after onset, lead {lead}");
-            assert!(e[2].1 >= tone.end as i64, "end before tone end, lead {lead}");
+            assert!(
+                e[0].1 <= tone.start as i64,
+                "suspect after onset, lead {lead}: {e:?} {tone:?}"
+            );
+            assert!(
+                e[1].1 <= tone.start as i64,
+                "start after onset, lead {lead}"
+            );
+            assert!(
+                e[2].1 >= tone.end as i64,
+                "end before tone end, lead {lead}"
+            );
             assert!(e[3].1 >= e[2].1);
         }
     }
@@ -77,7 +91,13 @@ fn minimum_duration_40ms_accepted_20ms_rejected_at_any_alignment() {
 
 #[test]
 fn twist_limits() {
-    let one = |row: f64, col: f64| digits(&run(&Sig::new().silence(10.0).dtmf_levels('9', 60.0, row, col).silence(60.0).pcm()));
+    let one = |row: f64, col: f64| {
+        digits(&run(&Sig::new()
+            .silence(10.0)
+            .dtmf_levels('9', 60.0, row, col)
+            .silence(60.0)
+            .pcm()))
+    };
     // Normal twist (row louder): +7 dB accepted, +10 dB rejected.
     assert_eq!(one(-6.0, -13.0), keyed("9"));
     assert!(one(-6.0, -16.0).is_empty());
@@ -88,7 +108,13 @@ fn twist_limits() {
 
 #[test]
 fn level_limits() {
-    let one = |lvl: f64| run(&Sig::new().silence(10.0).dtmf_levels('0', 80.0, lvl, lvl).silence(60.0).pcm());
+    let one = |lvl: f64| {
+        run(&Sig::new()
+            .silence(10.0)
+            .dtmf_levels('0', 80.0, lvl, lvl)
+            .silence(60.0)
+            .pcm())
+    };
     assert_eq!(digits(&one(-24.0)), keyed("0"));
     let weak = one(-31.0);
     assert!(digits(&weak).is_empty(), "{weak:?}");
@@ -99,15 +125,27 @@ fn level_limits() {
 
 #[test]
 fn tone_in_noise_and_a_short_dropout_is_one_digit() {
-    let sig = Sig::new().silence(20.0).dtmf('3', 80.0).silence(60.0).plus_noise(-40.0, 7);
+    let sig = Sig::new()
+        .silence(20.0)
+        .dtmf('3', 80.0)
+        .silence(60.0)
+        .plus_noise(-40.0, 7);
     assert_eq!(digits(&run(&sig.pcm())), keyed("3"));
-    let sig = Sig::new().silence(20.0).dtmf('3', 60.0).silence(8.0).dtmf('3', 60.0).silence(80.0);
+    let sig = Sig::new()
+        .silence(20.0)
+        .dtmf('3', 60.0)
+        .silence(8.0)
+        .dtmf('3', 60.0)
+        .silence(80.0);
     assert_eq!(digits(&run(&sig.pcm())), keyed("3"));
 }
 
 fn assert_no_digits(name: &str, sig: &Sig) -> usize {
     let evs = run(&sig.pcm());
-    assert!(!evs.iter().any(|e| e.0 == '+' || e.0 == '-'), "{name}: {evs:?}");
+    assert!(
+        !evs.iter().any(|e| e.0 == '+' || e.0 == '-'),
+        "{name}: {evs:?}"
+    );
     evs.iter().filter(|e| e.0 == 'S').count()
 }
 
@@ -120,7 +158,10 @@ fn no_false_digits_on_speech() {
     // Two minutes of (very tonal, noise-free) voiced sweeps: suspicion, not acceptance, is
     // allowed but must stay rare (about one per 6 s here): each costs a provisional hold that is
     // cancelled before the delayed recording path reaches it (see the controller simulation).
-    assert!(suspects <= 24, "{suspects} suspect episodes in 120 s of speech");
+    assert!(
+        suspects <= 24,
+        "{suspects} suspect episodes in 120 s of speech"
+    );
 }
 
 #[test]
@@ -134,7 +175,10 @@ fn no_false_digits_on_music_tones_and_noise() {
     assert_no_digits("music", &music);
     assert_no_digits("1 kHz", &Sig::new().sine(1000.0, 2000.0, -10.0));
     assert_no_digits("941 Hz alone", &Sig::new().sine(941.0, 2000.0, -10.0));
-    assert_eq!(assert_no_digits("white noise", &Sig::new().noise(10_000.0, -10.0, 3)), 0);
+    assert_eq!(
+        assert_no_digits("white noise", &Sig::new().noise(10_000.0, -10.0, 3)),
+        0
+    );
     assert_eq!(assert_no_digits("silence", &Sig::new().silence(1000.0)), 0);
 }
 
@@ -161,4 +205,3 @@ fn arbitrary_frame_sizes_and_reset() {
     det.reset();
     assert!(det.poll_event().is_none());
 }
-
