@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod ids;
 pub mod media;
+pub mod pci;
 pub mod pii;
 pub mod recording;
 pub mod serve;

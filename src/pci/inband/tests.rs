@@ -1,0 +1,207 @@
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::pci::testsig::{Sig, speech};
+
+/// Runs `samples` through a detector in 160-sample frames; events with times as sample indices.
+fn run(samples: &[i16]) -> Vec<(char, i64, Option<Digit>)> {
+    let base = Instant::now();
+    let mut det = InbandDetector::new();
+    let mut out = Vec::new();
+    for (k, frame) in samples.chunks(160).enumerate() {
+        det.push_frame(base + Duration::from_millis(20 * k as u64), frame);
+        while let Some(ev) = det.poll_event() {
+            let idx = |t: Instant| (t.duration_since(base).as_nanos() / 125_000) as i64;
+            out.push(match ev {
+                InbandEvent::Suspect { at } => ('S', idx(at), None),
+                InbandEvent::SuspectCleared { at } => ('C', idx(at), None),
+                InbandEvent::ToneStart { at } => ('+', idx(at), None),
+                InbandEvent::ToneEnd { at, digit } => ('-', idx(at), Some(digit)),
+            });
+        }
+    }
+    assert_eq!(det.dropped_events(), 0);
+    out
+}
+
+fn digits(evs: &[(char, i64, Option<Digit>)]) -> Vec<Digit> {
+    evs.iter().filter_map(|e| e.2).collect()
+}
+
+fn keyed(keys: &str) -> Vec<Digit> {
+    keys.chars().map(|c| Digit::from_char(c).unwrap()).collect()
+}
+
+#[test]
+fn all_sixteen_keys_with_50ms_tones_and_50ms_gaps() {
+    let keys = "123A456B789C*0#D";
+    let mut sig = Sig::new().silence(30.0);
+    for k in keys.chars() {
+        sig = sig.dtmf(k, 50.0).silence(50.0);
+    }
+    let evs = run(&sig.pcm());
+    assert_eq!(digits(&evs), keyed(keys));
+}
+
+#[test]
+fn tones_starting_mid_frame_at_every_offset() {
+    for lead in (0..160).step_by(7) {
+        let sig = Sig::new()
+            .silence(lead as f64 / 8.0)
+            .dtmf('5', 50.0)
+            .silence(50.0)
+            .dtmf('5', 50.0)
+            .silence(60.0);
+        let evs = run(&sig.pcm());
+        assert_eq!(digits(&evs), keyed("55"), "lead {lead} samples");
+        // Every event order: S + - C per digit; times bracket the real tone.
+        let kinds: String = evs.iter().map(|e| e.0).collect();
+        assert_eq!(kinds, "S+-CS+-C", "lead {lead}");
+        for (i, tone) in sig.tones.iter().enumerate() {
+            let e = &evs[i * 4..i * 4 + 4];
+            assert!(
+                e[0].1 <= tone.start as i64,
+                "suspect after onset, lead {lead}: {e:?} {tone:?}"
+            );
+            assert!(
+                e[1].1 <= tone.start as i64,
+                "start after onset, lead {lead}"
+            );
+            assert!(
+                e[2].1 >= tone.end as i64,
+                "end before tone end, lead {lead}"
+            );
+            assert!(e[3].1 >= e[2].1);
+        }
+    }
+}
+
+#[test]
+fn minimum_duration_40ms_accepted_20ms_rejected_at_any_alignment() {
+    for lead in 0..106 {
+        let pre = lead as f64 / 8.0;
+        let long = Sig::new().silence(pre).dtmf('8', 40.0).silence(80.0);
+        assert_eq!(digits(&run(&long.pcm())), keyed("8"), "40 ms, lead {lead}");
+        let short = Sig::new().silence(pre).dtmf('8', 20.0).silence(80.0);
+        let evs = run(&short.pcm());
+        assert!(digits(&evs).is_empty(), "20 ms accepted, lead {lead}");
+        assert!(!evs.iter().any(|e| e.0 == '+'), "lead {lead}");
+    }
+}
+
+#[test]
+fn twist_limits() {
+    let one = |row: f64, col: f64| {
+        digits(&run(&Sig::new()
+            .silence(10.0)
+            .dtmf_levels('9', 60.0, row, col)
+            .silence(60.0)
+            .pcm()))
+    };
+    // Normal twist (row louder): +7 dB accepted, +10 dB rejected.
+    assert_eq!(one(-6.0, -13.0), keyed("9"));
+    assert!(one(-6.0, -16.0).is_empty());
+    // Reverse twist (column louder): 3 dB accepted, 6 dB rejected.
+    assert_eq!(one(-9.0, -6.0), keyed("9"));
+    assert!(one(-12.0, -6.0).is_empty());
+}
+
+#[test]
+fn level_limits() {
+    let one = |lvl: f64| {
+        run(&Sig::new()
+            .silence(10.0)
+            .dtmf_levels('0', 80.0, lvl, lvl)
+            .silence(60.0)
+            .pcm())
+    };
+    assert_eq!(digits(&one(-24.0)), keyed("0"));
+    let weak = one(-31.0);
+    assert!(digits(&weak).is_empty(), "{weak:?}");
+    // Too weak to accept, but still DTMF-like: reported as suspect so the recorder stays safe.
+    assert_eq!(weak.first().map(|e| e.0), Some('S'));
+    assert!(run(&Sig::new().dtmf_levels('0', 80.0, -50.0, -50.0).pcm()).is_empty());
+}
+
+#[test]
+fn tone_in_noise_and_a_short_dropout_is_one_digit() {
+    let sig = Sig::new()
+        .silence(20.0)
+        .dtmf('3', 80.0)
+        .silence(60.0)
+        .plus_noise(-40.0, 7);
+    assert_eq!(digits(&run(&sig.pcm())), keyed("3"));
+    let sig = Sig::new()
+        .silence(20.0)
+        .dtmf('3', 60.0)
+        .silence(8.0)
+        .dtmf('3', 60.0)
+        .silence(80.0);
+    assert_eq!(digits(&run(&sig.pcm())), keyed("3"));
+}
+
+fn assert_no_digits(name: &str, sig: &Sig) -> usize {
+    let evs = run(&sig.pcm());
+    assert!(
+        !evs.iter().any(|e| e.0 == '+' || e.0 == '-'),
+        "{name}: {evs:?}"
+    );
+    evs.iter().filter(|e| e.0 == 'S').count()
+}
+
+#[test]
+fn no_false_digits_on_speech() {
+    let mut suspects = 0;
+    for seed in 1..=12 {
+        suspects += assert_no_digits("speech", &speech(10_000.0, seed));
+    }
+    // Two minutes of (very tonal, noise-free) voiced sweeps: suspicion, not acceptance, is
+    // allowed but must stay rare (about one per 6 s here): each costs a provisional hold that is
+    // cancelled before the delayed recording path reaches it (see the controller simulation).
+    assert!(
+        suspects <= 24,
+        "{suspects} suspect episodes in 120 s of speech"
+    );
+}
+
+#[test]
+fn no_false_digits_on_music_tones_and_noise() {
+    // C major, A minor, and F5 + D6 (close to 697 + 1209 Hz) as harmonic-rich notes.
+    let music = Sig::new()
+        .chord(&[523.25, 659.26, 783.99, 1046.5], 1500.0, -10.0)
+        .chord(&[440.0, 523.25, 659.26], 1500.0, -10.0)
+        .chord(&[698.46, 1174.66], 1500.0, -8.0)
+        .chord(&[698.46, 1244.51], 1500.0, -8.0);
+    assert_no_digits("music", &music);
+    assert_no_digits("1 kHz", &Sig::new().sine(1000.0, 2000.0, -10.0));
+    assert_no_digits("941 Hz alone", &Sig::new().sine(941.0, 2000.0, -10.0));
+    assert_eq!(
+        assert_no_digits("white noise", &Sig::new().noise(10_000.0, -10.0, 3)),
+        0
+    );
+    assert_eq!(assert_no_digits("silence", &Sig::new().silence(1000.0)), 0);
+}
+
+#[test]
+fn arbitrary_frame_sizes_and_reset() {
+    let sig = Sig::new().silence(5.0).keys("47");
+    let pcm = sig.pcm();
+    let base = Instant::now();
+    let mut det = InbandDetector::new();
+    let mut n = 0usize;
+    let mut got = Vec::new();
+    for (i, chunk) in pcm.chunks(37).enumerate() {
+        det.push_frame(base + Duration::from_nanos(n as u64 * 125_000), chunk);
+        n += chunk.len();
+        let _ = i;
+        while let Some(ev) = det.poll_event() {
+            if let InbandEvent::ToneEnd { digit, .. } = ev {
+                got.push(digit);
+            }
+        }
+    }
+    assert_eq!(got, keyed("47"));
+    det.push_frame(base, &[]);
+    det.reset();
+    assert!(det.poll_event().is_none());
+}
