@@ -36,8 +36,9 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub call: CallConfig,
     pub portal: PortalConfig,
+    /// Keypad protection: pause triggers, masking, timing.
+    pub pci: crate::pci::PciConfig,
     /// Parsed for forward compatibility; enforced by later features.
-    pub pci: toml::Table,
     pub retention: toml::Table,
 }
 
@@ -355,7 +356,8 @@ impl Config {
                 )?,
             },
             portal: PortalConfig { listen: portal_listen },
-            pci: raw.pci,
+            pci: crate::pci::PciConfig::from_table(&raw.pci)
+                .map_err(|e| invalid(&format!("pci.{}", e.key), e.message))?,
             retention: raw.retention,
         })
     }
@@ -441,6 +443,16 @@ mod tests {
         // Unknown keys are typos, not silently ignored.
         let e = parse("[sip]\nlisen = \"0.0.0.0:5060\"").unwrap_err().to_string();
         assert!(e.contains("lisen") && e.contains("test.toml"), "{e}");
+    }
+
+    #[test]
+    fn pci_keys_are_checked() {
+        let c = parse("[pci]\npause_digits = \"*1\"\nmax_pause = \"5m\"").unwrap();
+        assert_eq!(c.pci.max_pause, Duration::from_secs(300));
+        let e = parse("[pci]\nmax_pause = \"soon\"").unwrap_err().to_string();
+        assert!(e.contains("pci.max_pause") && e.contains("test.toml"), "{e}");
+        let e = parse("[pci]\npause_digit = \"*1\"").unwrap_err().to_string();
+        assert!(e.contains("pci.pause_digit"), "{e}");
     }
 
     #[test]

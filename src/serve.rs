@@ -142,7 +142,11 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         ports: PortPool::new(config.media.rtp_ports.0, config.media.rtp_ports.1),
         bind_ip,
         handles: HashMap::new(),
-        settings: MediaSettings { timeout: config.media.timeout, reorder_window: Duration::from_millis(60) },
+        settings: MediaSettings {
+            timeout: config.media.timeout,
+            pci: config.pci.clone(),
+            reorder_window: Duration::from_millis(60),
+        },
         events: media_tx,
         storage,
         store,

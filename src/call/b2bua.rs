@@ -506,11 +506,30 @@ impl<H: MediaHost> B2bua<H> {
                 self.feed(&id, Input::Bye(leg));
             }
             Method::Invite => self.reinvite(id, leg, key, req),
-            Method::Info | Method::Options | Method::Update | Method::Notify => {
-                // INFO (DTMF relay) is consumed here until keypad protection handles it; never
-                // forwarded, so no digit reaches the agent by this path.
-                self.respond(&key, &req, 200, None, None)
+            Method::Info => {
+                // DTMF by SIP INFO goes to keypad protection and is never forwarded: no digit
+                // reaches the other leg (or a log) by this path.
+                let ct = req
+                    .headers
+                    .iter()
+                    .find_map(|h| match h {
+                        Header::ContentType(ct) => Some(ct.value().to_string()),
+                        _ => None,
+                    })
+                    .unwrap_or_default();
+                match crate::pci::sipinfo::parse_info(&ct, &req.body) {
+                    Ok(digit) => {
+                        self.host.command(&id, MediaCmd::Info { leg, digit });
+                        self.respond(&key, &req, 200, None, None)
+                    }
+                    // Other INFO packages (or none) are acknowledged and ignored.
+                    Err(crate::pci::sipinfo::InfoError::UnsupportedContentType) => {
+                        self.respond(&key, &req, 200, None, None)
+                    }
+                    Err(_) => self.respond(&key, &req, 400, None, None),
+                }
             }
+            Method::Options | Method::Update | Method::Notify => self.respond(&key, &req, 200, None, None),
             _ => self.respond(&key, &req, 405, None, None),
         }
     }
@@ -674,6 +693,7 @@ impl<H: MediaHost> B2bua<H> {
                 r.agent_packets = report.agent_packets as i64;
                 r.caller_lost = report.caller_lost as i64;
                 r.agent_lost = report.agent_lost as i64;
+                r.pauses = report.pauses;
                 if let Some(rec) = report.recording {
                     r.recording_state = rec.state.into();
                     r.recording_error = rec.error;

@@ -21,11 +21,17 @@ use crate::media::announcement::{Announcement, AnnouncementPlayer};
 use crate::media::g711::G711;
 use crate::media::rtp::{self, RtpPacket};
 use crate::media::track::{RecordTrack, TrackOutput};
+use crate::pci::delay::DelayLine;
+use crate::pci::inband::InbandDetector;
+use crate::pci::mask::{self, MaskStyle, Masker, PacketAction, PacketKind};
+use crate::pci::rfc4733::EventTracker;
+use crate::pci::sipinfo::InfoDigit;
+use crate::pci::{PauseController, PauseEvent, PciConfig};
 use crate::recording::container::{EndReason, GapKind, Header};
 use crate::recording::keys::{Dek, WrappedDek};
 use crate::recording::storage::Storage;
 use crate::recording::writer::RecordingWriter;
-use crate::store::{RecordingRow, Store};
+use crate::store::{PauseSpan, RecordingRow, Store};
 
 /// Even RTP ports (RTCP on the odd port above) handed out round-robin.
 #[derive(Debug)]
@@ -181,6 +187,8 @@ pub enum MediaCmd {
     PlayAnnouncement(Arc<Announcement>),
     PlayRingback,
     Bridge { recording: Option<Box<RecordingPlan>> },
+    /// A DTMF digit a leg sent by SIP INFO (consumed by keypad protection, never logged).
+    Info { leg: Leg, digit: InfoDigit },
     Stop { reason: EndReason },
 }
 
@@ -200,7 +208,10 @@ pub struct MediaReport {
     pub agent_packets: u64,
     pub agent_lost: u64,
     pub recording: Option<RecordingResult>,
+    /// Keypad-protection pauses, in order (counts and times only: never digits).
+    pub pauses: Vec<PauseSpan>,
 }
+
 
 #[derive(Debug, Clone)]
 pub struct RecordingResult {
@@ -226,6 +237,8 @@ pub struct MediaHandle {
 #[derive(Clone, Debug)]
 pub struct MediaSettings {
     pub timeout: Duration,
+    /// Keypad protection (pause triggers, masking, delay line).
+    pub pci: PciConfig,
     /// How long the reorder buffer waits for a missing packet before declaring it lost.
     pub reorder_window: Duration,
 }
@@ -297,7 +310,65 @@ struct MediaTask {
     recorder: Option<Recorder>,
     /// Loss counted by the tracks even when not recording.
     tracks: Option<[RecordTrack; 2]>,
+    /// Keypad protection, from the bridge on.
+    pci: Option<Pci>,
     send_buf: Vec<u8>,
+}
+
+/// A packet waiting in the recording delay line.
+struct Delayed {
+    ssrc: Ssrc,
+    seq: u16,
+    ts: u32,
+    payload: Vec<u8>,
+}
+
+/// Keypad protection state of one call: detectors per leg, the pause controller, the delay line
+/// that gives the controller time to decide before audio reaches the recording, the masker.
+struct Pci {
+    ctl: PauseController,
+    det: [InbandDetector; 2],
+    trk: [EventTracker; 2],
+    delay: DelayLine<Delayed>,
+    masker: Masker,
+    pcm: Vec<i16>,
+    spans: Vec<PauseSpan>,
+    /// Audio that could not be delayed (queue full) is dropped, never recorded undelayed.
+    overflow: u64,
+}
+
+impl Pci {
+    fn new(cfg: &PciConfig, codec: G711) -> Pci {
+        Pci {
+            delay: DelayLine::for_frames(cfg.delay),
+            ctl: PauseController::new(cfg.clone()),
+            det: [InbandDetector::new(), InbandDetector::new()],
+            trk: [EventTracker::new(), EventTracker::new()],
+            masker: Masker::new(codec, MaskStyle::ComfortNoise),
+            pcm: Vec::with_capacity(320),
+            spans: Vec::new(),
+            overflow: 0,
+        }
+    }
+
+    /// Runs the detectors on one packet of `leg`.
+    fn detect(&mut self, now: Instant, leg: Leg, codec: G711, p: &RtpPacket<'_>, is_event: bool) {
+        self.ctl.handle_timeout(now);
+        let i = idx(leg);
+        if is_event {
+            let _ = self.trk[i].handle_packet(now, p.timestamp(), p.marker(), p.payload());
+            while let Some(ev) = self.trk[i].poll_event() {
+                self.ctl.handle_rfc4733(leg, ev);
+            }
+        } else {
+            self.pcm.clear();
+            self.pcm.extend(p.payload().iter().map(|b| codec.decode(*b)));
+            self.det[i].push_frame(now, &self.pcm);
+            while let Some(ev) = self.det[i].poll_event() {
+                self.ctl.handle_inband(leg, ev);
+            }
+        }
+    }
 }
 
 fn idx(leg: Leg) -> usize {
@@ -332,6 +403,7 @@ impl MediaTask {
             out_ts: u32::from_be_bytes([r[6], r[7], r[8], r[9]]),
             recorder: None,
             tracks: None,
+            pci: None,
             send_buf: Vec::with_capacity(256),
         }
     }
@@ -376,10 +448,19 @@ impl MediaTask {
             Prompt::Announcement { player, .. } | Prompt::Ringback { player } => consider(player.poll_timeout()),
             Prompt::None => {}
         }
+        // With keypad protection the recording tracks run on the delayed clock.
+        let shift = self.pci.as_ref().map(|p| p.delay.delay()).unwrap_or_default();
         if let Some(rec) = &self.recorder {
             consider(rec.writer.as_ref().and_then(|w| w.poll_timeout()));
             for tr in &rec.tracks {
-                consider(tr.poll_timeout());
+                consider(tr.poll_timeout().map(|t| t + shift));
+            }
+        }
+        if let Some(pci) = &self.pci {
+            consider(pci.ctl.poll_timeout());
+            consider(pci.delay.poll_timeout());
+            for t in &pci.trk {
+                consider(t.poll_timeout());
             }
         }
         if let Some(tracks) = &self.tracks {
@@ -431,8 +512,15 @@ impl MediaTask {
                 self.last_rx = [Some(now), Some(now)];
                 let window = self.settings.reorder_window;
                 self.tracks = Some([RecordTrack::new(now, window), RecordTrack::new(now, window)]);
+                let codec = self.remote[0].map(|r| r.codec).unwrap_or(G711::Pcmu);
+                self.pci = Some(Pci::new(&self.settings.pci, codec));
                 if let Some(plan) = recording {
                     self.recorder = Some(self.start_recording(*plan, now).await);
+                }
+            }
+            MediaCmd::Info { leg, digit } => {
+                if let Some(pci) = &mut self.pci {
+                    pci.ctl.handle_info(Instant::now(), leg, digit);
                 }
             }
             MediaCmd::Stop { .. } => {}
@@ -527,17 +615,55 @@ impl MediaTask {
         if self.bridged.is_none() {
             return; // nothing crosses before the bridge, and nothing is recorded
         }
+        // Detectors see every packet before anything is forwarded or recorded.
+        let mut action = PacketAction::Pass;
+        if let Some(pci) = &mut self.pci {
+            pci.detect(now, leg, remote.codec, &p, is_event);
+            if leg == Leg::Caller && pci.ctl.config().mask_dtmf_to_agent {
+                let kind = if is_event { PacketKind::TelephoneEvent } else { PacketKind::Audio };
+                action = mask::decide(pci.ctl.mask_to_agent(now), kind);
+            }
+        }
         let other = leg.other();
         if let Some(dest) = self.latched[idx(other)].or(self.remote[idx(other)].map(|r| r.rtp)) {
-            let _ = self.socks[idx(other)].rtp.try_send_to(pkt, dest);
+            match action {
+                PacketAction::Pass => {
+                    let _ = self.socks[idx(other)].rtp.try_send_to(pkt, dest);
+                }
+                PacketAction::ReplacePayload => {
+                    // The caller is keying: the agent hears comfort noise, never the tones.
+                    let mut masked = Vec::with_capacity(p.payload().len());
+                    if let Some(pci) = &mut self.pci {
+                        pci.masker.fill(p.payload().len(), &mut masked);
+                    }
+                    self.send_buf.clear();
+                    let ok = rtp::write_rtp(&mut self.send_buf, p.marker(), p.payload_type(), p.sequence(),
+                        p.timestamp(), p.ssrc(), &masked);
+                    if ok.is_ok() {
+                        let _ = self.socks[idx(other)].rtp.try_send_to(&self.send_buf, dest);
+                    }
+                }
+                PacketAction::Drop => {}
+            }
         }
         if is_audio {
             if let Some(tracks) = &mut self.tracks {
                 tracks[idx(leg)].push(now, p.ssrc(), p.sequence(), p.timestamp(), p.payload());
             }
             if let Some(rec) = &mut self.recorder {
-                rec.tracks[idx(leg)].push(now, p.ssrc(), p.sequence(), p.timestamp(), p.payload());
-                rec.drain_tracks(now);
+                match &mut self.pci {
+                    // Through the delay line: the pause controller decides before audio is written.
+                    Some(pci) => {
+                        let d = Delayed { ssrc: p.ssrc(), seq: p.sequence(), ts: p.timestamp(), payload: p.payload().to_vec() };
+                        if pci.delay.push(now, leg, d).is_err() {
+                            pci.overflow += 1;
+                        }
+                    }
+                    None => {
+                        rec.tracks[idx(leg)].push(now, p.ssrc(), p.sequence(), p.timestamp(), p.payload());
+                        rec.drain_tracks(now, &|_, _| false);
+                    }
+                }
             }
         }
     }
@@ -600,12 +726,36 @@ impl MediaTask {
                 while t.poll(now).is_some() {}
             }
         }
+        self.pci_timeout(now);
         if let Some(rec) = &mut self.recorder {
-            rec.drain_tracks(now);
+            let (rec_now, pci) = match &self.pci {
+                Some(p) => (now.checked_sub(p.delay.delay()).unwrap_or(now), Some(&p.ctl)),
+                None => (now, None),
+            };
+            rec.drain_tracks(rec_now, &|a, b| pci.is_some_and(|c| c.overlaps_pause(a, b)));
             if let Some(w) = &mut rec.writer {
                 w.handle_timeout(now);
             }
             rec.drain_writer();
+        }
+    }
+
+    /// Keypad protection timers: controller, trackers, pause spans into the recording, and the
+    /// delay line releasing audio into the recording tracks.
+    fn pci_timeout(&mut self, now: Instant) {
+        let Some(pci) = &mut self.pci else { return };
+        for leg in [Leg::Caller, Leg::Agent] {
+            pci.trk[idx(leg)].handle_timeout(now);
+            while let Some(ev) = pci.trk[idx(leg)].poll_event() {
+                pci.ctl.handle_rfc4733(leg, ev);
+            }
+        }
+        pci.ctl.handle_timeout(now);
+        drain_pauses(pci, &mut self.recorder);
+        if let Some(rec) = &mut self.recorder {
+            while let Some((captured, leg, d)) = pci.delay.pop(now) {
+                rec.tracks[idx(leg)].push(captured, d.ssrc, d.seq, d.ts, &d.payload);
+            }
         }
     }
 
@@ -639,8 +789,23 @@ impl MediaTask {
             report.caller_lost = tracks[0].stats().lost;
             report.agent_lost = tracks[1].stats().lost;
         }
+        if let Some(pci) = &mut self.pci {
+            pci.ctl.finish(now);
+            drain_pauses(pci, &mut self.recorder);
+            if let Some(rec) = &mut self.recorder {
+                for (captured, leg, d) in pci.delay.drain_all() {
+                    rec.tracks[idx(leg)].push(captured, d.ssrc, d.seq, d.ts, &d.payload);
+                }
+            }
+            if pci.overflow > 0 {
+                tracing::warn!(call = %self.call, dropped = pci.overflow, "recording delay line overflowed; audio dropped");
+            }
+            report.pauses = std::mem::take(&mut pci.spans);
+        }
         if let Some(mut rec) = self.recorder.take() {
-            report.recording = Some(rec.finish(now, reason).await);
+            let ctl = self.pci.as_ref().map(|p| &p.ctl);
+            let paused = |a: Instant, b: Instant| ctl.is_some_and(|c| c.overlaps_pause(a, b));
+            report.recording = Some(rec.finish(now, reason, &paused).await);
         }
         let ev = MediaEvent::Finished { call: self.call.clone(), report };
         self.send_event(ev).await;
@@ -673,16 +838,28 @@ fn send_frame(
 }
 
 impl Recorder {
-    fn drain_tracks(&mut self, now: Instant) {
+    /// Moves track output into the writer; audio whose capture span is `paused` is dropped (the
+    /// pause's gap record stands for it).
+    fn drain_tracks(&mut self, now: Instant, paused: &dyn Fn(Instant, Instant) -> bool) {
         for leg in [Leg::Caller, Leg::Agent] {
             while let Some(out) = self.tracks[idx(leg)].poll(now) {
                 let Some(w) = &mut self.writer else { continue };
                 match out {
-                    TrackOutput::Audio { pos, payload } => w.push_audio(leg, pos, self.codecs[idx(leg)], &payload),
+                    TrackOutput::Audio { pos, payload } => {
+                        let from = self.start + Duration::from_micros(pos * 125);
+                        let to = from + Duration::from_micros(payload.len() as u64 * 125);
+                        if !paused(from, to) {
+                            w.push_audio(leg, pos, self.codecs[idx(leg)], &payload);
+                        }
+                    }
                     TrackOutput::Loss { from, to } => w.push_gap(leg, from, to, GapKind::Loss),
                 }
             }
         }
+    }
+
+    fn pos(&self, t: Instant) -> u64 {
+        self.tracks[0].timeline_pos(t)
     }
 
     fn drain_writer(&mut self) {
@@ -705,11 +882,11 @@ impl Recorder {
         }
     }
 
-    async fn finish(&mut self, now: Instant, reason: EndReason) -> RecordingResult {
+    async fn finish(&mut self, now: Instant, reason: EndReason, paused: &(dyn Fn(Instant, Instant) -> bool + Sync)) -> RecordingResult {
         for t in self.tracks.iter_mut() {
             t.flush(now);
         }
-        self.drain_tracks(now);
+        self.drain_tracks(now, paused);
         let audio_ms = now.duration_since(self.start).as_millis() as u64;
         let mut sha = None;
         if let Some(mut w) = self.writer.take() {
@@ -796,4 +973,35 @@ fn ringback() -> Arc<[i16]> {
         out.into()
     })
     .clone()
+}
+
+/// Ended pauses become gap records on both tracks and spans for the call record.
+fn drain_pauses(pci: &mut Pci, recorder: &mut Option<Recorder>) {
+    while let Some(ev) = pci.ctl.poll_event() {
+        let PauseEvent::PauseEnded { started, at, trigger, resumed_by, digits } = ev else { continue };
+        let wall = |t: Instant| {
+            let now_i = Instant::now();
+            let now_w = unix_ms();
+            if t <= now_i {
+                now_w - now_i.duration_since(t).as_millis() as i64
+            } else {
+                now_w + t.duration_since(now_i).as_millis() as i64
+            }
+        };
+        pci.spans.push(PauseSpan {
+            started_ms: wall(started),
+            ended_ms: wall(at),
+            trigger: trigger.as_str().into(),
+            resumed_by: resumed_by.as_str().into(),
+            digits,
+        });
+        if let (Some(rec), Some(kind)) = (recorder.as_mut(), ev.gap_kind()) {
+            let (from, to) = (rec.pos(started), rec.pos(at));
+            if let Some(w) = &mut rec.writer {
+                for leg in [Leg::Caller, Leg::Agent] {
+                    w.push_gap(leg, from, to, kind);
+                }
+            }
+        }
+    }
 }

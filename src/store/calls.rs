@@ -87,6 +87,22 @@ pub struct CallRecord {
     pub recording_sha256: Option<String>,
     pub recording_location: Option<String>,
     pub audio_ms: Option<i64>,
+    /// Keypad-protection pauses on the recording timeline (counts and times, never digits).
+    #[serde(default)]
+    pub pauses: Vec<PauseSpan>,
+}
+
+/// One paused span of a recording, for the call record and the player's timeline.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PauseSpan {
+    pub started_ms: i64,
+    pub ended_ms: i64,
+    /// `agent-keys`, `api`, `caller-digits` or `uncertain`.
+    pub trigger: String,
+    /// What ended it (`agent-keys`, `api`, `hash`, `digit-count`, `max-pause`, …, `hangup`).
+    pub resumed_by: String,
+    /// How many keys were pressed in the span (never which).
+    pub digits: u16,
 }
 
 impl CallRecord {
@@ -137,12 +153,13 @@ impl CallRecord {
             recording_sha256: None,
             recording_location: None,
             audio_ms: None,
+            pauses: Vec::new(),
         }
     }
 }
 
 /// Column order of every `calls` query; [`bind_call`] binds in exactly this order.
-const COLUMNS: [&str; 34] = [
+const COLUMNS: [&str; 35] = [
     "call_id",
     "sip_call_id",
     "direction",
@@ -177,6 +194,7 @@ const COLUMNS: [&str; 34] = [
     "recording_sha256",
     "recording_location",
     "audio_ms",
+    "pauses_json",
 ];
 
 fn select(rest: &str) -> String {
@@ -241,6 +259,8 @@ fn bind_call<'q>(q: AnyQuery<'q>, c: &'q CallRecord) -> AnyQuery<'q> {
         .bind(c.recording_sha256.as_deref())
         .bind(c.recording_location.as_deref())
         .bind(c.audio_ms)
+        // Invariant: a Vec of plain structs always serialises.
+        .bind(serde_json::to_string(&c.pauses).unwrap_or_else(|_| "[]".into()))
 }
 
 fn call_from_row(r: &AnyRow) -> Result<CallRecord, sqlx::Error> {
@@ -283,6 +303,10 @@ fn call_from_row(r: &AnyRow) -> Result<CallRecord, sqlx::Error> {
         recording_sha256: r.try_get("recording_sha256")?,
         recording_location: r.try_get("recording_location")?,
         audio_ms: r.try_get("audio_ms")?,
+        pauses: {
+            let j: Option<String> = r.try_get("pauses_json")?;
+            j.and_then(|j| serde_json::from_str(&j).ok()).unwrap_or_default()
+        },
     })
 }
 

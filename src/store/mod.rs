@@ -34,7 +34,7 @@ use sqlx::migrate::{MigrateError, Migrator};
 
 use crate::ids::{KeyId, RecordingId};
 
-pub use calls::{CallRecord, announcement_state, recording_state};
+pub use calls::{CallRecord, PauseSpan, announcement_state, recording_state};
 pub use recordings::RecordingRow;
 pub use url::Dialect;
 

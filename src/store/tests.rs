@@ -177,6 +177,22 @@ fn full_call(id: &str) -> CallRecord {
         recording_sha256: Some("cd".repeat(32)),
         recording_location: Some("recordings/2025/10/rec-0011223344556677.cgr".into()),
         audio_ms: Some(i64::MIN),
+        pauses: vec![
+            crate::store::PauseSpan {
+                started_ms: 1,
+                ended_ms: 2,
+                trigger: "caller-digits".into(),
+                resumed_by: "hash".into(),
+                digits: 19,
+            },
+            crate::store::PauseSpan {
+                started_ms: 3,
+                ended_ms: 4,
+                trigger: "api".into(),
+                resumed_by: "api".into(),
+                digits: 0,
+            },
+        ],
     }
 }
 
