@@ -112,7 +112,10 @@ pub struct CallConfig {
 
 #[derive(Debug, Clone)]
 pub struct PortalConfig {
+    /// HTTP API (and later the portal). Default `127.0.0.1:8080`.
     pub listen: SocketAddr,
+    /// Hashes of API tokens (`callgate api token create`). Default `data/api-tokens`.
+    pub api_tokens_file: PathBuf,
 }
 
 // ---- raw serde shapes: strings first, checked into the types above ----
@@ -201,6 +204,7 @@ struct RawCall {
 #[serde(deny_unknown_fields)]
 struct RawPortal {
     listen: Option<String>,
+    api_tokens_file: Option<String>,
 }
 
 /// Parses `"20ms"`, `"1s"`, `"10m"`, `"2h"`, `"183d"`, `"2y"` (365 d).
@@ -355,7 +359,10 @@ impl Config {
                     Duration::from_secs(60),
                 )?,
             },
-            portal: PortalConfig { listen: portal_listen },
+            portal: PortalConfig {
+                listen: portal_listen,
+                api_tokens_file: PathBuf::from(raw.portal.api_tokens_file.unwrap_or_else(|| "data/api-tokens".into())),
+            },
             pci: crate::pci::PciConfig::from_table(&raw.pci)
                 .map_err(|e| invalid(&format!("pci.{}", e.key), e.message))?,
             retention: raw.retention,

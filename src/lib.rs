@@ -12,6 +12,7 @@ pub mod ids;
 pub mod media;
 pub mod pci;
 pub mod pii;
+pub mod portal;
 pub mod recording;
 pub mod serve;
 pub mod sip;

@@ -20,6 +20,7 @@ use crate::call::b2bua::{B2bua, MediaHost, RecordingKeys, Setup};
 use crate::config::Config;
 use crate::ids::CallId;
 use crate::media::announcement::Announcement;
+use crate::portal::{ControlError, ControlRequest};
 use crate::media::relay::{self, MediaCmd, MediaEvent, MediaHandle, MediaSettings, PortPool, RecordingPlan, Syncer};
 use crate::recording::keys::Keyring;
 use crate::recording::storage::{DirStorage, Storage};
@@ -40,12 +41,18 @@ pub enum ServeError {
     UnsupportedStorage(String),
     #[error("internal task failed: {0}")]
     Task(String),
+    #[error("HTTP API: {0}")]
+    Portal(#[from] crate::portal::PortalError),
+    #[error("{0}")]
+    Tokens(#[from] crate::portal::tokens::TokenError),
 }
 
 /// A started gateway.
 pub struct Running {
     /// SIP address (UDP and TCP share the port).
     pub sip_addr: SocketAddr,
+    /// HTTP API address.
+    pub api_addr: SocketAddr,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<Result<(), ServeError>>,
 }
@@ -65,7 +72,7 @@ impl Running {
 /// `start`, then run until SIGINT or SIGTERM, then drain.
 pub async fn run(config: Config) -> Result<(), ServeError> {
     let running = start(config).await?;
-    tracing::info!(sip = %running.sip_addr, "callgate serving");
+    tracing::info!(sip = %running.sip_addr, api = %running.api_addr, "callgate serving");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| ServeError::Task(e.to_string()))?;
     tokio::select! {
@@ -126,8 +133,15 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     // The transport outlives the drain (BYEs and their answers still flow); it stops last.
     let (net_stop_tx, net_stop_rx) = watch::channel(false);
     let (net_tx, net_rx) = mpsc::channel(4096);
-    sockets.spawn(tcp, net_tx, config.sip.max_message_size, net_stop_rx);
+    sockets.spawn(tcp, net_tx, config.sip.max_message_size, net_stop_rx.clone());
 
+    let tokens = crate::portal::tokens::TokenSet::load(&config.portal.api_tokens_file)?;
+    if tokens.names().count() == 0 {
+        tracing::info!("no API tokens yet: the pause/resume API refuses every request (create one with `callgate api token create NAME`)");
+    }
+    let (control_tx, control_rx) = mpsc::channel(256);
+    let (api_addr, api_server) = crate::portal::bind(config.portal.listen, tokens, control_tx, net_stop_rx.clone()).await?;
+    let api_task = tokio::spawn(api_server);
     let syncer = Syncer::default();
     let syncer_run = syncer.clone();
     let (sync_stop_tx, sync_stop_rx) = watch::channel(false);
@@ -163,14 +177,15 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         base: (Instant::now(), unix_ms()),
     });
     let task = tokio::spawn(async move {
-        let result = signalling(engine, sockets, net_rx, media_rx, stop_rx, rec_tx).await;
+        let result = signalling(engine, sockets, net_rx, media_rx, control_rx, stop_rx, rec_tx).await;
         let _ = net_stop_tx.send(true);
+        let _ = api_task.await;
         let _ = sync_stop_tx.send(true);
         let _ = sync_task.await;
         let _ = rec_task.await;
         result
     });
-    Ok(Running { sip_addr, stop: stop_tx, task })
+    Ok(Running { sip_addr, api_addr, stop: stop_tx, task })
 }
 
 /// Calls left "recording" by a crash: their files lack the final chunk.
@@ -229,6 +244,7 @@ async fn signalling(
     sockets: SipSockets,
     mut net: mpsc::Receiver<NetEvent>,
     mut media: mpsc::Receiver<MediaEvent>,
+    mut control: mpsc::Receiver<ControlRequest>,
     mut stop: watch::Receiver<bool>,
     records: mpsc::Sender<CallRecord>,
 ) -> Result<(), ServeError> {
@@ -261,6 +277,9 @@ async fn signalling(
                 }
                 engine.handle_media(Instant::now(), ev);
             },
+            req = control.recv() => if let Some(req) = req {
+                engine.host_mut().control(req);
+            },
             _ = stop.changed(), if drain_deadline.is_none() => {
                 drain_deadline = Some(Instant::now() + DRAIN_GRACE);
                 engine.shutdown(Instant::now());
@@ -291,6 +310,29 @@ pub struct RelayHost {
     store: Store,
     syncer: Syncer,
     flush: Duration,
+}
+
+impl RelayHost {
+    /// An API pause/resume: straight to the call's media task (the keypad-protection controller
+    /// lives there); the answer goes back to the HTTP request without blocking signalling.
+    fn control(&mut self, req: ControlRequest) {
+        let Some(h) = self.handles.get(&req.call) else {
+            let _ = req.reply.send(Err(ControlError::UnknownCall));
+            return;
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if h.cmd.try_send(MediaCmd::Control { pause: req.pause, reply: tx }).is_err() {
+            let _ = req.reply.send(Err(ControlError::Gone));
+            return;
+        }
+        tokio::spawn(async move {
+            let r = match rx.await {
+                Ok(r) => r.map_err(ControlError::from),
+                Err(_) => Err(ControlError::Gone),
+            };
+            let _ = req.reply.send(r);
+        });
+    }
 }
 
 impl MediaHost for RelayHost {

@@ -224,7 +224,7 @@ impl World {
         let now = Instant::now();
         let mut caller_txs = Transactions::new();
         let local = Local { advertise: "127.0.0.2".parse().unwrap(), port: 5060 };
-        let uac = UacInvite::new(&local, &format!("sip:2001@{GW}"), "07700900123", udp(GW), SDP);
+        let uac = UacInvite::new(&local, &format!("sip:2001@{GW}"), "07700900123", udp(GW), SDP, vec![]);
         let invite_key = caller_txs.send_request(now, uac.invite.clone(), udp(GW));
         World {
             start: now,

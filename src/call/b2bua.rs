@@ -787,7 +787,10 @@ impl<H: MediaHost> B2bua<H> {
                 };
                 let peer = Peer { addr, transport: Transport::Udp };
                 let from_user = ctx.record.from_number.expose().to_string();
-                let uac = UacInvite::new(&local, &ctx.route.target, &from_user, peer, sdp.as_deref().unwrap_or(""));
+                // The agent's desktop or payment screen learns the call id from this header and
+                // uses it with the pause/resume API.
+                let id_header = Header::Other("X-Callgate-Call-Id".into(), id.to_string());
+                let uac = UacInvite::new(&local, &ctx.route.target, &from_user, peer, sdp.as_deref().unwrap_or(""), vec![id_header]);
                 let key = self.txs.send_request(now, uac.invite.clone(), peer);
                 self.by_sip_call_id.insert(uac.dialog.call_id.clone(), (id.clone(), Leg::Agent));
                 self.client_txs.insert(key, (id.clone(), ClientPurpose::AgentInvite));

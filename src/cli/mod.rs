@@ -16,6 +16,7 @@
 //! `Display` (never `Debug`). Nothing here prints key material, a database password (the store
 //! redacts its URL) or a full phone number outside `calls list --json`.
 
+mod api;
 mod calls;
 mod keys;
 mod recording;
@@ -77,6 +78,46 @@ pub enum Command {
     /// Key-encryption keys (the KEK file).
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Control a call in progress (through the running gateway's HTTP API).
+    #[command(subcommand)]
+    Call(CallCommand),
+    /// HTTP API administration.
+    #[command(subcommand)]
+    Api(ApiCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CallCommand {
+    /// Pause the recording (card details about to be taken). Token: --token or CALLGATE_API_TOKEN.
+    Pause {
+        /// Call id (call-…).
+        id: String,
+        #[arg(long)]
+        token: Option<String>,
+    },
+    /// Resume the recording (never mid-tone: the gateway waits for the keypad to go quiet).
+    Resume {
+        /// Call id (call-…).
+        id: String,
+        #[arg(long)]
+        token: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ApiCommand {
+    /// API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenCommand {
+    /// Create a token for a payment or CRM screen; printed once, only its hash is kept.
+    Create {
+        /// A name for the token (who uses it), e.g. `payments`.
+        name: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -178,6 +219,14 @@ pub enum CliError {
     RotateIncomplete { new_key: KeyId, failed: usize },
     #[error("gateway: {0}")]
     Serve(#[from] ServeError),
+    #[error(transparent)]
+    Token(#[from] crate::portal::tokens::TokenError),
+    #[error("no API token: pass --token or set CALLGATE_API_TOKEN (create one with `callgate api token create NAME`)")]
+    NoApiToken,
+    #[error("cannot reach the gateway's API at {addr} (is `callgate serve` running?): {source}")]
+    ApiUnreachable { addr: std::net::SocketAddr, source: std::io::Error },
+    #[error("the gateway refused ({status}): {message}")]
+    ApiRefused { status: u16, message: String },
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
     #[error("writing to stdout: {0}")]
@@ -196,6 +245,7 @@ impl CliError {
                 ..
             }
             | CliError::RotateIncomplete { .. }
+            | CliError::ApiRefused { .. }
             | CliError::Serve(_) => EXIT_BAD,
             _ => EXIT_ERROR,
         }
@@ -260,6 +310,9 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
             Command::Keys(KeysCommand::Init) => keys::init(&config),
             Command::Keys(KeysCommand::Rotate) => keys::rotate(&config).await,
             Command::Keys(KeysCommand::List) => keys::list(&config).await,
+            Command::Call(CallCommand::Pause { id, token }) => api::control(&config, &id, true, token),
+            Command::Call(CallCommand::Resume { id, token }) => api::control(&config, &id, false, token),
+            Command::Api(ApiCommand::Token(TokenCommand::Create { name })) => api::create_token(&config, &name),
         }
     })
 }

@@ -189,7 +189,19 @@ pub enum MediaCmd {
     Bridge { recording: Option<Box<RecordingPlan>> },
     /// A DTMF digit a leg sent by SIP INFO (consumed by keypad protection, never logged).
     Info { leg: Leg, digit: InfoDigit },
+    /// Pause or resume the recording from the API (a payment screen); the reply says whether
+    /// it took effect.
+    Control { pause: bool, reply: tokio::sync::oneshot::Sender<Result<(), ControlRefused>> },
     Stop { reason: EndReason },
+}
+
+/// Why an API pause or resume was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ControlRefused {
+    #[error("the call is not connected yet")]
+    NotBridged,
+    #[error("{0}")]
+    State(#[from] crate::pci::ControlError),
 }
 
 #[derive(Debug)]
@@ -522,6 +534,15 @@ impl MediaTask {
                 if let Some(pci) = &mut self.pci {
                     pci.ctl.handle_info(Instant::now(), leg, digit);
                 }
+            }
+            MediaCmd::Control { pause, reply } => {
+                let now = Instant::now();
+                let result = match &mut self.pci {
+                    None => Err(ControlRefused::NotBridged),
+                    Some(pci) if pause => pci.ctl.api_pause(now).map_err(ControlRefused::from),
+                    Some(pci) => pci.ctl.api_resume(now).map_err(ControlRefused::from),
+                };
+                let _ = reply.send(result);
             }
             MediaCmd::Stop { .. } => {}
         }

@@ -129,8 +129,9 @@ pub struct UacInvite {
 }
 
 impl UacInvite {
-    /// A new INVITE to `target` presenting the caller's number as the From user.
-    pub fn new(local: &Local, target: &str, from_user: &str, peer: Peer, sdp: &str) -> UacInvite {
+    /// A new INVITE to `target` presenting the caller's number as the From user; `extra`
+    /// headers are added (e.g. the gateway's call id for the agent's desktop).
+    pub fn new(local: &Local, target: &str, from_user: &str, peer: Peer, sdp: &str, extra: Vec<Header>) -> UacInvite {
         let our_tag = random_hex(6);
         let user = sanitize_user(from_user);
         let host = local.host();
@@ -143,7 +144,7 @@ impl UacInvite {
             local_cseq: 1,
             peer,
         };
-        let (invite, _) = dialog.request(local, Method::Invite, vec![], Some(sdp));
+        let (invite, _) = dialog.request(local, Method::Invite, extra, Some(sdp));
         UacInvite { dialog, invite, invite_seq: 1 }
     }
 
@@ -225,7 +226,7 @@ mod tests {
 
     #[test]
     fn invite_cancel_ack_and_bye_are_well_formed() {
-        let mut uac = UacInvite::new(&local(), "sip:agent@127.0.0.1:5081", "07700900123", peer(), "v=0\r\n");
+        let mut uac = UacInvite::new(&local(), "sip:agent@127.0.0.1:5081", "07700900123", peer(), "v=0\r\n", vec![]);
         let inv = uac.invite.to_bytes();
         let SipMessage::Request(parsed) = parse(&inv, 16384).unwrap() else { panic!() };
         assert_eq!(parsed.method, Method::Invite);

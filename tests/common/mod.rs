@@ -95,6 +95,9 @@ flush = "1s"
 [keys]
 kek_file = "{kek}"
 
+[portal]
+listen = "127.0.0.1:0"
+api_tokens_file = "{dir}/api-tokens"
 [database]
 url = "{db}"
 "#,
@@ -106,6 +109,7 @@ url = "{db}"
             storage = self.storage.display(),
             kek = self.kek.display(),
             db = self.db_url,
+            dir = self.dir.path().display(),
         )
     }
 

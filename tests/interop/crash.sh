@@ -52,6 +52,8 @@ storage = "$work/recordings"
 flush = "${FLUSH_MS}ms"
 [keys]
 kek_file = "$work/kek.key"
+[portal]
+listen = "127.0.0.1:8270"
 [database]
 url = "sqlite://$work/callgate.db?mode=rwc"
 EOF

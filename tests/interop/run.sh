@@ -166,6 +166,8 @@ flush = "1s"
 [keys]
 kek_file = "$work/kek.key"
 
+[portal]
+listen = "127.0.0.1:8170"
 [database]
 url = "sqlite://$work/callgate.db?mode=rwc"
 EOF

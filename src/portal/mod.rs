@@ -1,0 +1,138 @@
+//! The HTTP side of the gateway: today the call-control API a payment or CRM screen uses to
+//! pause and resume recording while card details are taken.
+//!
+//! ```text
+//! POST /api/calls/{id}/pause     200 {"call_id":…,"state":"paused"}   409 already paused / not connected
+//! POST /api/calls/{id}/resume    200 {"call_id":…,"state":"recording"} 409 not paused
+//! GET  /api/health               200 (no token needed)
+//! ```
+//! Every `/api/calls` request needs `Authorization: Bearer <token>`; tokens are created with
+//! `callgate api token create NAME`, and only their SHA-256 is kept (see [`tokens`]).
+
+pub mod tokens;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use serde_json::json;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::ids::CallId;
+use crate::media::relay::ControlRefused;
+
+/// A pause or resume request from the API, answered by the signalling task.
+#[derive(Debug)]
+pub struct ControlRequest {
+    pub call: CallId,
+    pub pause: bool,
+    pub reply: oneshot::Sender<Result<(), ControlError>>,
+}
+
+/// Why a control request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("no such call in progress")]
+    UnknownCall,
+    #[error(transparent)]
+    Refused(#[from] ControlRefused),
+    #[error("the gateway is shutting down")]
+    Gone,
+}
+
+#[derive(Clone)]
+struct AppState {
+    tokens: Arc<tokens::TokenSet>,
+    control: mpsc::Sender<ControlRequest>,
+}
+
+/// Why the API could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum PortalError {
+    #[error("cannot listen for HTTP on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+}
+
+/// Binds the API listener; returns the bound address and the server future.
+pub async fn bind(
+    listen: SocketAddr,
+    tokens: tokens::TokenSet,
+    control: mpsc::Sender<ControlRequest>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(SocketAddr, impl std::future::Future<Output = ()>), PortalError> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|source| PortalError::Bind { addr: listen, source })?;
+    let addr = listener.local_addr().map_err(|source| PortalError::Bind { addr: listen, source })?;
+    let state = AppState { tokens: Arc::new(tokens), control };
+    let app = router(state);
+    let server = async move {
+        let shutdown = async move {
+            let _ = stop.changed().await;
+        };
+        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+            tracing::error!(error = %e, "HTTP API stopped");
+        }
+    };
+    Ok((addr, server))
+}
+
+fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/api/health", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/api/calls/{id}/pause", post(pause))
+        .route("/api/calls/{id}/resume", post(resume))
+        .with_state(state)
+}
+
+async fn pause(state: State<AppState>, headers: HeaderMap, id: Path<String>) -> (StatusCode, Json<serde_json::Value>) {
+    control(state, headers, id, true).await
+}
+
+async fn resume(state: State<AppState>, headers: HeaderMap, id: Path<String>) -> (StatusCode, Json<serde_json::Value>) {
+    control(state, headers, id, false).await
+}
+
+async fn control(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    pause: bool,
+) -> (StatusCode, Json<serde_json::Value>) {
+    let err = |status: StatusCode, msg: String| (status, Json(json!({ "error": msg })));
+    let Some(who) = bearer(&headers).and_then(|t| state.tokens.check(t)) else {
+        return err(StatusCode::UNAUTHORIZED, "missing or unknown API token".into());
+    };
+    if !id.starts_with("call-") || id.len() > 64 {
+        return err(StatusCode::NOT_FOUND, "no such call in progress".into());
+    }
+    let call = CallId::from_string(id);
+    let (tx, rx) = oneshot::channel();
+    let req = ControlRequest { call: call.clone(), pause, reply: tx };
+    if state.control.send(req).await.is_err() {
+        return err(StatusCode::SERVICE_UNAVAILABLE, "the gateway is shutting down".into());
+    }
+    let action = if pause { "pause" } else { "resume" };
+    match rx.await {
+        Ok(Ok(())) => {
+            tracing::info!(call = %call, token = %who, action, "recording control by API");
+            let state = if pause { "paused" } else { "recording" };
+            (StatusCode::OK, Json(json!({ "call_id": call.as_str(), "state": state })))
+        }
+        Ok(Err(ControlError::UnknownCall)) => err(StatusCode::NOT_FOUND, "no such call in progress".into()),
+        Ok(Err(e @ ControlError::Refused(_))) => err(StatusCode::CONFLICT, e.to_string()),
+        Ok(Err(ControlError::Gone)) | Err(_) => {
+            err(StatusCode::SERVICE_UNAVAILABLE, "the gateway is shutting down".into())
+        }
+    }
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}

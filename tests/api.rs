@@ -1,0 +1,135 @@
+//! The call-control API a payment screen uses: pause and resume the recording of a live call.
+//!
+//! A real call (simulated phones over loopback, the in-process gateway): the caller talks
+//! continuously; the screen pauses for 1.5 s and resumes. The recording must hold the caller's
+//! audio before and after and nothing in between, with an explicit pause gap (trigger 2, api);
+//! the call record lists the span; bad tokens, unknown calls and double pauses are refused.
+
+mod common;
+
+use std::time::Duration;
+
+use callgate::recording::container::{GapKind, Record};
+use callgate::serve;
+use common::audio::{self, rms};
+use common::phone::{AgentAnswer, AgentPhone, CallerPhone};
+use common::{CALLER_NUMBER, DIALLED, GatewayEnv, GatewayOpts, SIP_WAIT};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn ok<T>(r: Result<T, String>) -> T {
+    r.unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// One HTTP/1.1 request; returns (status, body).
+async fn http(addr: std::net::SocketAddr, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect to the API");
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await.expect("API answers").unwrap();
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let status = text.split_whitespace().nth(1).and_then(|x| x.parse().ok()).unwrap_or(0);
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (status, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payment_screen_pauses_and_resumes_the_recording() {
+    let run = async {
+        let env = GatewayEnv::new(&audio::announcement_at(16_000, 0.5));
+        let token = callgate::portal::tokens::create(&env.dir.path().join("api-tokens"), "payments").unwrap();
+        let agent = AgentPhone::start(AgentAnswer::After(Duration::from_millis(100))).await;
+        let target = agent.uri();
+        let opts = GatewayOpts { rtp_ports: (40_700, 40_799), target: &target, trusted: &["127.0.0.0/8"] };
+        let gw = serve::start(env.config(&opts)).await.expect("gateway starts");
+        let api = gw.api_addr;
+
+        assert_eq!(http(api, "GET", "/api/health", None).await.0, 200);
+        let mut caller = CallerPhone::new(gw.sip_addr, CALLER_NUMBER).await;
+        let fin = ok(caller.call(DIALLED, Duration::from_secs(10)).await);
+        assert_eq!(fin.status(), Some(200), "{}", caller.summary());
+        ok(agent.wait_until(SIP_WAIT, "ACK", |s| s.acked.is_some()).await);
+        // The screen learns the call id from the INVITE the agent's phone received.
+        let invite = agent.state().invite.expect("INVITE seen");
+        let call_id = invite.msg.header("X-Callgate-Call-Id").expect("call id header on the agent's INVITE").to_string();
+        assert!(call_id.starts_with("call-"), "{call_id}");
+        let pause = format!("/api/calls/{call_id}/pause");
+        let resume = format!("/api/calls/{call_id}/resume");
+
+        // Refusals: no token, a wrong token, an unknown call, resume before any pause.
+        assert_eq!(http(api, "POST", &pause, None).await.0, 401);
+        assert_eq!(http(api, "POST", &pause, Some("cgt_nope")).await.0, 401);
+        assert_eq!(http(api, "POST", "/api/calls/call-0000000000000000/pause", Some(&token)).await.0, 404);
+        assert_eq!(http(api, "POST", &resume, Some(&token)).await.0, 409);
+
+        // The caller talks for 4.5 s: 1.5 s recorded, 1.5 s paused, 1.5 s recorded.
+        let talk = ok(caller.start_audio(audio::signal_a(4.5)));
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let (status, body) = http(api, "POST", &pause, Some(&token)).await;
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains("paused"), "{body}");
+        assert_eq!(http(api, "POST", &pause, Some(&token)).await.0, 409, "already paused");
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        // Resume through the CLI (`callgate call resume`), which calls the same API.
+        let cfg_path = env.dir.path().join("cli.toml");
+        let text = env.config_text(&opts).replace("listen = \"127.0.0.1:0\"\napi_tokens_file", &format!("listen = \"{api}\"\napi_tokens_file"));
+        std::fs::write(&cfg_path, text).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_callgate"))
+            .args(["--config", cfg_path.to_str().unwrap(), "call", "resume", &call_id])
+            .env("CALLGATE_API_TOKEN", &token)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{stdout} {}", String::from_utf8_lossy(&out.stderr));
+        assert!(stdout.contains("recording"), "{stdout}");
+        // The CLI without a token is refused with a one-line error.
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_callgate"))
+            .args(["--config", cfg_path.to_str().unwrap(), "call", "pause", &call_id])
+            .env_remove("CALLGATE_API_TOKEN")
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("no API token"));
+        let _ = talk.await;
+        ok(caller.bye(SIP_WAIT).await);
+        gw.shutdown();
+        gw.join().await.expect("drains");
+
+        let calls = env.calls().await;
+        let c = &calls[0];
+        assert_eq!(c.recording_state, "ok", "{c:?}");
+        assert_eq!(c.pauses.len(), 1, "{:?}", c.pauses);
+        let span = &c.pauses[0];
+        assert_eq!((span.trigger.as_str(), span.resumed_by.as_str(), span.digits), ("api", "api", 0), "{span:?}");
+        let paused_ms = span.ended_ms - span.started_ms;
+        assert!((1300..=2000).contains(&paused_ms), "paused for {paused_ms} ms");
+
+        // The recording: an explicit pause gap on both tracks, trigger 2 (api), no digits.
+        let rec_id = c.recording_id.clone().unwrap();
+        let (key_id, wrapped) = callgate::store::Store::connect(&env.db_url).await.unwrap()
+            .get_recording_key(&rec_id).await.unwrap().unwrap();
+        let keyring = callgate::recording::keys::Keyring::load(&env.kek).unwrap();
+        let dek = keyring.unwrap_dek(&key_id, &callgate::recording::keys::WrappedDek(wrapped)).unwrap();
+        let bytes = callgate::recording::storage::DirStorage::new(&env.storage).read_all(&rec_id).unwrap();
+        let outcome = callgate::recording::reader::read(&bytes, &dek);
+        assert!(outcome.status.is_complete());
+        let gaps: Vec<(u64, u64)> = outcome.records.iter().filter_map(|r| match r {
+            Record::Gap { from, to, kind: GapKind::Pause { trigger: 2, digits: 0 }, .. } => Some((*from, *to)),
+            _ => None,
+        }).collect();
+        assert_eq!(gaps.len(), 2, "one pause gap per track: {gaps:?}");
+        let (from, to) = gaps[0];
+
+        // Audio: the caller's track is silent inside the gap, and carries speech on both sides.
+        let (left, _right) = env.decrypt_recording(c).await;
+        let (from, to) = (from as usize, (to as usize).min(left.len()));
+        assert!(to > from + 8000, "gap of {} samples", to - from);
+        let inside = rms(&left[from + 800..to - 800]);
+        let before = rms(&left[from.saturating_sub(8000)..from.saturating_sub(800)]);
+        let after = rms(&left[(to + 800).min(left.len())..(to + 8000).min(left.len())]);
+        assert!(inside < 1.0, "audio recorded inside the pause: rms {inside}");
+        assert!(before > 500.0 && after > 500.0, "speech around the pause: before {before}, after {after}");
+    };
+    tokio::time::timeout(Duration::from_secs(40), run).await.expect("test finished in time");
+}
