@@ -93,13 +93,15 @@ pub fn keyed(keys: &str, tone_ms: u32, gap_ms: u32, peak_dbfs: f64) -> Vec<i16> 
     out
 }
 
-/// Goertzel power of `x` at `f` Hz (8 kHz), rectangular window.
+/// Goertzel power of `x` at `f` Hz (8 kHz), Hann window.
 pub fn goertzel(x: &[i16], f: f64) -> f64 {
     let w = 2.0 * PI * f / RATE;
     let coeff = 2.0 * w.cos();
+    let n = x.len().max(2) as f64;
     let (mut s1, mut s2) = (0.0f64, 0.0f64);
-    for &v in x {
-        let s0 = v as f64 + coeff * s1 - s2;
+    for (i, &v) in x.iter().enumerate() {
+        let hann = 0.5 - 0.5 * (2.0 * PI * i as f64 / (n - 1.0)).cos();
+        let s0 = v as f64 * hann + coeff * s1 - s2;
         s2 = s1;
         s1 = s0;
     }
