@@ -107,7 +107,10 @@ fn strip_ansi(s: &str) -> String {
     out
 }
 
-fn pump(mut from: impl Read + Send + 'static, into: Arc<Mutex<Vec<u8>>>) -> std::thread::JoinHandle<()> {
+fn pump(
+    mut from: impl Read + Send + 'static,
+    into: Arc<Mutex<Vec<u8>>>,
+) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let mut buf = [0u8; 8192];
         loop {
@@ -415,7 +418,9 @@ fn files_under(dir: &Path) -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in rd.flatten() {
             let p = e.path();
             if p.is_dir() {
@@ -446,7 +451,12 @@ async fn keyed_call(v: Variant) -> Outcome {
 
     let mut caller = CallerPhone::new(gw.sip_addr, CALLER_NUMBER).await;
     let fin = ok(caller.call(DIALLED, Duration::from_secs(10)).await);
-    assert_eq!(fin.status(), Some(200), "call answered: {}", caller.summary());
+    assert_eq!(
+        fin.status(),
+        Some(200),
+        "call answered: {}",
+        caller.summary()
+    );
     ok(agent
         .wait_until(SIP_WAIT, "the gateway's ACK of the agent's 200", |s| {
             s.acked.is_some()
@@ -454,13 +464,7 @@ async fn keyed_call(v: Variant) -> Outcome {
         .await);
     let answer = caller.remote_sdp.clone().expect("SDP answer");
     let codec = answer.g711().expect("G.711 in the answer");
-    let offer_to_agent = agent
-        .state()
-        .invite
-        .expect("INVITE seen")
-        .msg
-        .body
-        .clone();
+    let offer_to_agent = agent.state().invite.expect("INVITE seen").msg.body.clone();
     let agent_te_pt = common::sip::telephone_event_pt(&offer_to_agent).unwrap_or(101);
 
     let sc = script(&keys, v.transport == Transport::Inband);
@@ -522,7 +526,11 @@ async fn keyed_call(v: Variant) -> Outcome {
     let (gw_out, gw_err) = gw.stop().await;
 
     let (ok_list, list_out, list_err) = cli(&cfg_path, &["calls", "list", "--json"]).await;
-    assert!(ok_list, "calls list --json: {}", String::from_utf8_lossy(&list_err));
+    assert!(
+        ok_list,
+        "calls list --json: {}",
+        String::from_utf8_lossy(&list_err)
+    );
     let calls_json: serde_json::Value =
         serde_json::from_slice(&list_out).expect("calls list --json is JSON");
     let calls = env.calls().await;
@@ -535,10 +543,20 @@ async fn keyed_call(v: Variant) -> Outcome {
     let wav = scratch.path().join("decrypted.wav");
     let (ok_dec, dec_out, dec_err) = cli(
         &cfg_path,
-        &["recording", "decrypt", &rec_id, "--out", wav.to_str().expect("utf-8 path")],
+        &[
+            "recording",
+            "decrypt",
+            &rec_id,
+            "--out",
+            wav.to_str().expect("utf-8 path"),
+        ],
     )
     .await;
-    assert!(ok_dec, "recording decrypt: {}", String::from_utf8_lossy(&dec_err));
+    assert!(
+        ok_dec,
+        "recording decrypt: {}",
+        String::from_utf8_lossy(&dec_err)
+    );
     let (rate, left, right) = audio::read_stereo_wav(&wav);
     assert_eq!(rate, 8000);
     let outcome = env.read_recording(&call).await;
@@ -565,9 +583,18 @@ async fn keyed_call(v: Variant) -> Outcome {
         for (i, (what, b)) in blobs.iter().enumerate() {
             let name: String = what
                 .chars()
-                .map(|c| if c.is_ascii_alphanumeric() || c == '.' { c } else { '_' })
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '.' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
                 .collect();
-            let _ = std::fs::write(d.join(format!("{i:02}-{}", &name[name.len().saturating_sub(60)..])), b);
+            let _ = std::fs::write(
+                d.join(format!("{i:02}-{}", &name[name.len().saturating_sub(60)..])),
+                b,
+            );
         }
     }
 
@@ -602,7 +629,8 @@ fn corr_near(reference: &[i16], heard: &[i16], expected: i64, window: i64) -> (i
     if from as usize >= heard.len() {
         return (0, 0.0);
     }
-    let (lag, r) = best_alignment_correlation(reference, &heard[from as usize..], (2 * window) as usize);
+    let (lag, r) =
+        best_alignment_correlation(reference, &heard[from as usize..], (2 * window) as usize);
     (from + lag, r)
 }
 
@@ -693,12 +721,21 @@ fn assert_protected(o: &Outcome) {
     // The decoders are able to see the digits: in the caller's sent audio (in-band).
     let sent_keys = presses(&o.sent);
     let mm_sent = dtmf::multimon_decode(&o.sent, o.scratch.path(), "sent");
-    println!("  independent decoder, caller's sent audio: {sent_keys:?} ({} keys)", sent_keys.len());
+    println!(
+        "  independent decoder, caller's sent audio: {sent_keys:?} ({} keys)",
+        sent_keys.len()
+    );
     println!("  multimon-ng, caller's sent audio: {mm_sent:?}");
     if v.transport == Transport::Inband {
-        assert_eq!(sent_keys, keys, "the independent decoder finds every key in what the caller sent");
+        assert_eq!(
+            sent_keys, keys,
+            "the independent decoder finds every key in what the caller sent"
+        );
         if let Some(m) = &mm_sent {
-            assert_eq!(m, &keys, "multimon-ng finds every key in what the caller sent");
+            assert_eq!(
+                m, &keys,
+                "multimon-ng finds every key in what the caller sent"
+            );
         }
     } else {
         assert_eq!(sent_keys, "", "no tones in the caller's audio for {label}");
@@ -707,8 +744,14 @@ fn assert_protected(o: &Outcome) {
     // Recording: speech before and after on the left, no DTMF anywhere.
     let (lag1, r1, r2) = speech_correlations(o, &o.left, 16_000);
     println!("  recording left: S1 corr {r1:.4} (lag {lag1}), S2 corr {r2:.4}");
-    assert!(r1 >= 0.9, "recording: speech before the keyed span, correlation {r1:.4} < 0.9");
-    assert!(r2 >= 0.9, "recording: speech after the keyed span, correlation {r2:.4} < 0.9");
+    assert!(
+        r1 >= 0.9,
+        "recording: speech before the keyed span, correlation {r1:.4} < 0.9"
+    );
+    assert!(
+        r2 >= 0.9,
+        "recording: speech after the keyed span, correlation {r2:.4} < 0.9"
+    );
     let mut mixed: Vec<i16> = o
         .left
         .iter()
@@ -718,9 +761,16 @@ fn assert_protected(o: &Outcome) {
     mixed.truncate(o.left.len().min(o.right.len()));
     for (what, x) in [("left", &o.left), ("right", &o.right), ("mono mix", &mixed)] {
         let found = presses(x);
-        let mm = dtmf::multimon_decode(x, o.scratch.path(), &format!("rec-{}", what.replace(' ', "-")));
+        let mm = dtmf::multimon_decode(
+            x,
+            o.scratch.path(),
+            &format!("rec-{}", what.replace(' ', "-")),
+        );
         println!("  recording {what}: independent decoder {found:?}, multimon-ng {mm:?}");
-        assert_eq!(found, "", "independent decoder found DTMF in the recording ({what})");
+        assert_eq!(
+            found, "",
+            "independent decoder found DTMF in the recording ({what})"
+        );
         if let Some(m) = mm {
             assert_eq!(m, "", "multimon-ng found DTMF in the recording ({what})");
         }
@@ -730,7 +780,10 @@ fn assert_protected(o: &Outcome) {
         ..((lag1 + o.script.keyed_to as i64) as usize).min(o.left.len());
     let span_rms = audio::rms(&o.left[span.clone()]);
     println!("  recording left RMS over the keyed span: {span_rms:.1}");
-    assert!(span_rms < 1.0, "keyed span rendered as silence, rms {span_rms}");
+    assert!(
+        span_rms < 1.0,
+        "keyed span rendered as silence, rms {span_rms}"
+    );
 
     // The recording timeline: one pause gap per leg covering the keyed span.
     let gaps = pause_gaps(o);
@@ -740,7 +793,10 @@ fn assert_protected(o: &Outcome) {
         assert_eq!(g.len(), 1, "one pause gap on {leg:?}: {gaps:?}");
         assert_eq!(
             g[0].3,
-            GapKind::Pause { trigger: 3, digits: 19 },
+            GapKind::Pause {
+                trigger: 3,
+                digits: 19
+            },
             "gap kind on {leg:?}"
         );
     }
@@ -776,7 +832,10 @@ fn assert_protected(o: &Outcome) {
     );
     assert!(a1 >= 0.9, "agent hears speech before, correlation {a1:.4}");
     assert!(a2 >= 0.9, "agent hears speech after, correlation {a2:.4}");
-    assert_eq!(agent_keys, "", "independent decoder found DTMF in the agent's audio");
+    assert_eq!(
+        agent_keys, "",
+        "independent decoder found DTMF in the agent's audio"
+    );
     if let Some(m) = mm_agent {
         assert_eq!(m, "", "multimon-ng found DTMF in the agent's audio");
     }
@@ -784,12 +843,19 @@ fn assert_protected(o: &Outcome) {
         o.agent_te_packets.is_empty(),
         "the agent received {} telephone-event packets (events {:?})",
         o.agent_te_packets.len(),
-        o.agent_te_packets.iter().map(|p| p.payload.first().copied()).collect::<Vec<_>>()
+        o.agent_te_packets
+            .iter()
+            .map(|p| p.payload.first().copied())
+            .collect::<Vec<_>>()
     );
     assert_eq!(o.agent_infos, 0, "the agent received INFO");
     if v.transport == Transport::Info {
         println!("  INFO responses: {:?}", o.info_statuses);
-        assert!(o.info_statuses.iter().all(|&s| s == 200), "every INFO answered 200: {:?}", o.info_statuses);
+        assert!(
+            o.info_statuses.iter().all(|&s| s == 200),
+            "every INFO answered 200: {:?}",
+            o.info_statuses
+        );
         assert_eq!(o.info_statuses.len(), keys.len());
     }
 
@@ -799,7 +865,12 @@ fn assert_protected(o: &Outcome) {
         .records
         .iter()
         .filter_map(|r| match r {
-            Record::Gap { leg, from, to, kind: GapKind::Loss } => Some((*leg, *from, *to)),
+            Record::Gap {
+                leg,
+                from,
+                to,
+                kind: GapKind::Loss,
+            } => Some((*leg, *from, *to)),
             _ => None,
         })
         .collect();
@@ -817,7 +888,11 @@ fn assert_protected(o: &Outcome) {
     let p = &c.pauses[0];
     assert_eq!(p.trigger, "caller_digits", "{p:?}");
     assert_eq!(p.digits, 19, "19 keys counted (the ending # is not): {p:?}");
-    let want_resume = if v.digit_count_rule { "digit_count" } else { "hash" };
+    let want_resume = if v.digit_count_rule {
+        "digit_count"
+    } else {
+        "hash"
+    };
     assert_eq!(p.resumed_by, want_resume, "{p:?}");
     let bridged = c.bridged_at_ms.expect("bridged");
     let ended = c.ended_at_ms.expect("ended");
@@ -829,7 +904,10 @@ fn assert_protected(o: &Outcome) {
     );
     let dur = p.ended_ms - p.started_ms;
     let keyed_ms = (o.script.keyed_to - o.script.keyed_from) as i64 / 8;
-    println!("  pause lasted {dur} ms for a {keyed_ms} ms keyed span; started {} ms after the bridge", p.started_ms - bridged);
+    println!(
+        "  pause lasted {dur} ms for a {keyed_ms} ms keyed span; started {} ms after the bridge",
+        p.started_ms - bridged
+    );
     assert!(
         dur >= keyed_ms - 200 && dur <= keyed_ms + 1000,
         "pause duration {dur} ms vs keyed span {keyed_ms} ms"
@@ -920,10 +998,23 @@ async fn negative_control_inband_protection_off_digits_are_found() {
         let mm_rec = dtmf::multimon_decode(&o.left, o.scratch.path(), "rec-left");
         let mm_agent = dtmf::multimon_decode(&o.agent_audio, o.scratch.path(), "agent");
         println!("== negative control, in-band, protection off");
-        println!("  recording left: independent {rec:?} ({}), multimon-ng {mm_rec:?}", rec.len());
-        println!("  agent audio: independent {agent:?} ({}), multimon-ng {mm_agent:?}", agent.len());
-        println!("  call record pauses: {:?}; pause gaps: {:?}", o.call.pauses, pause_gaps(&o));
-        assert_eq!(rec, keys, "with protection off the recording holds every key");
+        println!(
+            "  recording left: independent {rec:?} ({}), multimon-ng {mm_rec:?}",
+            rec.len()
+        );
+        println!(
+            "  agent audio: independent {agent:?} ({}), multimon-ng {mm_agent:?}",
+            agent.len()
+        );
+        println!(
+            "  call record pauses: {:?}; pause gaps: {:?}",
+            o.call.pauses,
+            pause_gaps(&o)
+        );
+        assert_eq!(
+            rec, keys,
+            "with protection off the recording holds every key"
+        );
         assert_eq!(agent, keys, "with protection off the agent hears every key");
         if let Some(m) = mm_rec {
             assert_eq!(m, keys, "multimon-ng: recording");
@@ -931,7 +1022,11 @@ async fn negative_control_inband_protection_off_digits_are_found() {
         if let Some(m) = mm_agent {
             assert_eq!(m, keys, "multimon-ng: agent audio");
         }
-        assert!(o.call.pauses.is_empty(), "no pause without auto-pause: {:?}", o.call.pauses);
+        assert!(
+            o.call.pauses.is_empty(),
+            "no pause without auto-pause: {:?}",
+            o.call.pauses
+        );
         assert!(pause_gaps(&o).is_empty());
     })
     .await;
@@ -964,7 +1059,11 @@ async fn negative_control_rfc4733_masking_off_events_reach_the_agent() {
             "  agent telephone-event packets: {}, keys {keys_seen:?}",
             o.agent_te_packets.len()
         );
-        assert_eq!(keys_seen, v.keys(), "with masking off the agent receives every event");
+        assert_eq!(
+            keys_seen,
+            v.keys(),
+            "with masking off the agent receives every event"
+        );
     })
     .await;
 }
@@ -983,7 +1082,15 @@ async fn gateway_bug_rfc4733_events_are_not_lost_audio() {
         let losses = o
             .records
             .iter()
-            .filter(|r| matches!(r, Record::Gap { kind: GapKind::Loss, .. }))
+            .filter(|r| {
+                matches!(
+                    r,
+                    Record::Gap {
+                        kind: GapKind::Loss,
+                        ..
+                    }
+                )
+            })
             .count();
         assert_eq!(
             (o.call.caller_lost, losses),

@@ -201,9 +201,13 @@ pub fn multimon_decode(x: &[i16], scratch: &Path, name: &str) -> Option<String> 
     let bytes: Vec<u8> = x.iter().flat_map(|s| s.to_le_bytes()).collect();
     std::fs::write(&raw8, bytes).expect("write raw audio for sox");
     let st = Command::new("sox")
-        .args(["-t", "raw", "-r", "8000", "-e", "signed", "-b", "16", "-c", "1"])
+        .args([
+            "-t", "raw", "-r", "8000", "-e", "signed", "-b", "16", "-c", "1",
+        ])
         .arg(&raw8)
-        .args(["-t", "raw", "-r", "22050", "-e", "signed", "-b", "16", "-c", "1"])
+        .args([
+            "-t", "raw", "-r", "22050", "-e", "signed", "-b", "16", "-c", "1",
+        ])
         .arg(&raw22)
         .status()
         .expect("run sox");
@@ -238,7 +242,9 @@ pub fn find_digits(hay: &[u8], digits: &str, max_sep: usize) -> Option<usize> {
         for &w in &want[1..] {
             let mut sep = 0;
             loop {
-                let Some(&b) = hay.get(i) else { continue 'start };
+                let Some(&b) = hay.get(i) else {
+                    continue 'start;
+                };
                 i += 1;
                 if b == w {
                     break;
