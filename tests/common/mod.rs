@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod audio;
+pub mod dtmf;
 pub mod phone;
 pub mod sip;
 pub mod toy_gateway;
@@ -131,9 +132,11 @@ url = "{db}"
         calls
     }
 
-    /// Decrypts the call's recording in-process and renders it as the CLI would: stereo 8 kHz
-    /// WAV, left caller, right agent. Returns (left, right).
-    pub async fn decrypt_recording(&self, call: &CallRecord) -> (Vec<i16>, Vec<i16>) {
+    /// Reads and authenticates the call's recording file in-process (records, gaps, status).
+    pub async fn read_recording(
+        &self,
+        call: &CallRecord,
+    ) -> callgate::recording::reader::ReadOutcome {
         let rec_id = call
             .recording_id
             .clone()
@@ -154,7 +157,13 @@ url = "{db}"
         let bytes = DirStorage::new(&self.storage)
             .read_all(&rec_id)
             .expect("read recording file");
-        let outcome = callgate::recording::reader::read(&bytes, &dek);
+        callgate::recording::reader::read(&bytes, &dek)
+    }
+
+    /// Decrypts the call's recording in-process and renders it as the CLI would: stereo 8 kHz
+    /// WAV, left caller, right agent. Returns (left, right).
+    pub async fn decrypt_recording(&self, call: &CallRecord) -> (Vec<i16>, Vec<i16>) {
+        let outcome = self.read_recording(call).await;
         assert!(
             outcome.status.is_complete(),
             "recording must authenticate completely: {:?}",

@@ -163,6 +163,123 @@ impl RtpEndpoint {
     }
 }
 
+/// One RFC 4733 telephone-event packet to send in a tick (see [`RtpEndpoint::send_ticks`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EventTx {
+    /// Event code (0-9, 10 = `*`, 11 = `#`, 12-15 = A-D).
+    pub event: u8,
+    /// The tick the event started in: its RTP timestamp is that tick's (the same in every
+    /// packet of the event, end retransmissions included).
+    pub start_tick: usize,
+    /// Duration field in timestamp units (samples since the event started).
+    pub duration: u16,
+    /// E bit.
+    pub end: bool,
+    /// Marker bit (first packet of the event).
+    pub marker: bool,
+    /// Volume field (0..=63, -dBm0).
+    pub volume: u8,
+}
+
+impl EventTx {
+    /// The 4-byte RFC 4733 payload.
+    pub fn payload(&self) -> [u8; 4] {
+        let d = self.duration.to_be_bytes();
+        [
+            self.event,
+            (if self.end { 0x80 } else { 0 }) | (self.volume & 0x3f),
+            d[0],
+            d[1],
+        ]
+    }
+}
+
+/// What a phone sends in one 20 ms tick: an audio frame (160 samples) and/or telephone-event
+/// packets, all on one SSRC and sequence space, audio first.
+#[derive(Clone, Debug, Default)]
+pub struct Tick {
+    pub audio: Option<Vec<i16>>,
+    pub events: Vec<EventTx>,
+}
+
+/// What [`RtpEndpoint::send_ticks`] sent.
+#[derive(Clone, Debug, Default)]
+pub struct TickReport {
+    pub audio_packets: u32,
+    pub event_packets: u32,
+    /// When the first tick went out.
+    pub started: Option<Instant>,
+}
+
+impl RtpEndpoint {
+    /// Sends a tick script to `to`: each tick 20 ms after the previous (tokio interval), audio as
+    /// `codec` and events as payload type `te_pt`, one SSRC, consecutive sequence numbers across
+    /// both kinds (as a real phone does), audio timestamps advancing 160 per tick, marker on the
+    /// first audio packet and on each event's first packet.
+    pub fn send_ticks(
+        &self,
+        to: SocketAddr,
+        codec: G711,
+        te_pt: u8,
+        ticks: Vec<Tick>,
+    ) -> JoinHandle<TickReport> {
+        let sock = self.sock.clone();
+        tokio::spawn(async move {
+            let ssrc = Ssrc(random_u32());
+            let mut seq = random_u32() as u16;
+            let ts0 = random_u32();
+            let mut tick = tokio::time::interval(Duration::from_millis(20));
+            let mut report = TickReport::default();
+            let mut pkt = Vec::with_capacity(rtp::RTP_HEADER_LEN + 160);
+            let mut first_audio = true;
+            for (i, t) in ticks.iter().enumerate() {
+                tick.tick().await;
+                report.started.get_or_insert_with(Instant::now);
+                if let Some(frame) = &t.audio {
+                    let mut payload: Vec<u8> = frame.iter().map(|&x| codec.encode(x)).collect();
+                    payload.resize(160, codec.silence());
+                    pkt.clear();
+                    // Invariant: G.711 payload types fit in 7 bits.
+                    rtp::write_rtp(
+                        &mut pkt,
+                        first_audio,
+                        codec.payload_type(),
+                        seq,
+                        ts0.wrapping_add(160 * i as u32),
+                        ssrc,
+                        &payload,
+                    )
+                    .expect("G.711 payload type");
+                    first_audio = false;
+                    seq = seq.wrapping_add(1);
+                    if sock.send_to(&pkt, to).await.is_ok() {
+                        report.audio_packets += 1;
+                    }
+                }
+                for e in &t.events {
+                    pkt.clear();
+                    // Invariant: the caller passes a 7-bit dynamic payload type.
+                    rtp::write_rtp(
+                        &mut pkt,
+                        e.marker,
+                        te_pt,
+                        seq,
+                        ts0.wrapping_add(160 * e.start_tick as u32),
+                        ssrc,
+                        &e.payload(),
+                    )
+                    .expect("telephone-event payload type");
+                    seq = seq.wrapping_add(1);
+                    if sock.send_to(&pkt, to).await.is_ok() {
+                        report.event_packets += 1;
+                    }
+                }
+            }
+            report
+        })
+    }
+}
+
 impl Drop for RtpEndpoint {
     fn drop(&mut self) {
         self.rx_task.abort();
@@ -558,6 +675,78 @@ impl CallerPhone {
     /// When the far end's BYE arrived, if it has.
     pub fn bye_received(&self) -> Option<Instant> {
         lock(&self.shared).bye_received
+    }
+
+    /// The telephone-event payload type of the answer (the 2xx to the INVITE, else any 18x).
+    pub fn answer_telephone_event_pt(&self) -> Option<u8> {
+        let seq = self.invite_seq;
+        let mut answers: Vec<&Received> = self
+            .log
+            .iter()
+            .filter(|r| r.msg.answers(seq, "INVITE") && r.msg.sdp().is_some())
+            .collect();
+        answers.sort_by_key(|r| std::cmp::Reverse(r.msg.status().unwrap_or(0)));
+        answers
+            .first()
+            .and_then(|r| s::telephone_event_pt(&r.msg.body))
+    }
+
+    /// Sends one SIP INFO in the answered dialog (to the far end's Contact, a new CSeq) with
+    /// `content_type` and `body`, and waits for its final response.
+    pub async fn info(
+        &mut self,
+        content_type: &str,
+        body: &str,
+        within: Duration,
+    ) -> Result<SipMsg, String> {
+        let (contact, addr) = self
+            .remote_contact
+            .clone()
+            .ok_or("caller: INFO without an answered call")?;
+        let tag = self
+            .remote_tag
+            .clone()
+            .ok_or("caller: INFO without a remote tag")?;
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let to_uri = s::uri_of(self.to_header.trim_start_matches("To:").trim());
+        let info = s::request_with_body(
+            "INFO",
+            &contact,
+            &[
+                self.via(&s::new_branch()),
+                self.from_header(),
+                format!("To: <{to_uri}>;tag={tag}"),
+                format!("Call-ID: {}", self.call_id),
+                format!("CSeq: {seq} INFO"),
+                self.contact(),
+            ],
+            content_type,
+            body,
+        );
+        self.send(&info, addr).await;
+        let from = self.log.len();
+        let r = self
+            .wait_for(
+                from,
+                within,
+                Some((info, addr, seq, "INFO")),
+                "the response to INFO",
+                |m| m.answers(seq, "INFO") && m.status().unwrap_or(0) >= 200,
+            )
+            .await?;
+        Ok(r.msg)
+    }
+
+    /// Sends a `application/dtmf-relay` INFO for one key (`Signal=K`, `Duration=ms`).
+    pub async fn info_dtmf(
+        &mut self,
+        key: char,
+        duration_ms: u32,
+        within: Duration,
+    ) -> Result<SipMsg, String> {
+        let body = format!("Signal={key}\r\nDuration={duration_ms}\r\n");
+        self.info("application/dtmf-relay", &body, within).await
     }
 
     /// Sends `samples` to the answered media address with the negotiated codec.

@@ -321,6 +321,40 @@ pub fn response(
     finish(s, sdp)
 }
 
+/// Builds a request with a body of any type (`content_type`), e.g. an INFO carrying
+/// `application/dtmf-relay`. Max-Forwards, Content-Type and Content-Length are added.
+pub fn request_with_body(
+    method: &str,
+    uri: &str,
+    headers: &[String],
+    content_type: &str,
+    body: &str,
+) -> Vec<u8> {
+    let mut s = format!("{method} {uri} SIP/2.0\r\n");
+    for h in headers {
+        s.push_str(h);
+        s.push_str("\r\n");
+    }
+    s.push_str("Max-Forwards: 70\r\nUser-Agent: callgate-simphone\r\n");
+    s.push_str(&format!(
+        "Content-Type: {content_type}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    ));
+    s.into_bytes()
+}
+
+/// The payload type an SDP body maps to `telephone-event/8000` (`a=rtpmap:N telephone-event/8000`).
+pub fn telephone_event_pt(sdp_body: &str) -> Option<u8> {
+    sdp_body.lines().map(str::trim).find_map(|l| {
+        let rest = l.strip_prefix("a=rtpmap:")?;
+        let (pt, enc) = rest.split_once(' ')?;
+        enc.to_ascii_lowercase()
+            .starts_with("telephone-event/8000")
+            .then(|| pt.trim().parse().ok())
+            .flatten()
+    })
+}
+
 fn finish(mut s: String, sdp: Option<&str>) -> Vec<u8> {
     match sdp {
         Some(body) => {
