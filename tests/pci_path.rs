@@ -1068,15 +1068,13 @@ async fn negative_control_rfc4733_masking_off_events_reach_the_agent() {
     .await;
 }
 
-/// GATEWAY BUG (see the report / src/media/relay.rs `on_rtp`, the `if is_audio` tap into
+/// Regression (was a gateway bug in src/media/relay.rs `on_rtp`, the `if is_audio` tap into
 /// `RecordTrack::push`): RFC 4733 telephone-event packets share the audio's SSRC and sequence
 /// space, but only audio packets reach the `RecordTrack`s, so every event packet is a sequence
 /// gap: counted as lost audio (`caller_lost`) and written as `GapKind::Loss` records. A 20-key
-/// entry by RFC 4733 reports 120 lost packets that were never lost. Ignored until src/ is fixed;
-/// run with `cargo test --test pci_path -- --ignored`.
+/// entry by RFC 4733 reported 120 lost packets that were never lost (fixed: `RecordTrack::skip`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "GATEWAY BUG: telephone-event packets counted as lost audio (relay.rs on_rtp feeds only audio seqs to RecordTrack)"]
-async fn gateway_bug_rfc4733_events_are_not_lost_audio() {
+async fn rfc4733_events_are_not_counted_as_lost_audio() {
     bounded(async {
         let o = keyed_call(variant(Transport::Rfc4733, (41_600, 41_699))).await;
         let losses = o

@@ -327,12 +327,22 @@ struct MediaTask {
     send_buf: Vec<u8>,
 }
 
-/// A packet waiting in the recording delay line.
+/// A packet waiting in the recording delay line (an empty payload marks a telephone-event).
 struct Delayed {
     ssrc: Ssrc,
     seq: u16,
     ts: u32,
     payload: Vec<u8>,
+}
+
+impl Delayed {
+    fn feed(self, track: &mut RecordTrack, captured: Instant) {
+        if self.payload.is_empty() {
+            track.skip(captured, self.ssrc, self.seq);
+        } else {
+            track.push(captured, self.ssrc, self.seq, self.ts, &self.payload);
+        }
+    }
 }
 
 /// Keypad protection state of one call: detectors per leg, the pause controller, the delay line
@@ -667,6 +677,23 @@ impl MediaTask {
                 PacketAction::Drop => {}
             }
         }
+        if is_event {
+            // Events share the audio's sequence numbers: their slots are not lost audio.
+            if let Some(tracks) = &mut self.tracks {
+                tracks[idx(leg)].skip(now, p.ssrc(), p.sequence());
+            }
+            if let Some(rec) = &mut self.recorder {
+                match &mut self.pci {
+                    Some(pci) => {
+                        let d = Delayed { ssrc: p.ssrc(), seq: p.sequence(), ts: p.timestamp(), payload: Vec::new() };
+                        if pci.delay.push(now, leg, d).is_err() {
+                            pci.overflow += 1;
+                        }
+                    }
+                    None => rec.tracks[idx(leg)].skip(now, p.ssrc(), p.sequence()),
+                }
+            }
+        }
         if is_audio {
             if let Some(tracks) = &mut self.tracks {
                 tracks[idx(leg)].push(now, p.ssrc(), p.sequence(), p.timestamp(), p.payload());
@@ -775,7 +802,7 @@ impl MediaTask {
         drain_pauses(pci, &mut self.recorder);
         if let Some(rec) = &mut self.recorder {
             while let Some((captured, leg, d)) = pci.delay.pop(now) {
-                rec.tracks[idx(leg)].push(captured, d.ssrc, d.seq, d.ts, &d.payload);
+                d.feed(&mut rec.tracks[idx(leg)], captured);
             }
         }
     }
@@ -815,7 +842,7 @@ impl MediaTask {
             drain_pauses(pci, &mut self.recorder);
             if let Some(rec) = &mut self.recorder {
                 for (captured, leg, d) in pci.delay.drain_all() {
-                    rec.tracks[idx(leg)].push(captured, d.ssrc, d.seq, d.ts, &d.payload);
+                    d.feed(&mut rec.tracks[idx(leg)], captured);
                 }
             }
             if pci.overflow > 0 {

@@ -193,6 +193,29 @@ impl RecordTrack {
         self.drive(now);
     }
 
+    /// A packet of this direction that is not audio (an RFC 4733 telephone-event sharing the
+    /// audio's sequence numbers): it fills its sequence slot, so it is not counted as lost audio,
+    /// and produces no output. Packets of another SSRC, duplicates and stale ones are ignored.
+    pub fn skip(&mut self, now: Instant, ssrc: Ssrc, seq: u16) {
+        let Some(s) = self.stream.as_ref().filter(|s| s.ssrc == ssrc) else {
+            return;
+        };
+        let d = seq_delta(s.highest as u16, seq);
+        if !(-MAX_MISORDER..=MAX_DROPOUT).contains(&d) {
+            return;
+        }
+        let ext = (s.highest as i64 + d as i64) as u64;
+        if s.next_release.is_some_and(|nr| ext < nr) || self.buffer.contains_key(&ext) {
+            return;
+        }
+        let pos = s.highest_pos + s.highest_len;
+        self.buffer.insert(ext, Pending { pos, payload: Vec::new(), arrival: now });
+        while self.buffer.len() > MAX_BUFFERED {
+            self.release_head();
+        }
+        self.drive(now);
+    }
+
     fn on_sequence_jump(&mut self, now: Instant, ssrc: Ssrc, seq: u16, ts: u32, payload: &[u8]) {
         match self.probation.take() {
             Some(p) if p.ssrc == ssrc && p.seq.wrapping_add(1) == seq => {
@@ -364,6 +387,11 @@ impl RecordTrack {
             }
         }
         s.next_release = Some(ext + 1);
+        if p.payload.is_empty() {
+            // A skipped (non-audio) slot: accounted for, nothing to output.
+            s.history <<= 1;
+            return;
+        }
         // Never go backwards on the timeline: trim what overlaps released audio (or precedes 0).
         let floor = self
             .end_pos
@@ -512,6 +540,34 @@ mod tests {
         assert!(out.iter().all(|o| matches!(o, TrackOutput::Audio { .. })));
         let s = t.stats();
         assert_eq!((s.received, s.lost, s.late, s.duplicates), (7, 0, 0, 0));
+    }
+
+    #[test]
+    fn telephone_events_in_the_stream_are_not_lost_audio() {
+        let t0 = Instant::now();
+        let mut t = RecordTrack::new(t0, Duration::from_millis(60));
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        // Audio 100..=102, then four event packets 103..=106 (one end packet repeated), audio 107.
+        for (i, seq) in (100u16..=102).enumerate() {
+            t.push(ms(20 * i as u64), Ssrc(9), seq, 160 * seq as u32, &[0x55; 160]);
+        }
+        for (i, seq) in [103u16, 104, 105, 106, 106].into_iter().enumerate() {
+            t.skip(ms(60 + 20 * i as u64), Ssrc(9), seq);
+        }
+        t.push(ms(160), Ssrc(9), 107, 160 * 107, &[0x55; 160]);
+        t.flush(ms(400));
+        let out: Vec<TrackOutput> = std::iter::from_fn(|| t.poll(ms(400))).collect();
+        assert!(out.iter().all(|o| matches!(o, TrackOutput::Audio { .. })), "{out:?}");
+        assert_eq!(out.len(), 4);
+        assert_eq!(t.stats().lost, 0, "{:?}", t.stats());
+        // Without skip, the same stream loses four packets: the test above would fail.
+        let mut u = RecordTrack::new(t0, Duration::from_millis(60));
+        for seq in [100u16, 101, 102, 107] {
+            u.push(ms(20 * (seq as u64 - 100)), Ssrc(9), seq, 160 * seq as u32, &[0x55; 160]);
+        }
+        u.flush(ms(400));
+        while u.poll(ms(400)).is_some() {}
+        assert_eq!(u.stats().lost, 4);
     }
 
     #[test]

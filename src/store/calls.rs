@@ -97,9 +97,10 @@ pub struct CallRecord {
 pub struct PauseSpan {
     pub started_ms: i64,
     pub ended_ms: i64,
-    /// `agent-keys`, `api`, `caller-digits` or `uncertain`.
+    /// `agent_keys`, `api`, `caller_digits` or `uncertain`.
     pub trigger: String,
-    /// What ended it (`agent-keys`, `api`, `hash`, `digit-count`, `max-pause`, …, `hangup`).
+    /// What ended it: `agent_keys`, `api`, `hash`, `digit_count`, `max_pause`, `cleared`,
+    /// `idle` or `hangup`.
     pub resumed_by: String,
     /// How many keys were pressed in the span (never which).
     pub digits: u16,
