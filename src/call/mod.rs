@@ -303,14 +303,22 @@ impl Call {
                     self.fail_caller(HangupCause::Rejected, Some(Leg::Agent), 480);
                 }
             }
-            Input::AgentProvisional(_status) => {
-                if self.agent == AgentState::Inviting {
+            Input::AgentProvisional(status) => {
+                let first = self.agent == AgentState::Inviting;
+                if first {
                     self.agent = AgentState::Ringing;
+                }
+                // No prompt on this route: pass the agent's ringing to the caller, once.
+                if !self.policy.announce && first && self.caller == CallerState::Early && status == 180 {
+                    self.push(Command::CallerProvisional { status: 180, with_sdp: false });
+                    return;
                 }
                 // Ringing is not passed as 180 while the caller hears the announcement: many
                 // phones would switch to local ringback and cut the prompt. After the prompt the
                 // media task plays ringback instead.
-                if self.ann == AnnState::Done || self.ann == AnnState::FailedUnrecorded {
+                // After a prompt the caller already has an answered media path: ringback is ours.
+                let prompt_over = matches!(self.ann, AnnState::Done | AnnState::FailedUnrecorded);
+                if self.policy.announce && prompt_over {
                     self.push(Command::PlayRingback);
                 }
             }
@@ -412,10 +420,10 @@ impl Call {
         self.started = true;
         match self.policy.answer {
             AnswerMode::EarlyMedia => {
+                // Without a prompt the caller hears the agent's own ringing: 180 is passed on
+                // when the agent sends it (see AgentProvisional), not invented here.
                 if self.policy.announce {
                     self.push(Command::CallerProvisional { status: 183, with_sdp: true });
-                } else {
-                    self.push(Command::CallerProvisional { status: 180, with_sdp: false });
                 }
             }
             AnswerMode::Immediate => {

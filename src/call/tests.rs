@@ -263,7 +263,10 @@ fn no_announcement_route_rings_and_bridges_on_answer() {
     let mut p = policy(AnswerMode::EarlyMedia);
     p.announce = false;
     let mut r = Rig::new(p);
-    assert_eq!(r.drain(), vec![CallerProvisional { status: 180, with_sdp: false }, InviteAgent]);
+    assert_eq!(r.drain(), vec![InviteAgent]);
+    // The agent's 180 is passed on once; a second one (or a 183) is not repeated.
+    assert_eq!(r.at(5, Input::AgentProvisional(180)), vec![CallerProvisional { status: 180, with_sdp: false }]);
+    assert_eq!(r.at(6, Input::AgentProvisional(180)), vec![]);
     assert_eq!(r.at(10, Input::AgentAnswered), vec![AckAgent, AnswerCaller, Bridge { record: true }]);
 }
 
