@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::call::routing::{NumberPattern, Routable};
 use crate::call::{AnnouncementFailure, AnswerMode};
 
 /// Configuration problems; each names the file and, where it can, the key.
@@ -64,11 +65,15 @@ pub struct MediaConfig {
     pub timeout: Duration,
 }
 
-/// One line of the routing table; first match wins.
+/// One line of the routing table; first match wins (see `call::routing`).
 #[derive(Debug, Clone)]
 pub struct Route {
-    /// `*` or an exact dialled number (Request-URI user part).
+    /// The `match` text as configured (shown on call records).
     pub matches: String,
+    /// Called-number pattern (`*`, `2001`, `0800*`).
+    pub called: NumberPattern,
+    /// Optional calling-number pattern (`from`).
+    pub calling: Option<NumberPattern>,
     pub target: String,
     pub announcement: Option<PathBuf>,
     pub record: bool,
@@ -76,9 +81,12 @@ pub struct Route {
     pub on_announcement_failure: AnnouncementFailure,
 }
 
-impl Route {
-    pub fn matches_number(&self, dialled: &str) -> bool {
-        self.matches == "*" || self.matches == dialled
+impl Routable for Route {
+    fn called(&self) -> &NumberPattern {
+        &self.called
+    }
+    fn calling(&self) -> Option<&NumberPattern> {
+        self.calling.as_ref()
     }
 }
 
@@ -167,6 +175,8 @@ struct RawMedia {
 struct RawRoute {
     #[serde(rename = "match")]
     matches: String,
+    from: Option<String>,
+    direction: Option<String>,
     target: String,
     announcement: Option<String>,
     record: Option<bool>,
@@ -301,11 +311,22 @@ impl Config {
             if !r.target.starts_with("sip:") {
                 return Err(invalid(&key("target"), format!("`{}` is not a sip: URI", r.target)));
             }
-            if r.matches.is_empty() {
-                return Err(invalid(&key("match"), "must be \"*\" or a dialled number".into()));
+            let called = NumberPattern::parse(&r.matches).map_err(|e| invalid(&key("match"), e.to_string()))?;
+            let calling = match &r.from {
+                Some(f) => Some(NumberPattern::parse(f).map_err(|e| invalid(&key("from"), e.to_string()))?),
+                None => None,
+            };
+            match r.direction.as_deref() {
+                None | Some("inbound") => {}
+                Some("outbound") => {
+                    return Err(invalid(&key("direction"), "outbound routes are not supported by this version yet".into()));
+                }
+                Some(other) => return Err(invalid(&key("direction"), format!("`{other}`: use \"inbound\""))),
             }
             routes.push(Route {
                 matches: r.matches,
+                called,
+                calling,
                 target: r.target,
                 announcement: r.announcement.map(PathBuf::from),
                 record: r.record.unwrap_or(true),
@@ -369,9 +390,9 @@ impl Config {
         })
     }
 
-    /// First route whose `match` fits the dialled number.
-    pub fn route_for(&self, dialled: &str) -> Option<&Route> {
-        self.routes.iter().find(|r| r.matches_number(dialled))
+    /// First route matching the dialled (called) and calling numbers.
+    pub fn route_for(&self, dialled: &str, calling: &str) -> Option<&Route> {
+        crate::call::routing::select(&self.routes, dialled, calling).ok()
     }
 }
 
@@ -412,7 +433,7 @@ mod tests {
             .unwrap();
         let c = parse(&text).unwrap();
         assert!(!c.routes.is_empty());
-        assert!(c.route_for("0800123456").is_some());
+        assert!(c.route_for("0800123456", "07700900123").is_some());
     }
 
     #[test]
@@ -430,8 +451,8 @@ mod tests {
             "#,
         )
         .unwrap();
-        assert_eq!(c.route_for("2001").unwrap().target, "sip:a@127.0.0.1:5081");
-        let other = c.route_for("999").unwrap();
+        assert_eq!(c.route_for("2001", "1").unwrap().target, "sip:a@127.0.0.1:5081");
+        let other = c.route_for("999", "1").unwrap();
         assert_eq!(other.target, "sip:b@127.0.0.1:5082");
         assert!(!other.record);
         assert_eq!(other.answer, AnswerMode::Immediate);
@@ -447,6 +468,12 @@ mod tests {
         assert!(e.contains("sip.trusted"), "{e}");
         let e = parse("[[route]]\nmatch = \"*\"\ntarget = \"http://x\"").unwrap_err().to_string();
         assert!(e.contains("route[0].target"), "{e}");
+        let e = parse("[[route]]\nmatch = \"08*00\"\ntarget = \"sip:a@b\"").unwrap_err().to_string();
+        assert!(e.contains("route[0].match"), "{e}");
+        let e = parse("[[route]]\nmatch = \"*\"\nfrom = \"x y#\"\ntarget = \"sip:a@b\"").unwrap_err().to_string();
+        assert!(e.contains("route[0].from"), "{e}");
+        let e = parse("[[route]]\nmatch = \"*\"\ndirection = \"outbound\"\ntarget = \"sip:a@b\"").unwrap_err().to_string();
+        assert!(e.contains("route[0].direction") && e.contains("not supported"), "{e}");
         // Unknown keys are typos, not silently ignored.
         let e = parse("[sip]\nlisen = \"0.0.0.0:5060\"").unwrap_err().to_string();
         assert!(e.contains("lisen") && e.contains("test.toml"), "{e}");

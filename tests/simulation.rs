@@ -535,3 +535,20 @@ fn busy_survives_20_percent_loss() {
 fn cancel_survives_20_percent_loss() {
     sweep(Scenario::Cancel, 0.2, 150);
 }
+
+#[test]
+fn unknown_number_gets_404_with_its_reason_and_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = Instant::now();
+    let mut gw = gateway(now, dir.path());
+    let local = Local { advertise: "127.0.0.2".parse().unwrap(), port: 5060 };
+    let uac = UacInvite::new(&local, &format!("sip:9999@{GW}"), "07700900123", udp(GW), SDP, vec![]);
+    gw.handle_bytes(now, &uac.invite.to_bytes(), udp(CALLER));
+    let t = gw.poll_transmit().expect("a response");
+    let text = String::from_utf8(t.bytes).unwrap();
+    assert!(text.starts_with("SIP/2.0 404"), "{text}");
+    assert!(text.contains("Warning: 399 callgate \"no route for the dialled number\""), "{text}");
+    assert_eq!(t.peer.addr, addr(CALLER));
+    assert_eq!(gw.tracked().0, 0, "no call is created for a refused INVITE");
+    assert!(gw.poll_record().is_none(), "no call record for a refused INVITE");
+}

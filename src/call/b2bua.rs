@@ -394,7 +394,10 @@ impl<H: MediaHost> B2bua<H> {
         let now = self.now;
         let reject = |this: &mut Self, status: u16, why: &str| {
             tracing::info!(status, reason = why, "call refused");
-            this.respond(&key, &req, status, Some(&random_hex(6)), None);
+            // The reason travels with the refusal (RFC 3261 §20.43 Warning, code 399 = misc).
+            let warning = Header::Warning(rsip::Warning::new(format!("399 callgate \"{why}\"")));
+            let resp = message::response(&req, status, Some(&random_hex(6)), vec![warning], None);
+            this.txs.send_response(this.now, &key, resp);
         };
         if self.draining {
             return reject(self, 503, "shutting down");
@@ -404,7 +407,7 @@ impl<H: MediaHost> B2bua<H> {
             return reject(self, 503, "call limit reached");
         }
         let dialled = message::request_user(&req);
-        let Some(route) = self.cfg.route_for(&dialled).cloned() else {
+        let Some(route) = self.cfg.route_for(&dialled, &message::from_user(&req)).cloned() else {
             return reject(self, 404, "no route for the dialled number");
         };
         let Some(body) = message::sdp_body(&req) else {

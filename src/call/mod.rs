@@ -13,6 +13,7 @@
 //! a BYE carrying a `Reason`.
 
 pub mod b2bua;
+pub mod routing;
 
 use std::time::{Duration, Instant};
 
