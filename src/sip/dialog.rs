@@ -105,14 +105,7 @@ impl Dialog {
             headers.push(local.contact(self.peer.transport));
         }
         headers.push(Header::UserAgent(rsip::UserAgent::new("callgate")));
-        for h in extra {
-            headers.push(h);
-        }
-        let body = sdp.map(|s| s.as_bytes().to_vec()).unwrap_or_default();
-        if !body.is_empty() {
-            headers.push(Header::ContentType(rsip::ContentType::new("application/sdp")));
-        }
-        headers.push(Header::ContentLength(rsip::ContentLength::new(body.len().to_string())));
+        let body = message::finish_headers(&mut headers, extra, sdp);
         let uri = rsip::Uri::try_from(self.remote_target.as_str())
             .unwrap_or_else(|_| rsip::Uri::try_from("sip:invalid").unwrap_or_default());
         (Request { method, uri, version: rsip::Version::V2, headers, body }, branch)

@@ -226,6 +226,19 @@ pub fn response(
         }
     }
     headers.push(Header::Server(rsip::Server::new("callgate")));
+    let body = finish_headers(&mut headers, extra, sdp);
+    rsip::Response {
+        status_code: rsip::StatusCode::from(status),
+        wire_reason: None,
+        version: rsip::Version::V2,
+        headers,
+        body,
+    }
+}
+
+/// Appends `extra`, then Content-Type (when there is an SDP body) and Content-Length; returns
+/// the body. Every message we build ends its headers this way.
+pub(crate) fn finish_headers(headers: &mut rsip::Headers, extra: Vec<Header>, sdp: Option<&str>) -> Vec<u8> {
     for h in extra {
         headers.push(h);
     }
@@ -234,13 +247,7 @@ pub fn response(
         headers.push(Header::ContentType(rsip::ContentType::new("application/sdp")));
     }
     headers.push(Header::ContentLength(rsip::ContentLength::new(body.len().to_string())));
-    rsip::Response {
-        status_code: rsip::StatusCode::from(status),
-        wire_reason: None,
-        version: rsip::Version::V2,
-        headers,
-        body,
-    }
+    body
 }
 
 /// A minimal response to bytes the strict parser refused: the header lines a client needs to
