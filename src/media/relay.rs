@@ -299,6 +299,23 @@ struct Recorder {
     codecs: [G711; 2],
     call: CallId,
     created_at_ms: i64,
+    /// Answers once the wrapped key (and the recording row) are in the database. Until then
+    /// sealed chunks wait in `held` and no file exists: never audio without its key.
+    key_stored: Option<tokio::sync::oneshot::Receiver<Result<(), String>>>,
+    held: Vec<Vec<u8>>,
+    storage: Arc<Storage>,
+}
+
+/// Sealed chunks held while the database is slow to confirm the key (about a minute at the
+/// default 1 s flush); beyond that the recording fails rather than grow without bound.
+const MAX_HELD_CHUNKS: usize = 64;
+
+/// Runs blocking file IO without stalling the other calls' tasks on this worker thread.
+fn blocking_io<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
 }
 
 struct MediaTask {
@@ -586,13 +603,14 @@ impl MediaTask {
             codecs,
             call: self.call.clone(),
             created_at_ms: unix_ms(),
+            key_stored: None,
+            held: Vec::new(),
+            storage: plan.storage.clone(),
         };
-        // The wrapped key goes to the database before any audio exists: a crash can leave a key
-        // without audio, never audio without its key.
-        if let Err(e) = plan.store.put_recording_key(&plan.recording_id, &plan.key_id, &plan.wrapped.0).await {
-            rec.error = Some(format!("storing the recording key failed: {e}"));
-            return rec;
-        }
+        // The wrapped key goes to the database before any audio reaches a file: a crash can
+        // leave a key without audio, never audio without its key. The database may be slow
+        // (a busy disk): that must not stall this task's relaying, so another task stores it
+        // and sealed chunks wait in memory until it answers.
         let row = RecordingRow {
             recording_id: plan.recording_id.clone(),
             call_id: self.call.clone(),
@@ -603,10 +621,21 @@ impl MediaTask {
             created_at_ms: rec.created_at_ms,
             finished_at_ms: None,
         };
-        if let Err(e) = plan.store.upsert_recording(&row).await {
-            rec.error = Some(format!("storing the recording row failed: {e}"));
-            return rec;
-        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let store = plan.store.clone();
+        let (id, key_id, wrapped) = (plan.recording_id.clone(), plan.key_id.clone(), plan.wrapped.0.clone());
+        tokio::spawn(async move {
+            let r = match store.put_recording_key(&id, &key_id, &wrapped).await {
+                Err(e) => Err(format!("storing the recording key failed: {e}")),
+                Ok(()) => store
+                    .upsert_recording(&row)
+                    .await
+                    .map_err(|e| format!("storing the recording row failed: {e}")),
+            };
+            let _ = tx.send(r);
+        });
+        rec.key_stored = Some(rx);
+        rec.storage = plan.storage.clone();
         let header = match Header::new(plan.recording_id.clone(), plan.key_id.clone(), unix_ms(), plan.flush) {
             Ok(h) => h,
             Err(e) => {
@@ -614,13 +643,6 @@ impl MediaTask {
                 return rec;
             }
         };
-        match plan.storage.create(&plan.recording_id) {
-            Ok(f) => rec.file = Arc::new(f),
-            Err(e) => {
-                rec.error = Some(format!("creating the recording file failed: {e}"));
-                return rec;
-            }
-        }
         rec.writer = Some(RecordingWriter::new(header, &plan.dek, now, plan.flush));
         rec.drain_writer();
         rec
@@ -910,23 +932,62 @@ impl Recorder {
         self.tracks[0].timeline_pos(t)
     }
 
+    /// Takes sealed chunks from the writer; writes them once the key is safely stored.
     fn drain_writer(&mut self) {
         let Some(w) = &mut self.writer else { return };
-        let mut wrote = false;
         while let Some(bytes) = w.poll_output() {
-            if self.error.is_some() {
-                continue;
-            }
-            match (&*self.file).write_all(&bytes) {
-                Ok(()) => {
-                    self.bytes += bytes.len() as u64;
-                    wrote = true;
-                }
-                Err(e) => self.error = Some(format!("writing the recording failed: {e}")),
+            if self.error.is_none() {
+                self.held.push(bytes);
             }
         }
-        if wrote {
-            self.syncer.mark(&self.id, &self.file);
+        self.check_key();
+        if self.key_stored.is_some() || self.error.is_some() {
+            if self.held.len() > MAX_HELD_CHUNKS && self.error.is_none() {
+                self.error = Some("the database did not confirm the recording key in time".into());
+            }
+            if self.error.is_some() {
+                self.held.clear();
+            }
+            return;
+        }
+        if self.held.is_empty() {
+            return;
+        }
+        let held = std::mem::take(&mut self.held);
+        let file = self.file.clone();
+        let result = blocking_io(|| {
+            let mut n = 0u64;
+            for b in &held {
+                (&*file).write_all(b)?;
+                n += b.len() as u64;
+            }
+            Ok::<u64, std::io::Error>(n)
+        });
+        match result {
+            Ok(n) => {
+                self.bytes += n;
+                self.syncer.mark(&self.id, &self.file);
+            }
+            Err(e) => self.error = Some(format!("writing the recording failed: {e}")),
+        }
+    }
+
+    /// Has the database answered for the key? On success the file is created.
+    fn check_key(&mut self) {
+        let Some(rx) = &mut self.key_stored else { return };
+        let answer = match rx.try_recv() {
+            Err(tokio::sync::oneshot::error::TryRecvError::Empty) => return,
+            Ok(r) => r,
+            Err(tokio::sync::oneshot::error::TryRecvError::Closed) => Err("the key store task ended".into()),
+        };
+        self.key_stored = None;
+        let created = answer.and_then(|()| {
+            blocking_io(|| self.storage.create(&self.id))
+                .map_err(|e| format!("creating the recording file failed: {e}"))
+        });
+        match created {
+            Ok(f) => self.file = Arc::new(f),
+            Err(e) => self.error = Some(e),
         }
     }
 
@@ -936,13 +997,27 @@ impl Recorder {
         }
         self.drain_tracks(now, paused);
         let audio_ms = now.duration_since(self.start).as_millis() as u64;
+        // At hangup the key may still be on its way to the database: wait for it (bounded).
+        if let Some(rx) = self.key_stored.take() {
+            let answer = match tokio::time::timeout(Duration::from_secs(30), rx).await {
+                Ok(Ok(r)) => r,
+                Ok(Err(_)) => Err("the key store task ended".into()),
+                Err(_) => Err("the database did not confirm the recording key in time".into()),
+            };
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let _ = tx.send(answer);
+            self.key_stored = Some(rx);
+            self.drain_writer();
+        }
         let mut sha = None;
         if let Some(mut w) = self.writer.take() {
             w.push_end(reason);
             match w.finish() {
                 Ok(fin) => {
                     if self.error.is_none() {
-                        match (&*self.file).write_all(&fin.bytes).and_then(|_| self.file.sync_data()) {
+                        let file = self.file.clone();
+                        let written = blocking_io(|| (&*file).write_all(&fin.bytes).and_then(|_| file.sync_data()));
+                        match written {
                             Ok(()) => {
                                 self.bytes = fin.total_len;
                                 sha = Some(fin.sha256.iter().map(|b| format!("{b:02x}")).collect::<String>());

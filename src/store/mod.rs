@@ -157,8 +157,15 @@ impl Store {
             options = options.after_connect(|conn, _meta| {
                 Box::pin(async move {
                     sqlx::query("PRAGMA secure_delete = ON")
-                        .execute(conn)
+                        .execute(&mut *conn)
                         .await?;
+                    // WAL: writers no longer block readers and a commit costs one fsync, so a
+                    // busy disk slows call records instead of failing them ("database is
+                    // locked"). synchronous stays FULL: a wrapped key is never less durable than
+                    // its audio. Writers wait up to 30 s for each other.
+                    sqlx::query("PRAGMA journal_mode = WAL").execute(&mut *conn).await?;
+                    sqlx::query("PRAGMA synchronous = FULL").execute(&mut *conn).await?;
+                    sqlx::query("PRAGMA busy_timeout = 30000").execute(&mut *conn).await?;
                     Ok(())
                 })
             });

@@ -173,7 +173,23 @@ impl Store {
             .await
             .map_err(StoreError::query("delete_recording_key"))?
             .rows_affected();
+        if deleted > 0 {
+            self.shred_sqlite_log().await?;
+        }
         Ok(deleted > 0)
+    }
+
+    /// SQLite in WAL mode keeps a deleted row's old page in the write-ahead log (and the main
+    /// file keeps it until a checkpoint): checkpoint now and truncate the log, so the wrapped
+    /// key is overwritten in the database file (`secure_delete`) and gone from the log.
+    pub async fn shred_sqlite_log(&self) -> Result<(), StoreError> {
+        if self.dialect() == crate::store::Dialect::Sqlite {
+            sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .execute(&self.pool)
+                .await
+                .map_err(StoreError::query("wal_checkpoint"))?;
+        }
+        Ok(())
     }
 
     /// KEK rotation: replaces the wrapped key of a recording with the same DEK wrapped by
