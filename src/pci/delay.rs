@@ -38,10 +38,11 @@ impl<T> DelayLine<T> {
         }
     }
 
-    /// A line sized for two legs of 20 ms frames with 4× slack for bursts.
+    /// A line sized for two legs of 20 ms frames with 10× slack: a media task stalled for
+    /// about 2.5 s (a starved CPU) catches up without dropping audio. Worst case ≈ 260 packets.
     pub fn for_frames(delay: Duration) -> DelayLine<T> {
         let per_leg = (delay.as_millis() / 20) as usize + 1;
-        DelayLine::new(delay, per_leg * 2 * 4)
+        DelayLine::new(delay, per_leg * 2 * 10)
     }
 
     pub fn delay(&self) -> Duration {
