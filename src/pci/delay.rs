@@ -121,7 +121,7 @@ mod tests {
         assert_eq!(d.drain_all().map(|x| x.2).collect::<Vec<_>>(), vec![5]);
         assert_eq!(
             DelayLine::<u8>::for_frames(Duration::from_millis(250)).capacity,
-            104
+            260
         );
         assert_eq!(d.delay(), Duration::from_millis(250));
         assert_eq!(d.len(), 0);
