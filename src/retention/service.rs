@@ -518,3 +518,93 @@ pub async fn status(
         recording: row,
     })
 }
+
+/// The spellings of a phone number a subject access search matches (at most
+/// [`crate::store::MAX_NUMBER_VARIANTS`]): as typed without spaces and punctuation, and for
+/// UK numbers both `+44…`, `44…`, `0044…` and national `0…` forms; for other international
+/// numbers `+CC…`, `CC…` and `00CC…`. `None` if it has no digits.
+pub fn number_variants(input: &str) -> Option<Vec<String>> {
+    let cleaned: String = input
+        .chars()
+        .filter(|c| !matches!(c, ' ' | '-' | '(' | ')' | '.' | '\u{a0}'))
+        .collect();
+    let digits: String = cleaned.chars().filter(char::is_ascii_digit).collect();
+    if digits.len() < 3 || cleaned.chars().any(|c| !(c.is_ascii_digit() || c == '+')) {
+        return None;
+    }
+    let mut v = vec![cleaned.clone()];
+    let mut push = |s: String| {
+        if !v.contains(&s) {
+            v.push(s);
+        }
+    };
+    // International digits without prefix, if we can tell.
+    let intl = if let Some(rest) = cleaned.strip_prefix('+') {
+        Some(rest.to_string())
+    } else if let Some(rest) = cleaned.strip_prefix("00") {
+        Some(rest.to_string())
+    } else if let Some(rest) = cleaned.strip_prefix('0') {
+        Some(format!("44{rest}"))
+    } else {
+        None
+    };
+    if let Some(i) = intl {
+        push(format!("+{i}"));
+        push(i.clone());
+        push(format!("00{i}"));
+        if let Some(national) = i.strip_prefix("44") {
+            push(format!("0{national}"));
+        }
+    }
+    v.truncate(crate::store::MAX_NUMBER_VARIANTS);
+    Some(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uk_spellings_match_each_other() {
+        let want = ["+447700900123", "447700900123", "00447700900123", "07700900123"];
+        for input in ["+44 7700 900123", "07700 900123", "0044-7700-900123", "(07700) 900.123"] {
+            let v = number_variants(input).unwrap();
+            for w in want {
+                assert!(v.iter().any(|x| x == w), "{input}: {w} not in {v:?}");
+            }
+            assert!(v.len() <= crate::store::MAX_NUMBER_VARIANTS);
+        }
+        let v = number_variants("+1 202 555 0100").unwrap();
+        assert!(v.contains(&"+12025550100".to_string()) && v.contains(&"0012025550100".to_string()));
+        assert!(!v.iter().any(|x| x.starts_with("0") && !x.starts_with("00")));
+        // An extension or short code stays as typed.
+        assert_eq!(number_variants("2001").unwrap(), vec!["2001".to_string()]);
+        assert!(number_variants("abc").is_none());
+        assert!(number_variants("12").is_none());
+        assert!(number_variants("0770'; DROP").is_none());
+    }
+
+    #[test]
+    fn roles_table() {
+        use Permission::*;
+        use Role::*;
+        let table = [
+            (Play, [true, true, true, false]),
+            (PlayRestricted, [false, false, true, false]),
+            (TagRoutine, [true, true, true, false]),
+            (TagSensitive, [false, true, true, false]),
+            (Hold, [false, true, true, false]),
+            (DataSubject, [false, false, true, false]),
+            (ReadAudit, [false, true, true, true]),
+            (Sweep, [false, false, true, true]),
+        ];
+        for (perm, want) in table {
+            for (role, w) in [Supervisor, Investigator, Dpo, Admin].into_iter().zip(want) {
+                assert_eq!(allowed(role, perm), w, "{role} {perm:?}");
+            }
+        }
+        assert_eq!(tag_permission("training"), TagRoutine);
+        assert_eq!(tag_permission("abusive"), TagSensitive);
+        assert_eq!(tag_permission("threatening"), TagSensitive);
+    }
+}
