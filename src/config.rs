@@ -598,7 +598,7 @@ mod tests {
             Some(&TagRetention::Period(Duration::from_secs(365 * 86_400)))
         );
         assert_eq!(c.retention.tags.get("threatening"), Some(&TagRetention::UntilReleased));
-        assert!(c.retention.tags.get("abusive").is_none(), "explicit tags replace the defaults");
+        assert!(!c.retention.tags.contains_key("abusive"), "explicit tags replace the defaults");
         assert!(c.retention.is_known_tag("threatening") && c.retention.is_known_tag("evidence"));
         assert!(!c.retention.is_known_tag("spam"));
         let cases = [

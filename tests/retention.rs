@@ -281,50 +281,151 @@ fn tag_hold_release_sweep_then_the_audio_is_gone_and_the_log_is_tamper_evident()
     std::fs::copy(&f.rec_file, &backup).unwrap();
 
     // Tags: training by a supervisor (by call id), abusive only by an investigator.
-    let out = ok(&f.run(&["--actor", "sam", "--role", "supervisor", "tag", "add", f.call_id.as_str(), "training", "--note", "good greeting"]));
+    let out = ok(&f.run(&[
+        "--actor",
+        "sam",
+        "--role",
+        "supervisor",
+        "tag",
+        "add",
+        f.call_id.as_str(),
+        "training",
+        "--note",
+        "good greeting",
+    ]));
     assert!(out.contains("tag:training:365d"), "{out}");
     fails(
         &f.run(&["--role", "supervisor", "tag", "add", rec, "abusive"]),
         2,
         &["role supervisor may not"],
     );
-    fails(&f.run(&["--role", "investigator", "tag", "add", rec, "spam"]), 2, &["unknown tag `spam`"]);
-    let out = ok(&f.run(&["--actor", "ivy", "--role", "investigator", "tag", "add", rec, "abusive", "--note", "threats to staff"]));
-    assert!(out.contains("never") && out.contains("tag-open:abusive"), "{out}");
+    fails(
+        &f.run(&["--role", "investigator", "tag", "add", rec, "spam"]),
+        2,
+        &["unknown tag `spam`"],
+    );
+    let out = ok(&f.run(&[
+        "--actor",
+        "ivy",
+        "--role",
+        "investigator",
+        "tag",
+        "add",
+        rec,
+        "abusive",
+        "--note",
+        "threats to staff",
+    ]));
+    assert!(
+        out.contains("never") && out.contains("tag-open:abusive"),
+        "{out}"
+    );
 
     // Legal hold; erasure refused naming the case; the audio still plays.
-    let out = ok(&f.run(&["--actor", "ivy", "--role", "investigator", "hold", "create", "--case", "INQ-2005-14", "--reason", "Inquiries Act 2005 s.21 notice", rec]));
+    let out = ok(&f.run(&[
+        "--actor",
+        "ivy",
+        "--role",
+        "investigator",
+        "hold",
+        "create",
+        "--case",
+        "INQ-2005-14",
+        "--reason",
+        "Inquiries Act 2005 s.21 notice",
+        rec,
+    ]));
     assert!(out.contains("INQ-2005-14 created"), "{out}");
     fails(
-        &f.run(&["--actor", "dee", "--role", "dpo", "erase", rec, "--reason", "subject request"]),
+        &f.run(&[
+            "--actor",
+            "dee",
+            "--role",
+            "dpo",
+            "erase",
+            rec,
+            "--reason",
+            "subject request",
+        ]),
         1,
         &["INQ-2005-14", rec, "legal hold"],
     );
-    fails(&f.run(&["erase", rec, "--reason", "x"]), 2, &["role admin may not"]);
+    fails(
+        &f.run(&["erase", rec, "--reason", "x"]),
+        2,
+        &["role admin may not"],
+    );
     let far = wall_ms() + 10_000 * DAY;
     let out = ok(&f.run_at(far, &["sweep"]));
     assert!(out.contains("0 deleted"), "{out}");
     assert!(f.rec_file.exists());
 
     // Restriction: a supervisor may not play it, the DPO may; admins never play.
-    ok(&f.run(&["--actor", "dee", "--role", "dpo", "restrict", rec, "--reason", "art. 18 request"]));
+    ok(&f.run(&[
+        "--actor",
+        "dee",
+        "--role",
+        "dpo",
+        "restrict",
+        rec,
+        "--reason",
+        "art. 18 request",
+    ]));
     let wav = f.path("r.wav");
     fails(&f.decrypt(rec, &wav), 1, &["restricted", rec]);
     assert!(!wav.exists());
-    ok(&f.run(&["--role", "dpo", "recording", "decrypt", rec, "--out", wav.to_str().unwrap()]));
+    ok(&f.run(&[
+        "--role",
+        "dpo",
+        "recording",
+        "decrypt",
+        rec,
+        "--out",
+        wav.to_str().unwrap(),
+    ]));
     assert!(wav.exists());
     fails(
-        &f.run(&["--role", "admin", "recording", "decrypt", rec, "--out", wav.to_str().unwrap()]),
+        &f.run(&[
+            "--role",
+            "admin",
+            "recording",
+            "decrypt",
+            rec,
+            "--out",
+            wav.to_str().unwrap(),
+        ]),
         2,
         &["role admin may not play"],
     );
     ok(&f.run(&["--role", "dpo", "unrestrict", rec]));
 
     // Release the hold, then close the investigation: grace runs from now.
-    let out = ok(&f.run(&["--actor", "ivy", "--role", "investigator", "hold", "release", "--case", "INQ-2005-14", "--reason", "inquiry closed"]));
+    let out = ok(&f.run(&[
+        "--actor",
+        "ivy",
+        "--role",
+        "investigator",
+        "hold",
+        "release",
+        "--case",
+        "INQ-2005-14",
+        "--reason",
+        "inquiry closed",
+    ]));
     assert!(out.contains("released"), "{out}");
     let removed_at = wall_ms();
-    let out = ok(&f.run(&["--actor", "ivy", "--role", "investigator", "tag", "remove", rec, "abusive", "--reason", "investigation complete"]));
+    let out = ok(&f.run(&[
+        "--actor",
+        "ivy",
+        "--role",
+        "investigator",
+        "tag",
+        "remove",
+        rec,
+        "abusive",
+        "--reason",
+        "investigation complete",
+    ]));
     assert!(out.contains("tag-released:abusive+grace:30d"), "{out}");
 
     // Not yet: now, and one day before the grace ends.
@@ -339,7 +440,10 @@ fn tag_hold_release_sweep_then_the_audio_is_gone_and_the_log_is_tamper_evident()
 
     // The clock moves past the grace: swept.
     let out = ok(&f.run_at(removed_at + 31 * DAY, &["--actor", "cron", "sweep"]));
-    assert!(out.contains(&format!("deleted {rec}")) && out.contains("1 deleted"), "{out}");
+    assert!(
+        out.contains(&format!("deleted {rec}")) && out.contains("1 deleted"),
+        "{out}"
+    );
     assert!(!f.rec_file.exists(), "file still there");
     let (key, tomb, call) = rt().block_on(async {
         let store = Store::connect(&f.db_url).await.unwrap();
@@ -359,7 +463,11 @@ fn tag_hold_release_sweep_then_the_audio_is_gone_and_the_log_is_tamper_evident()
     // The copy taken beforehand, put back: no key, no audio.
     std::fs::copy(&backup, &f.rec_file).unwrap();
     fails(&f.decrypt(rec, &wav), 1, &["crypto-shredded"]);
-    fails(&f.run(&["recording", "verify", rec]), 1, &["crypto-shredded"]);
+    fails(
+        &f.run(&["recording", "verify", rec]),
+        1,
+        &["crypto-shredded"],
+    );
     // The header of the copy names the recording, but no wrapped data key for it exists
     // anywhere any more (the key file holds only KEKs): nothing can open it.
     let bytes = std::fs::read(&backup).unwrap();
@@ -370,37 +478,66 @@ fn tag_hold_release_sweep_then_the_audio_is_gone_and_the_log_is_tamper_evident()
     let entries = f.audit_json();
     let acts = actions(&entries);
     for want in [
-        "tag.add", "hold.create", "recording.restrict", "recording.decrypt", "recording.unrestrict",
-        "hold.release", "tag.remove", "recording.sweep-delete",
+        "tag.add",
+        "hold.create",
+        "recording.restrict",
+        "recording.decrypt",
+        "recording.unrestrict",
+        "hold.release",
+        "tag.remove",
+        "recording.sweep-delete",
     ] {
         assert!(acts.iter().any(|a| a == want), "{want} not in {acts:?}");
     }
     assert_eq!(acts.iter().filter(|a| *a == "tag.add").count(), 2);
-    let sweep_entry = entries.iter().find(|e| e["action"] == "recording.sweep-delete").unwrap();
+    let sweep_entry = entries
+        .iter()
+        .find(|e| e["action"] == "recording.sweep-delete")
+        .unwrap();
     assert!(sweep_entry["targets"].as_str().unwrap().contains(rec));
     assert_eq!(sweep_entry["actor"], "cron");
-    let hold = entries.iter().find(|e| e["action"] == "hold.create").unwrap();
+    let hold = entries
+        .iter()
+        .find(|e| e["action"] == "hold.create")
+        .unwrap();
     assert_eq!(hold["actor"], "ivy");
     assert_eq!(hold["role"], "investigator");
     assert_eq!(hold["reason"], "Inquiries Act 2005 s.21 notice");
     let out = ok(&f.run(&["audit", "verify"]));
-    assert!(out.contains(&format!("intact: {} entries", entries.len())), "{out}");
+    assert!(
+        out.contains(&format!("intact: {} entries", entries.len())),
+        "{out}"
+    );
     // Reading the log needs a role that may.
-    fails(&f.run(&["--role", "supervisor", "audit", "list"]), 2, &["may not read the audit log"]);
+    fails(
+        &f.run(&["--role", "supervisor", "audit", "list"]),
+        2,
+        &["may not read the audit log"],
+    );
 
     // Edit one row in the database: verify fails naming it.
-    let target_seq = entries.iter().find(|e| e["action"] == "hold.create").unwrap()["seq"].as_i64().unwrap();
+    let target_seq = entries
+        .iter()
+        .find(|e| e["action"] == "hold.create")
+        .unwrap()["seq"]
+        .as_i64()
+        .unwrap();
     rt().block_on(async {
         sqlx::any::install_default_drivers();
         let pool = sqlx::AnyPool::connect(&f.db_url).await.unwrap();
         // The table refuses edits...
-        assert!(sqlx::query("UPDATE audit_log SET reason = 'nothing to see' WHERE seq = $1")
-            .bind(target_seq)
+        assert!(
+            sqlx::query("UPDATE audit_log SET reason = 'nothing to see' WHERE seq = $1")
+                .bind(target_seq)
+                .execute(&pool)
+                .await
+                .is_err()
+        );
+        // ...unless someone with database access removes the guard: the chain still tells.
+        sqlx::query("DROP TRIGGER audit_log_no_update")
             .execute(&pool)
             .await
-            .is_err());
-        // ...unless someone with database access removes the guard: the chain still tells.
-        sqlx::query("DROP TRIGGER audit_log_no_update").execute(&pool).await.unwrap();
+            .unwrap();
         sqlx::query("UPDATE audit_log SET reason = 'nothing to see' WHERE seq = $1")
             .bind(target_seq)
             .execute(&pool)
@@ -408,7 +545,11 @@ fn tag_hold_release_sweep_then_the_audio_is_gone_and_the_log_is_tamper_evident()
             .unwrap();
         pool.close().await;
     });
-    fails(&f.run(&["audit", "verify"]), 1, &[&format!("audit entry {target_seq}:"), "modified"]);
+    fails(
+        &f.run(&["audit", "verify"]),
+        1,
+        &[&format!("audit entry {target_seq}:"), "modified"],
+    );
 }
 
 #[test]
@@ -416,8 +557,22 @@ fn subject_access_then_erasure() {
     let f = fixture();
     let rec = f.rec_id.as_str();
     let out_dir = f.path("sar-out");
-    fails(&f.run(&["--role", "supervisor", "sar", "--number", FROM]), 2, &["data protection officer"]);
-    let o = f.run(&["--actor", "dee", "--role", "dpo", "sar", "--number", "07700 900123", "--out", out_dir.to_str().unwrap()]);
+    fails(
+        &f.run(&["--role", "supervisor", "sar", "--number", FROM]),
+        2,
+        &["data protection officer"],
+    );
+    let o = f.run(&[
+        "--actor",
+        "dee",
+        "--role",
+        "dpo",
+        "sar",
+        "--number",
+        "07700 900123",
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
     let out = ok(&o);
     assert!(out.contains("1 call(s), 1 recording(s)"), "{out}");
     assert!(stderr(&o).contains("[1/1]"), "no progress: {}", stderr(&o));
@@ -429,10 +584,14 @@ fn subject_access_then_erasure() {
         (s.len() / 2, s.len())
     };
     assert!(l >= (SECS * 8000) as usize && r > 0);
-    let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(out_dir.join(format!("{}.json", f.call_id))).unwrap()).unwrap();
+    let meta: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(out_dir.join(format!("{}.json", f.call_id))).unwrap(),
+    )
+    .unwrap();
     assert_eq!(meta["call"]["from_number"], FROM);
     assert_eq!(meta["recording"]["recording_id"], rec);
-    let index: serde_json::Value = serde_json::from_slice(&std::fs::read(out_dir.join("index.json")).unwrap()).unwrap();
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out_dir.join("index.json")).unwrap()).unwrap();
     assert_eq!(index["calls"].as_array().unwrap().len(), 1);
     #[cfg(unix)]
     {
@@ -443,28 +602,80 @@ fn subject_access_then_erasure() {
         assert_eq!(mode & 0o077, 0, "{mode:o}");
     }
     // An existing non-empty directory is refused.
-    fails(&f.run(&["--role", "dpo", "sar", "--number", FROM, "--out", out_dir.to_str().unwrap()]), 2, &["not empty"]);
+    fails(
+        &f.run(&[
+            "--role",
+            "dpo",
+            "sar",
+            "--number",
+            FROM,
+            "--out",
+            out_dir.to_str().unwrap(),
+        ]),
+        2,
+        &["not empty"],
+    );
     // Another number: nothing.
     let other = f.path("sar-2");
-    let out = ok(&f.run(&["--role", "dpo", "sar", "--number", "+44 20 7946 0000", "--out", other.to_str().unwrap()]));
+    let out = ok(&f.run(&[
+        "--role",
+        "dpo",
+        "sar",
+        "--number",
+        "+44 20 7946 0000",
+        "--out",
+        other.to_str().unwrap(),
+    ]));
     assert!(out.contains("0 call(s)"), "{out}");
 
     // Erasure.
-    let out = ok(&f.run(&["--actor", "dee", "--role", "dpo", "erase", f.call_id.as_str(), "--reason", "art. 17 request 42"]));
+    let out = ok(&f.run(&[
+        "--actor",
+        "dee",
+        "--role",
+        "dpo",
+        "erase",
+        f.call_id.as_str(),
+        "--reason",
+        "art. 17 request 42",
+    ]));
     assert!(out.contains("erased"), "{out}");
     assert!(!f.rec_file.exists());
     fails(&f.decrypt(rec, &f.path("x.wav")), 1, &["crypto-shredded"]);
-    fails(&f.run(&["--role", "dpo", "erase", rec, "--reason", "again"]), 1, &["has been deleted"]);
+    fails(
+        &f.run(&["--role", "dpo", "erase", rec, "--reason", "again"]),
+        1,
+        &["has been deleted"],
+    );
     let third = f.path("sar-3");
-    let o = f.run(&["--role", "dpo", "sar", "--number", FROM, "--out", third.to_str().unwrap()]);
+    let o = f.run(&[
+        "--role",
+        "dpo",
+        "sar",
+        "--number",
+        FROM,
+        "--out",
+        third.to_str().unwrap(),
+    ]);
     assert!(ok(&o).contains("1 call(s), 0 recording(s)"));
     assert!(stderr(&o).contains("recording deleted"), "{}", stderr(&o));
 
     let entries = f.audit_json();
     let acts = actions(&entries);
-    assert_eq!(acts.iter().filter(|a| *a == "sar.export").count(), 3, "{acts:?}");
-    assert_eq!(acts.iter().filter(|a| *a == "recording.erase").count(), 1, "{acts:?}");
-    let erase = entries.iter().find(|e| e["action"] == "recording.erase").unwrap();
+    assert_eq!(
+        acts.iter().filter(|a| *a == "sar.export").count(),
+        3,
+        "{acts:?}"
+    );
+    assert_eq!(
+        acts.iter().filter(|a| *a == "recording.erase").count(),
+        1,
+        "{acts:?}"
+    );
+    let erase = entries
+        .iter()
+        .find(|e| e["action"] == "recording.erase")
+        .unwrap();
     assert_eq!(erase["reason"], "art. 17 request 42");
     // No full phone number in the audit log.
     let text = serde_json::to_string(&entries).unwrap();
@@ -476,18 +687,33 @@ fn subject_access_then_erasure() {
 fn keys_are_audited_and_retired_only_when_unused() {
     let f = fixture();
     let old = Keyring::load(&f.kek_file).unwrap().active().id().clone();
-    fails(&f.run(&["keys", "retire", old.as_str()]), 2, &["active key"]);
+    fails(
+        &f.run(&["keys", "retire", old.as_str()]),
+        2,
+        &["active key"],
+    );
     ok(&f.run(&["--actor", "ops", "keys", "rotate"]));
     let new = Keyring::load(&f.kek_file).unwrap().active().id().clone();
-    fails(&f.run(&["keys", "retire", "kek-nope"]), 2, &["not in the key file"]);
+    fails(
+        &f.run(&["keys", "retire", "kek-nope"]),
+        2,
+        &["not in the key file"],
+    );
     // A key row still wrapped by the old key (a gateway not restarted since the rotation).
     let straggler = RecordingId::new_random();
     rt().block_on(async {
         let store = Store::connect(&f.db_url).await.unwrap();
-        store.put_recording_key(&straggler, &old, &[7u8; 40]).await.unwrap();
+        store
+            .put_recording_key(&straggler, &old, &[7u8; 40])
+            .await
+            .unwrap();
         store.close().await;
     });
-    fails(&f.run(&["keys", "retire", old.as_str()]), 1, &[old.as_str(), "still wraps 1"]);
+    fails(
+        &f.run(&["keys", "retire", old.as_str()]),
+        1,
+        &[old.as_str(), "still wraps 1"],
+    );
     rt().block_on(async {
         let store = Store::connect(&f.db_url).await.unwrap();
         store.delete_recording_key(&straggler).await.unwrap();

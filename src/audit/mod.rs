@@ -312,7 +312,10 @@ impl Default for ChainVerifier {
 impl ChainVerifier {
     /// Checks one entry: its position, its link to the previous entry and its own hash.
     pub fn push(&mut self, e: &Entry) -> Result<(), ChainError> {
-        let bad = |problem: String| ChainError::BadEntry { seq: e.seq, problem };
+        let bad = |problem: String| ChainError::BadEntry {
+            seq: e.seq,
+            problem,
+        };
         if e.seq != self.expect_seq {
             // A gap: the named entry is the first one present after the missing ones.
             return Err(ChainError::BadEntry {

@@ -94,7 +94,10 @@ pub(super) async fn list(
             e.role,
             e.action,
             targets.join(","),
-            e.reason.as_deref().unwrap_or("-").replace(['\n', '\r'], " ")
+            e.reason
+                .as_deref()
+                .unwrap_or("-")
+                .replace(['\n', '\r'], " ")
         );
     }
     if entries.is_empty() {

@@ -54,7 +54,8 @@ pub(super) async fn tag_add(
     with_store!(config, |store| {
         let rec = resolve(&store, target).await?.recording_id;
         let actor = ctx.actor(DEFAULT_ROLE);
-        match service::tag_add(&store, &config.retention, &actor, &rec, tag, note, now_ms()).await? {
+        match service::tag_add(&store, &config.retention, &actor, &rec, tag, note, now_ms()).await?
+        {
             TagAdded::Added(d) => out(&format!("{rec}: tagged {tag}; {}\n", describe(&d)))?,
             TagAdded::AlreadyTagged(t) => out(&format!(
                 "{rec}: already tagged {tag} (by {} at {}); unchanged\n",
@@ -77,8 +78,16 @@ pub(super) async fn tag_remove(
     with_store!(config, |store| {
         let rec = resolve(&store, target).await?.recording_id;
         let actor = ctx.actor(DEFAULT_ROLE);
-        let d = service::tag_remove(&store, &config.retention, &actor, &rec, tag, reason, now_ms())
-            .await?;
+        let d = service::tag_remove(
+            &store,
+            &config.retention,
+            &actor,
+            &rec,
+            tag,
+            reason,
+            now_ms(),
+        )
+        .await?;
         out(&format!("{rec}: tag {tag} removed; {}\n", describe(&d)))?;
         Ok(0)
     })
@@ -113,7 +122,10 @@ pub(super) async fn hold_create(
             r.attached.len()
         );
         for rec in &r.attached {
-            let _ = writeln!(text, "  {rec}: held (never swept nor erased while the hold is open)");
+            let _ = writeln!(
+                text,
+                "  {rec}: held (never swept nor erased while the hold is open)"
+            );
         }
         out(&text)?;
         Ok(0)
@@ -128,10 +140,19 @@ pub(super) async fn hold_release(
 ) -> Result<u8, CliError> {
     with_store!(config, |store| {
         let actor = ctx.actor(DEFAULT_ROLE);
-        let recs =
-            service::hold_release(&store, &config.retention, &actor, case_ref, reason, now_ms())
-                .await?;
-        let mut text = format!("legal hold {case_ref} released ({} recording(s))\n", recs.len());
+        let recs = service::hold_release(
+            &store,
+            &config.retention,
+            &actor,
+            case_ref,
+            reason,
+            now_ms(),
+        )
+        .await?;
+        let mut text = format!(
+            "legal hold {case_ref} released ({} recording(s))\n",
+            recs.len()
+        );
         for (rec, d) in &recs {
             let _ = writeln!(text, "  {rec}: {}", describe(d));
         }
@@ -148,7 +169,11 @@ pub(super) async fn hold_list(config: &Config) -> Result<u8, CliError> {
             let n = store.hold_items(&h.case_ref).await?.len();
             let state = match h.released_at_ms {
                 None => "open".to_string(),
-                Some(t) => format!("released {} by {}", when(Some(t)), h.released_by.as_deref().unwrap_or("?")),
+                Some(t) => format!(
+                    "released {} by {}",
+                    when(Some(t)),
+                    h.released_by.as_deref().unwrap_or("?")
+                ),
             };
             let _ = writeln!(
                 text,
@@ -180,7 +205,16 @@ pub(super) async fn sweep(
         let policy = Policy::from_config(&config.retention);
         let mut opts = SweepOptions::new(format!("cli:{}", node_name()));
         opts.dry_run = dry_run;
-        let r = sweep_once(&store, &storage, &policy, &actor, &opts, policy_now_ms, None).await?;
+        let r = sweep_once(
+            &store,
+            &storage,
+            &policy,
+            &actor,
+            &opts,
+            policy_now_ms,
+            None,
+        )
+        .await?;
         let mut text = String::new();
         for c in &r.would_delete {
             let _ = writeln!(
@@ -199,15 +233,27 @@ pub(super) async fn sweep(
                 t.recording_id,
                 t.rule,
                 when(t.expired_at_ms),
-                if d.finished { "" } else { ": key destroyed, file removal pending" }
+                if d.finished {
+                    ""
+                } else {
+                    ": key destroyed, file removal pending"
+                }
             );
         }
         let _ = writeln!(
             text,
             "sweep{}: {} {}, {} recovered, {} expiries computed, {} error(s); next expiry {}",
             if dry_run { " (dry run)" } else { "" },
-            if dry_run { r.would_delete.len() } else { r.deleted.len() },
-            if dry_run { "would be deleted" } else { "deleted" },
+            if dry_run {
+                r.would_delete.len()
+            } else {
+                r.deleted.len()
+            },
+            if dry_run {
+                "would be deleted"
+            } else {
+                "deleted"
+            },
             r.recovered,
             r.reconciled,
             r.errors,
@@ -221,7 +267,12 @@ pub(super) async fn sweep(
     })
 }
 
-pub(super) async fn erase(config: &Config, ctx: &Ctx, id: &str, reason: &str) -> Result<u8, CliError> {
+pub(super) async fn erase(
+    config: &Config,
+    ctx: &Ctx,
+    id: &str,
+    reason: &str,
+) -> Result<u8, CliError> {
     let target = parse_target(id)?;
     let storage = storage(config)?;
     with_store!(config, |store| {
@@ -234,8 +285,16 @@ pub(super) async fn erase(config: &Config, ctx: &Ctx, id: &str, reason: &str) ->
             .filter(|t| t.removed_at_ms.is_none())
             .map(|t| t.tag)
             .collect();
-        let t = service::erase(&store, &storage, &config.retention, &actor, &rec, reason, now_ms())
-            .await?;
+        let t = service::erase(
+            &store,
+            &storage,
+            &config.retention,
+            &actor,
+            &rec,
+            reason,
+            now_ms(),
+        )
+        .await?;
         if !open_tags.is_empty() {
             eprintln!(
                 "callgate: note: {rec} had tags {} when erased",
@@ -287,16 +346,28 @@ pub(super) async fn show(config: &Config, id: &str, json: bool, now: i64) -> Res
             out(&text)?;
             return Ok(0);
         }
-        let mut text = format!("{rec} (call {}): state {}\n", s.recording.call_id, s.recording.state);
+        let mut text = format!(
+            "{rec} (call {}): state {}\n",
+            s.recording.call_id, s.recording.state
+        );
         if let Some(t) = &s.tombstone {
-            let _ = writeln!(text, "  deleted {} (rule {})", when(Some(t.deleted_at_ms)), t.rule);
+            let _ = writeln!(
+                text,
+                "  deleted {} (rule {})",
+                when(Some(t.deleted_at_ms)),
+                t.rule
+            );
         } else {
             let _ = writeln!(
                 text,
                 "  expires {} (rule {}){}",
                 when(s.expires_at_ms),
                 s.rule,
-                if s.expired { ": expired, the next sweep deletes it" } else { "" }
+                if s.expired {
+                    ": expired, the next sweep deletes it"
+                } else {
+                    ""
+                }
             );
         }
         if let Some(at) = s.recording.restricted_at_ms {
@@ -315,7 +386,11 @@ pub(super) async fn show(config: &Config, id: &str, json: bool, now: i64) -> Res
                 when(Some(t.added_at_ms)),
                 t.added_by,
                 match t.removed_at_ms {
-                    Some(r) => format!(", removed {} by {}", when(Some(r)), t.removed_by.as_deref().unwrap_or("?")),
+                    Some(r) => format!(
+                        ", removed {} by {}",
+                        when(Some(r)),
+                        t.removed_by.as_deref().unwrap_or("?")
+                    ),
                     None => String::new(),
                 },
                 match &t.note {

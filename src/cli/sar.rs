@@ -168,7 +168,9 @@ async fn export(
                 match store.get_recording_key(&rec_id).await? {
                     None => "recording crypto-shredded".into(),
                     Some(_) => match open_row(config, store, storage, row).await {
-                        Ok((rid, outcome)) if !matches!(outcome.status, ReadStatus::Damaged { .. }) => {
+                        Ok((rid, outcome))
+                            if !matches!(outcome.status, ReadStatus::Damaged { .. }) =>
+                        {
                             let name = format!("{call_id}.wav");
                             let secs = write_wav(&rid, &outcome, &dir.join(&name))?;
                             wav_name = Some(name);

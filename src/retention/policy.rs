@@ -170,12 +170,6 @@ impl Policy {
         crate::audit::hex(&Sha256::digest(s.as_bytes())[..8])
     }
 
-    /// The shortest time from a recording's creation to its earliest possible expiry: new
-    /// recordings cannot expire sooner than this after they are made.
-    pub fn shortest_period_ms(&self) -> i64 {
-        self.default_ms
-    }
-
     /// The decision for one recording. Longest applicable rule wins.
     pub fn decide(&self, inputs: &Inputs) -> Decision {
         // (expiry or None = indefinite, rule)
@@ -189,7 +183,9 @@ impl Policy {
             let longer = match (exp, best.0) {
                 (None, Some(_)) => true,
                 (Some(_), None) => false,
-                (Some(a), Some(b)) => a > b || (a == b && rule.specificity() > best.1.specificity()),
+                (Some(a), Some(b)) => {
+                    a > b || (a == b && rule.specificity() > best.1.specificity())
+                }
                 (None, None) => rule.specificity() > best.1.specificity(),
             };
             if longer {
@@ -437,7 +433,14 @@ mod tests {
     fn clock_edges() {
         let p = policy();
         let cases: Vec<(&str, Inputs, i64)> = vec![
-            ("default", Inputs { created_at_ms: T0, ..Default::default() }, T0 + 183 * D),
+            (
+                "default",
+                Inputs {
+                    created_at_ms: T0,
+                    ..Default::default()
+                },
+                T0 + 183 * D,
+            ),
             (
                 "released tag + grace",
                 Inputs {

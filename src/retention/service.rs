@@ -307,7 +307,8 @@ pub async fn hold_create(
         }
         Some(_) => false,
         None => {
-            tx.create_hold(case_ref, reason, &actor.name, now_ms).await?;
+            tx.create_hold(case_ref, reason, &actor.name, now_ms)
+                .await?;
             true
         }
     };
@@ -543,10 +544,8 @@ pub fn number_variants(input: &str) -> Option<Vec<String>> {
         Some(rest.to_string())
     } else if let Some(rest) = cleaned.strip_prefix("00") {
         Some(rest.to_string())
-    } else if let Some(rest) = cleaned.strip_prefix('0') {
-        Some(format!("44{rest}"))
     } else {
-        None
+        cleaned.strip_prefix('0').map(|rest| format!("44{rest}"))
     };
     if let Some(i) = intl {
         push(format!("+{i}"));
@@ -566,8 +565,18 @@ mod tests {
 
     #[test]
     fn uk_spellings_match_each_other() {
-        let want = ["+447700900123", "447700900123", "00447700900123", "07700900123"];
-        for input in ["+44 7700 900123", "07700 900123", "0044-7700-900123", "(07700) 900.123"] {
+        let want = [
+            "+447700900123",
+            "447700900123",
+            "00447700900123",
+            "07700900123",
+        ];
+        for input in [
+            "+44 7700 900123",
+            "07700 900123",
+            "0044-7700-900123",
+            "(07700) 900.123",
+        ] {
             let v = number_variants(input).unwrap();
             for w in want {
                 assert!(v.iter().any(|x| x == w), "{input}: {w} not in {v:?}");
@@ -575,7 +584,9 @@ mod tests {
             assert!(v.len() <= crate::store::MAX_NUMBER_VARIANTS);
         }
         let v = number_variants("+1 202 555 0100").unwrap();
-        assert!(v.contains(&"+12025550100".to_string()) && v.contains(&"0012025550100".to_string()));
+        assert!(
+            v.contains(&"+12025550100".to_string()) && v.contains(&"0012025550100".to_string())
+        );
         assert!(!v.iter().any(|x| x.starts_with("0") && !x.starts_with("00")));
         // An extension or short code stays as typed.
         assert_eq!(number_variants("2001").unwrap(), vec!["2001".to_string()]);

@@ -141,22 +141,29 @@ async fn finish(store: &Store, storage: &Storage, tombs: Vec<Tombstone>) -> (Vec
     };
     let mut out = Vec::with_capacity(tombs.len());
     let mut errors = 0;
-    for (t, r) in tombs.into_iter().zip(removed) {
-        let finished = match r {
-            Ok(()) => match store.finish_deletion(&t).await {
-                Ok(()) => true,
-                Err(e) => {
-                    errors += 1;
-                    tracing::error!(recording_id = %t.recording_id, error = %e, "key destroyed, file removed, tombstone not written; a later pass retries");
-                    false
-                }
-            },
+    let mut removed_ok = Vec::new();
+    for (t, r) in tombs.iter().zip(removed) {
+        match r {
+            Ok(()) => removed_ok.push(t.clone()),
             Err(e) => {
                 errors += 1;
                 tracing::error!(recording_id = %t.recording_id, error = %e, "key destroyed (audio unreadable) but the file could not be removed; a later pass retries");
-                false
             }
-        };
+        }
+    }
+    // One transaction for the batch's tombstones.
+    let tombstoned = match store.finish_deletions(&removed_ok).await {
+        Ok(()) => true,
+        Err(e) => {
+            errors += 1;
+            tracing::error!(error = %e, count = removed_ok.len(), "keys destroyed, files removed, tombstones not written; a later pass retries");
+            false
+        }
+    };
+    let ok: std::collections::HashSet<RecordingId> =
+        removed_ok.into_iter().map(|t| t.recording_id).collect();
+    for t in tombs {
+        let finished = tombstoned && ok.contains(&t.recording_id);
         out.push(Deleted {
             tombstone: t,
             finished,
@@ -174,25 +181,21 @@ pub async fn reconcile(store: &Store, policy: &Policy) -> Result<usize, Retentio
         if ids.is_empty() {
             return Ok(done);
         }
-        let mut progress = 0;
+        let mut rows = Vec::with_capacity(ids.len());
         for rec in &ids {
             let Some((_, inputs)) = store.retention_inputs(rec).await? else {
                 continue;
             };
             let d = policy.decide(&inputs);
-            if store
-                .set_retention_if_stale(
-                    rec,
-                    d.expires_at_ms,
-                    &d.rule.to_string(),
-                    &fp,
-                    d.held_by.is_some(),
-                )
-                .await?
-            {
-                progress += 1;
-            }
+            rows.push((
+                rec.clone(),
+                d.expires_at_ms,
+                d.rule.to_string(),
+                d.held_by.is_some(),
+            ));
         }
+        // One transaction per page: a commit per row would cost an fsync each.
+        let progress = store.set_retention_batch(&fp, &rows).await?;
         done += progress;
         if progress == 0 {
             // Every row was taken care of by someone else meanwhile, or is not updatable.
@@ -225,8 +228,14 @@ async fn shred_batch(
         let d = policy.decide(&inputs);
         if !d.is_expired(policy_now_ms) {
             // Changed since the candidate query (a tag, a hold): store the new decision.
-            tx.set_retention(rec, d.expires_at_ms, &d.rule.to_string(), &fp, d.held_by.is_some())
-                .await?;
+            tx.set_retention(
+                rec,
+                d.expires_at_ms,
+                &d.rule.to_string(),
+                &fp,
+                d.held_by.is_some(),
+            )
+            .await?;
             continue;
         }
         if !tx.claim_deletion(rec, node, policy_now_ms).await? {
@@ -284,7 +293,10 @@ pub(crate) async fn erase_one(
             case_ref,
         });
     }
-    if !tx.claim_deletion(rec, &format!("erase:{}", actor.name), now_ms).await? {
+    if !tx
+        .claim_deletion(rec, &format!("erase:{}", actor.name), now_ms)
+        .await?
+    {
         return Err(RetentionError::Deleted(rec.clone()));
     }
     let had_key = tx.delete_recording_key(rec).await?;
@@ -353,8 +365,8 @@ pub async fn sweep_once(
         {
             continue;
         }
-        // The key went with the claim; delete it again in case the node died in between
-        // (it cannot have: both are in one transaction — but a crash-safe retry costs nothing).
+        // The claim and the key deletion commit together, so the key is already gone; deleting
+        // again is a no-op kept for rows marked `deleting` by hand or by a future code path.
         let _ = store.delete_recording_key(&rec).await?;
         let Some(row) = store.get_retention(&rec).await? else {
             continue;
@@ -428,7 +440,15 @@ pub async fn run_sweeper(
     config: RetentionConfig,
     stop: watch::Receiver<bool>,
 ) {
-    run_sweeper_with_clock(store, storage, config, node_name(), stop, crate::store::now_ms).await
+    run_sweeper_with_clock(
+        store,
+        storage,
+        config,
+        node_name(),
+        stop,
+        crate::store::now_ms,
+    )
+    .await
 }
 
 /// [`run_sweeper`] with an injected policy clock (Unix ms) and node name, for tests.
@@ -448,23 +468,24 @@ pub async fn run_sweeper_with_clock(
             return;
         }
         let now = clock();
-        let next = match sweep_once(&store, &storage, &policy, &actor, &opts, now, Some(&stop)).await {
-            Ok(r) => {
-                if !r.deleted.is_empty() || r.errors > 0 {
-                    tracing::info!(
-                        deleted = r.deleted.len(),
-                        recovered = r.recovered,
-                        errors = r.errors,
-                        "retention sweep"
-                    );
+        let next =
+            match sweep_once(&store, &storage, &policy, &actor, &opts, now, Some(&stop)).await {
+                Ok(r) => {
+                    if !r.deleted.is_empty() || r.errors > 0 {
+                        tracing::info!(
+                            deleted = r.deleted.len(),
+                            recovered = r.recovered,
+                            errors = r.errors,
+                            "retention sweep"
+                        );
+                    }
+                    r.next_expiry_ms
                 }
-                r.next_expiry_ms
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "retention sweep failed; retrying in a minute");
-                Some(clock().saturating_add(60_000))
-            }
-        };
+                Err(e) => {
+                    tracing::warn!(error = %e, "retention sweep failed; retrying in a minute");
+                    Some(clock().saturating_add(60_000))
+                }
+            };
         let wait = next_sleep(clock(), next);
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
@@ -488,5 +509,66 @@ mod tests {
         assert_eq!(next_sleep(1000, None), MAX_SLEEP);
         assert_eq!(next_sleep(0, Some(i64::MAX)), MAX_SLEEP);
         assert_eq!(next_sleep(i64::MIN, Some(i64::MAX)), MAX_SLEEP);
+    }
+
+    /// The loop (as `serve` will run it) sweeps an expired recording, sleeps, and stops
+    /// promptly when told.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_loop_sweeps_then_stops_on_signal() {
+        use crate::ids::{CallId, KeyId};
+        use crate::recording::storage::DirStorage;
+        use crate::store::RecordingRow;
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/db.sqlite?mode=rwc", dir.path().display());
+        let store = Store::connect(&url).await.unwrap();
+        let rec = RecordingId::from_string("rec-loop");
+        store
+            .put_recording_key(&rec, &KeyId::from_string("kek-x"), &[1; 40])
+            .await
+            .unwrap();
+        store
+            .upsert_recording(&RecordingRow {
+                recording_id: rec.clone(),
+                call_id: CallId::from_string("call-loop"),
+                location: "x".into(),
+                state: "ok".into(),
+                bytes: 1,
+                sha256: None,
+                created_at_ms: 0,
+                finished_at_ms: Some(1),
+            })
+            .await
+            .unwrap();
+        std::fs::write(dir.path().join("rec-loop.cgrec"), b"x").unwrap();
+        let storage = Storage::Dir(DirStorage::new(dir.path()));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        // Policy clock: a year after the recording was made (default retention 183 d).
+        let task = tokio::spawn(run_sweeper_with_clock(
+            store.clone(),
+            storage,
+            RetentionConfig::default(),
+            "test-node".into(),
+            stop_rx,
+            || 365 * 86_400_000,
+        ));
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while store.get_tombstone(&rec).await.unwrap().is_none() {
+            assert!(std::time::Instant::now() < deadline, "not swept");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(store.get_recording_key(&rec).await.unwrap().is_none());
+        assert!(!dir.path().join("rec-loop.cgrec").exists());
+        let t = std::time::Instant::now();
+        stop_tx.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("the loop did not stop")
+            .unwrap();
+        assert!(t.elapsed() < Duration::from_secs(5));
+        let entries = store.audit_entries(0, 10).await.unwrap();
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].actor, "sweeper@test-node");
+        assert_eq!(entries[0].role, "system");
+        store.close().await;
     }
 }

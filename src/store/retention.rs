@@ -4,8 +4,8 @@
 //! their audit entries under the chain lock.
 
 use serde::Serialize;
-use sqlx::Row;
 use sqlx::AnyConnection;
+use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::audit::AuditTx;
@@ -195,7 +195,10 @@ async fn q_hold(c: &mut AnyConnection, case_ref: &str) -> Result<Option<HoldRow>
         .map_err(StoreError::query(op))
 }
 
-async fn q_hold_items(c: &mut AnyConnection, case_ref: &str) -> Result<Vec<RecordingId>, StoreError> {
+async fn q_hold_items(
+    c: &mut AnyConnection,
+    case_ref: &str,
+) -> Result<Vec<RecordingId>, StoreError> {
     let op = "hold_items";
     let rows = sqlx::query(
         "SELECT recording_id FROM legal_hold_items WHERE case_ref = $1 ORDER BY recording_id",
@@ -205,7 +208,10 @@ async fn q_hold_items(c: &mut AnyConnection, case_ref: &str) -> Result<Vec<Recor
     .await
     .map_err(StoreError::query(op))?;
     rows.iter()
-        .map(|r| r.try_get::<String, _>("recording_id").map(RecordingId::from_string))
+        .map(|r| {
+            r.try_get::<String, _>("recording_id")
+                .map(RecordingId::from_string)
+        })
         .collect::<Result<_, _>>()
         .map_err(StoreError::query(op))
 }
@@ -271,9 +277,45 @@ async fn q_set_retention(
     Ok(n == 1)
 }
 
+async fn finish_one(c: &mut AnyConnection, t: &Tombstone) -> Result<(), StoreError> {
+    let op = "finish_deletion";
+    sqlx::query(
+        "INSERT INTO recording_tombstones (recording_id, created_at_ms, expired_at_ms, \
+         deleted_at_ms, rule) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (recording_id) DO NOTHING",
+    )
+    .bind(t.recording_id.as_str())
+    .bind(t.created_at_ms)
+    .bind(t.expired_at_ms)
+    .bind(t.deleted_at_ms)
+    .bind(t.rule.as_str())
+    .execute(&mut *c)
+    .await
+    .map_err(StoreError::query(op))?;
+    sqlx::query(
+        "UPDATE recordings SET state = 'deleted', expires_at_ms = NULL, sweeping_by = NULL, \
+         sweeping_at_ms = NULL, sha256 = NULL WHERE recording_id = $1",
+    )
+    .bind(t.recording_id.as_str())
+    .execute(&mut *c)
+    .await
+    .map_err(StoreError::query(op))?;
+    sqlx::query(
+        "UPDATE calls SET recording_state = 'deleted', recording_location = NULL, \
+         recording_sha256 = NULL, key_id = NULL WHERE recording_id = $1",
+    )
+    .bind(t.recording_id.as_str())
+    .execute(&mut *c)
+    .await
+    .map_err(StoreError::query(op))?;
+    Ok(())
+}
+
 impl Store {
     /// The retention columns of a recording.
-    pub async fn get_retention(&self, rec: &RecordingId) -> Result<Option<RetentionRow>, StoreError> {
+    pub async fn get_retention(
+        &self,
+        rec: &RecordingId,
+    ) -> Result<Option<RetentionRow>, StoreError> {
         let mut c = self.conn("get_retention").await?;
         q_retention(&mut c, rec).await
     }
@@ -346,7 +388,10 @@ impl Store {
         .await
         .map_err(StoreError::query(op))?;
         rows.iter()
-            .map(|r| r.try_get::<String, _>("recording_id").map(RecordingId::from_string))
+            .map(|r| {
+                r.try_get::<String, _>("recording_id")
+                    .map(RecordingId::from_string)
+            })
             .collect::<Result<_, _>>()
             .map_err(StoreError::query(op))
     }
@@ -415,7 +460,10 @@ impl Store {
         .await
         .map_err(StoreError::query(op))?;
         rows.iter()
-            .map(|r| r.try_get::<String, _>("recording_id").map(RecordingId::from_string))
+            .map(|r| {
+                r.try_get::<String, _>("recording_id")
+                    .map(RecordingId::from_string)
+            })
             .collect::<Result<_, _>>()
             .map_err(StoreError::query(op))
     }
@@ -458,39 +506,40 @@ impl Store {
         Ok(n == 1)
     }
 
+    /// Stores computed expiries for many recordings in one transaction, each only if its
+    /// fingerprint still differs from `policy` (see [`Store::set_retention_if_stale`]).
+    /// Returns how many rows were stored.
+    pub async fn set_retention_batch(
+        &self,
+        policy: &str,
+        rows: &[(RecordingId, Option<i64>, String, bool)],
+    ) -> Result<usize, StoreError> {
+        let op = "set_retention_batch";
+        let mut tx = self.pool.begin().await.map_err(StoreError::query(op))?;
+        let mut n = 0;
+        for (rec, exp, rule, held) in rows {
+            if q_set_retention(&mut tx, rec, *exp, rule, policy, *held, true).await? {
+                n += 1;
+            }
+        }
+        tx.commit().await.map_err(StoreError::query(op))?;
+        Ok(n)
+    }
+
     /// Finishes a deletion after the key is gone and the file removed: the tombstone, the
     /// recording row marked `deleted`, the call's recording fields cleared. Idempotent.
     pub async fn finish_deletion(&self, t: &Tombstone) -> Result<(), StoreError> {
+        self.finish_deletions(std::slice::from_ref(t)).await
+    }
+
+    /// [`Store::finish_deletion`] for many, in one transaction (a commit per row would cost an
+    /// fsync each).
+    pub async fn finish_deletions(&self, tombs: &[Tombstone]) -> Result<(), StoreError> {
         let op = "finish_deletion";
         let mut tx = self.pool.begin().await.map_err(StoreError::query(op))?;
-        sqlx::query(
-            "INSERT INTO recording_tombstones (recording_id, created_at_ms, expired_at_ms, \
-             deleted_at_ms, rule) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (recording_id) DO NOTHING",
-        )
-        .bind(t.recording_id.as_str())
-        .bind(t.created_at_ms)
-        .bind(t.expired_at_ms)
-        .bind(t.deleted_at_ms)
-        .bind(t.rule.as_str())
-        .execute(&mut *tx)
-        .await
-        .map_err(StoreError::query(op))?;
-        sqlx::query(
-            "UPDATE recordings SET state = 'deleted', expires_at_ms = NULL, sweeping_by = NULL, \
-             sweeping_at_ms = NULL, sha256 = NULL WHERE recording_id = $1",
-        )
-        .bind(t.recording_id.as_str())
-        .execute(&mut *tx)
-        .await
-        .map_err(StoreError::query(op))?;
-        sqlx::query(
-            "UPDATE calls SET recording_state = 'deleted', recording_location = NULL, \
-             recording_sha256 = NULL, key_id = NULL WHERE recording_id = $1",
-        )
-        .bind(t.recording_id.as_str())
-        .execute(&mut *tx)
-        .await
-        .map_err(StoreError::query(op))?;
+        for t in tombs {
+            finish_one(&mut tx, t).await?;
+        }
         tx.commit().await.map_err(StoreError::query(op))
     }
 
@@ -538,7 +587,10 @@ impl Store {
 
 impl AuditTx {
     /// The retention columns, read under the lock.
-    pub async fn retention(&mut self, rec: &RecordingId) -> Result<Option<RetentionRow>, StoreError> {
+    pub async fn retention(
+        &mut self,
+        rec: &RecordingId,
+    ) -> Result<Option<RetentionRow>, StoreError> {
         q_retention(self.conn(), rec).await
     }
 

@@ -20,8 +20,10 @@ const T0: i64 = 1_700_000_000_000;
 
 fn cfg() -> RetentionConfig {
     let mut c = RetentionConfig::default();
-    c.tags
-        .insert("training".into(), TagRetention::Period(std::time::Duration::from_secs(365 * 86_400)));
+    c.tags.insert(
+        "training".into(),
+        TagRetention::Period(std::time::Duration::from_secs(365 * 86_400)),
+    );
     c
 }
 
@@ -97,9 +99,10 @@ pub(super) async fn retention_lifecycle(ctx: &Ctx) {
     let now = T0 + DAY;
 
     // Tag: expiry recomputed and stored.
-    let TagAdded::Added(d) = service::tag_add(store, &cfg, &sup, &rec, "training", Some("good call"), now)
-        .await
-        .unwrap()
+    let TagAdded::Added(d) =
+        service::tag_add(store, &cfg, &sup, &rec, "training", Some("good call"), now)
+            .await
+            .unwrap()
     else {
         panic!("not added")
     };
@@ -109,7 +112,9 @@ pub(super) async fn retention_lifecycle(ctx: &Ctx) {
     assert_eq!(row.retention_rule.as_deref(), Some("tag:training:365d"));
     // Idempotent second add; sensitive tag refused to a supervisor; unknown tag refused.
     assert!(matches!(
-        service::tag_add(store, &cfg, &sup, &rec, "training", None, now).await.unwrap(),
+        service::tag_add(store, &cfg, &sup, &rec, "training", None, now)
+            .await
+            .unwrap(),
         TagAdded::AlreadyTagged(_)
     ));
     assert!(matches!(
@@ -120,13 +125,31 @@ pub(super) async fn retention_lifecycle(ctx: &Ctx) {
         service::tag_add(store, &cfg, &inv, &rec, "spam", None, now).await,
         Err(RetentionError::UnknownTag { .. })
     ));
-    service::tag_add(store, &cfg, &inv, &rec, "abusive", None, now).await.unwrap();
-    assert_eq!(store.get_retention(&rec).await.unwrap().unwrap().expires_at_ms, None);
-
-    // Hold: erasure refused naming the case; release; tag removal starts the grace.
-    let h = service::hold_create(store, &cfg, &inv, "INQ-7", "Inquiries Act 2005 s.21", &[rec.clone()], now)
+    service::tag_add(store, &cfg, &inv, &rec, "abusive", None, now)
         .await
         .unwrap();
+    assert_eq!(
+        store
+            .get_retention(&rec)
+            .await
+            .unwrap()
+            .unwrap()
+            .expires_at_ms,
+        None
+    );
+
+    // Hold: erasure refused naming the case; release; tag removal starts the grace.
+    let h = service::hold_create(
+        store,
+        &cfg,
+        &inv,
+        "INQ-7",
+        "Inquiries Act 2005 s.21",
+        std::slice::from_ref(&rec),
+        now,
+    )
+    .await
+    .unwrap();
     assert!(h.new_case && h.attached == vec![rec.clone()]);
     let row = store.get_retention(&rec).await.unwrap().unwrap();
     assert!(row.held);
@@ -139,9 +162,17 @@ pub(super) async fn retention_lifecycle(ctx: &Ctx) {
     // Sweeping far in the future deletes nothing held.
     let policy = Policy::from_config(&cfg);
     let sys = Actor::new("sweeper@test", Role::System);
-    let r = sweep_once(store, &storage, &policy, &sys, &SweepOptions::new("n1"), T0 + 9999 * DAY, None)
-        .await
-        .unwrap();
+    let r = sweep_once(
+        store,
+        &storage,
+        &policy,
+        &sys,
+        &SweepOptions::new("n1"),
+        T0 + 9999 * DAY,
+        None,
+    )
+    .await
+    .unwrap();
     assert!(r.deleted.is_empty());
 
     let released = T0 + 400 * DAY;
@@ -153,28 +184,69 @@ pub(super) async fn retention_lifecycle(ctx: &Ctx) {
         Err(RetentionError::HoldReleased(_))
     ));
     assert!(matches!(
-        service::hold_create(store, &cfg, &inv, "INQ-7", "again", &[rec.clone()], released).await,
+        service::hold_create(
+            store,
+            &cfg,
+            &inv,
+            "INQ-7",
+            "again",
+            std::slice::from_ref(&rec),
+            released
+        )
+        .await,
         Err(RetentionError::HoldReleased(_))
     ));
     // Still under the open abusive tag.
-    assert_eq!(store.get_retention(&rec).await.unwrap().unwrap().expires_at_ms, None);
-    let d = service::tag_remove(store, &cfg, &inv, &rec, "abusive", Some("done"), released + DAY)
-        .await
-        .unwrap();
+    assert_eq!(
+        store
+            .get_retention(&rec)
+            .await
+            .unwrap()
+            .unwrap()
+            .expires_at_ms,
+        None
+    );
+    let d = service::tag_remove(
+        store,
+        &cfg,
+        &inv,
+        &rec,
+        "abusive",
+        Some("done"),
+        released + DAY,
+    )
+    .await
+    .unwrap();
     // Release of the hold (400 d + 30 d grace) vs tag removal (401 d + 30 d): the later wins.
     assert_eq!(d.expires_at_ms, Some(T0 + 431 * DAY));
     assert_eq!(d.rule.to_string(), "tag-released:abusive+grace:30d");
 
     // Clock edges through the store: 1 ms before nothing, exactly at expiry it goes.
     let exp = T0 + 431 * DAY;
-    let r = sweep_once(store, &storage, &policy, &sys, &SweepOptions::new("n1"), exp - 1, None)
-        .await
-        .unwrap();
+    let r = sweep_once(
+        store,
+        &storage,
+        &policy,
+        &sys,
+        &SweepOptions::new("n1"),
+        exp - 1,
+        None,
+    )
+    .await
+    .unwrap();
     assert!(r.deleted.is_empty());
     assert_eq!(r.next_expiry_ms, Some(exp));
-    let r = sweep_once(store, &storage, &policy, &sys, &SweepOptions::new("n1"), exp, None)
-        .await
-        .unwrap();
+    let r = sweep_once(
+        store,
+        &storage,
+        &policy,
+        &sys,
+        &SweepOptions::new("n1"),
+        exp,
+        None,
+    )
+    .await
+    .unwrap();
     assert_eq!(r.deleted.len(), 1);
     assert!(r.deleted[0].finished);
     assert!(store.get_recording_key(&rec).await.unwrap().is_none());
@@ -182,7 +254,11 @@ pub(super) async fn retention_lifecycle(ctx: &Ctx) {
     let t = store.get_tombstone(&rec).await.unwrap().unwrap();
     assert_eq!((t.created_at_ms, t.expired_at_ms), (T0, Some(exp)));
     assert_eq!(t.rule, "tag-released:abusive+grace:30d");
-    let call = store.get_call(&CallId::from_string("call-000001")).await.unwrap().unwrap();
+    let call = store
+        .get_call(&CallId::from_string("call-000001"))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(call.recording_state, "deleted");
     assert_eq!(call.key_id, None);
     assert_eq!(call.recording_location, None);
@@ -223,19 +299,29 @@ pub(super) async fn erasure_and_restriction(ctx: &Ctx) {
         service::authorize_playback(store, &admin, &rec).await,
         Err(RetentionError::Forbidden { .. })
     ));
-    service::authorize_playback(store, &sup, &rec).await.unwrap();
+    service::authorize_playback(store, &sup, &rec)
+        .await
+        .unwrap();
     assert!(matches!(
         service::set_restricted(store, &sup, &rec, true, Some("x"), T0).await,
         Err(RetentionError::Forbidden { .. })
     ));
-    service::set_restricted(store, &dpo, &rec, true, Some("art. 18 request"), T0).await.unwrap();
+    service::set_restricted(store, &dpo, &rec, true, Some("art. 18 request"), T0)
+        .await
+        .unwrap();
     assert!(matches!(
         service::authorize_playback(store, &sup, &rec).await,
         Err(RetentionError::Restricted(_))
     ));
-    service::authorize_playback(store, &dpo, &rec).await.unwrap();
-    service::set_restricted(store, &dpo, &rec, false, None, T0).await.unwrap();
-    service::authorize_playback(store, &sup, &rec).await.unwrap();
+    service::authorize_playback(store, &dpo, &rec)
+        .await
+        .unwrap();
+    service::set_restricted(store, &dpo, &rec, false, None, T0)
+        .await
+        .unwrap();
+    service::authorize_playback(store, &sup, &rec)
+        .await
+        .unwrap();
 
     assert!(matches!(
         service::erase(store, &storage, &cfg, &admin, &rec, "x", T0).await,
@@ -245,9 +331,17 @@ pub(super) async fn erasure_and_restriction(ctx: &Ctx) {
         service::erase(store, &storage, &cfg, &dpo, &rec, "  ", T0).await,
         Err(RetentionError::BadText { .. })
     ));
-    let t = service::erase(store, &storage, &cfg, &dpo, &rec, "subject request 42", T0 + 5)
-        .await
-        .unwrap();
+    let t = service::erase(
+        store,
+        &storage,
+        &cfg,
+        &dpo,
+        &rec,
+        "subject request 42",
+        T0 + 5,
+    )
+    .await
+    .unwrap();
     assert_eq!(t.rule, "erasure");
     assert!(store.get_recording_key(&rec).await.unwrap().is_none());
     assert!(!dir.path().join(format!("{rec}.cgrec")).exists());
@@ -295,7 +389,13 @@ pub(super) async fn two_sweepers_at_once(ctx: &Ctx) {
     }
     assert_eq!(total, N, "per node {per_node:?}");
     assert_eq!(ctx.store.count_tombstones().await.unwrap(), N as i64);
-    assert!(ctx.store.recordings_wrapped_by(&KeyId::from_string("kek-a")).await.unwrap().is_empty());
+    assert!(
+        ctx.store
+            .recordings_wrapped_by(&KeyId::from_string("kek-a"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     let entries = ctx.store.audit_entries(0, i64::MAX).await.unwrap();
     let mut targets: Vec<&str> = entries
@@ -329,13 +429,29 @@ pub(super) async fn stale_deletion_is_finished(ctx: &Ctx) {
     let policy = Policy::from_config(&cfg());
     let sys = Actor::new("sweeper@b", Role::System);
     // Not yet stale: left alone.
-    let r = sweep_once(&ctx.store, &storage, &policy, &sys, &SweepOptions::new("b"), T0 + 200 * DAY + 1000, None)
-        .await
-        .unwrap();
+    let r = sweep_once(
+        &ctx.store,
+        &storage,
+        &policy,
+        &sys,
+        &SweepOptions::new("b"),
+        T0 + 200 * DAY + 1000,
+        None,
+    )
+    .await
+    .unwrap();
     assert_eq!(r.recovered, 0);
-    let r = sweep_once(&ctx.store, &storage, &policy, &sys, &SweepOptions::new("b"), T0 + 201 * DAY, None)
-        .await
-        .unwrap();
+    let r = sweep_once(
+        &ctx.store,
+        &storage,
+        &policy,
+        &sys,
+        &SweepOptions::new("b"),
+        T0 + 201 * DAY,
+        None,
+    )
+    .await
+    .unwrap();
     assert_eq!(r.recovered, 1);
     assert!(!dir.path().join(format!("{rec}.cgrec")).exists());
     let t = ctx.store.get_tombstone(&rec).await.unwrap().unwrap();
@@ -348,13 +464,20 @@ pub(super) async fn audit_chain_concurrent_and_append_only(ctx: &Ctx) {
     let other = Store::connect(&ctx.url).await.unwrap();
     let mut tasks = Vec::new();
     for i in 0..8 {
-        let store = if i % 2 == 0 { ctx.store.clone() } else { other.clone() };
+        let store = if i % 2 == 0 {
+            ctx.store.clone()
+        } else {
+            other.clone()
+        };
         tasks.push(tokio::spawn(async move {
             let a = Actor::new(format!("user{i}"), Role::Dpo);
             for j in 0..10 {
                 let t = T0 + j;
                 store
-                    .audit_append(t, &[NewEntry::new(t, &a, action::SAR).target(format!("call-{i}-{j}"))])
+                    .audit_append(
+                        t,
+                        &[NewEntry::new(t, &a, action::SAR).target(format!("call-{i}-{j}"))],
+                    )
                     .await
                     .unwrap();
             }
