@@ -17,8 +17,8 @@ ALTER TABLE recordings ADD COLUMN sweeping_at_ms BIGINT;
 ALTER TABLE recordings ADD COLUMN restricted_at_ms BIGINT;
 ALTER TABLE recordings ADD COLUMN restricted_by TEXT;
 ALTER TABLE recordings ADD COLUMN restricted_reason TEXT;
-CREATE INDEX recordings_expiry_idx ON recordings (expires_at_ms);
-CREATE INDEX recordings_policy_idx ON recordings (retention_policy);
+-- The sweeper's query: equality on the policy fingerprint, range and order on the expiry.
+CREATE INDEX recordings_expiry_idx ON recordings (retention_policy, expires_at_ms, recording_id);
 
 -- Tags, one row per (recording, tag). Removal keeps the row (removed_* set): the release time
 -- of an until-released tag starts its grace period.

@@ -379,8 +379,7 @@ impl Store {
         let op = "recordings_needing_policy";
         let rows = sqlx::query(
             "SELECT recording_id FROM recordings WHERE (retention_policy IS NULL OR \
-             retention_policy <> $1) AND state <> 'deleting' AND state <> 'deleted' \
-             ORDER BY recording_id LIMIT $2",
+             retention_policy <> $1) AND state <> 'deleting' AND state <> 'deleted' LIMIT $2",
         )
         .bind(policy)
         .bind(limit)
