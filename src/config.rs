@@ -40,7 +40,58 @@ pub struct Config {
     /// Keypad protection: pause triggers, masking, timing.
     pub pci: crate::pci::PciConfig,
     /// Parsed for forward compatibility; enforced by later features.
-    pub retention: toml::Table,
+    pub retention: RetentionConfig,
+}
+
+/// The built-in recording tags (DESIGN.md); `[retention] custom_tags` adds more.
+pub const BUILTIN_TAGS: [&str; 4] = ["training", "complaint", "evidence", "abusive"];
+
+/// How long a tag keeps a recording (`[retention] tags`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TagRetention {
+    /// Kept at least this long after the recording was made.
+    Period(Duration),
+    /// `"until-released"`: kept while the tag is on the recording (an open investigation),
+    /// then for `[retention] grace` after it is removed.
+    UntilReleased,
+}
+
+/// `[retention]`: see `docs/retention.md`. The longest applicable rule wins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetentionConfig {
+    /// Recordings with no longer rule are kept this long after they were made. Default `183d`.
+    pub default: Duration,
+    /// Kept this long after a legal hold is released or an until-released tag removed.
+    /// Default `30d`.
+    pub grace: Duration,
+    /// Per-tag rules. Default: `abusive` and `evidence` until released. A tag without a rule
+    /// does not change retention.
+    pub tags: std::collections::BTreeMap<String, TagRetention>,
+    /// Tags allowed beyond [`BUILTIN_TAGS`] (e.g. `["threatening"]`). Default none.
+    pub custom_tags: Vec<String>,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            default: Duration::from_secs(183 * 86_400),
+            grace: Duration::from_secs(30 * 86_400),
+            tags: [
+                ("abusive".to_string(), TagRetention::UntilReleased),
+                ("evidence".to_string(), TagRetention::UntilReleased),
+            ]
+            .into_iter()
+            .collect(),
+            custom_tags: Vec::new(),
+        }
+    }
+}
+
+impl RetentionConfig {
+    /// Whether `tag` may be put on a recording (built in or listed in `custom_tags`).
+    pub fn is_known_tag(&self, tag: &str) -> bool {
+        BUILTIN_TAGS.contains(&tag) || self.custom_tags.iter().any(|t| t == tag)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -150,7 +201,16 @@ struct Raw {
     #[serde(default)]
     pci: toml::Table,
     #[serde(default)]
-    retention: toml::Table,
+    retention: RawRetention,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRetention {
+    default: Option<String>,
+    grace: Option<String>,
+    tags: Option<std::collections::BTreeMap<String, String>>,
+    custom_tags: Option<Vec<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -350,6 +410,8 @@ impl Config {
             .parse()
             .map_err(|_| invalid("portal.listen", "expected IP:port".into()))?;
 
+        let retention = parse_retention(raw.retention).map_err(|(k, m)| invalid(&k, m))?;
+
         Ok(Config {
             file: file.to_owned(),
             sip: SipConfig { listen, advertise, trusted, max_message_size },
@@ -386,7 +448,7 @@ impl Config {
             },
             pci: crate::pci::PciConfig::from_table(&raw.pci)
                 .map_err(|e| invalid(&format!("pci.{}", e.key), e.message))?,
-            retention: raw.retention,
+            retention,
         })
     }
 
@@ -394,6 +456,83 @@ impl Config {
     pub fn route_for(&self, dialled: &str, calling: &str) -> Option<&Route> {
         crate::call::routing::select(&self.routes, dialled, calling).ok()
     }
+}
+
+/// Checks `[retention]`; errors are (key, message).
+fn parse_retention(raw: RawRetention) -> Result<RetentionConfig, (String, String)> {
+    let defaults = RetentionConfig::default();
+    // Longer than this is certainly a typo (and would overflow millisecond arithmetic sooner or later).
+    const MAX: Duration = Duration::from_secs(100 * 365 * 86_400);
+    let dur = |key: &str, v: &str, min: Duration| -> Result<Duration, (String, String)> {
+        let d = parse_duration(v).map_err(|m| (key.to_string(), m))?;
+        if d < min || d > MAX {
+            return Err((
+                key.to_string(),
+                format!("`{v}` is out of range ({}..=100y)", if min.is_zero() { "0s" } else { "1s" }),
+            ));
+        }
+        Ok(d)
+    };
+    let default = match &raw.default {
+        Some(v) => dur("retention.default", v, Duration::from_secs(1))?,
+        None => defaults.default,
+    };
+    let grace = match &raw.grace {
+        Some(v) => dur("retention.grace", v, Duration::ZERO)?,
+        None => defaults.grace,
+    };
+    let custom_tags = raw.custom_tags.unwrap_or_default();
+    for (i, t) in custom_tags.iter().enumerate() {
+        if !valid_tag_name(t) {
+            return Err((
+                format!("retention.custom_tags[{i}]"),
+                format!("`{t}` is not a tag name (1-32 characters of a-z 0-9 -, starting with a letter)"),
+            ));
+        }
+        if BUILTIN_TAGS.contains(&t.as_str()) || custom_tags[..i].contains(t) {
+            return Err((
+                format!("retention.custom_tags[{i}]"),
+                format!("`{t}` is listed twice (or is a built-in tag)"),
+            ));
+        }
+    }
+    let tags = match raw.tags {
+        None => defaults.tags,
+        Some(map) => {
+            let mut tags = std::collections::BTreeMap::new();
+            for (name, v) in map {
+                let key = format!("retention.tags.{name}");
+                if !BUILTIN_TAGS.contains(&name.as_str()) && !custom_tags.contains(&name) {
+                    return Err((
+                        key,
+                        format!(
+                            "unknown tag `{name}` (built in: {}; add others to retention.custom_tags)",
+                            BUILTIN_TAGS.join(", ")
+                        ),
+                    ));
+                }
+                let rule = if v == "until-released" {
+                    TagRetention::UntilReleased
+                } else {
+                    TagRetention::Period(dur(&key, &v, Duration::from_secs(1)).map_err(|(k, m)| {
+                        (k, format!("{m}; expected a duration like \"365d\" or \"until-released\""))
+                    })?)
+                };
+                tags.insert(name, rule);
+            }
+            tags
+        }
+    };
+    Ok(RetentionConfig { default, grace, tags, custom_tags })
+}
+
+/// Tag names: `[a-z][a-z0-9-]{0,31}`.
+pub fn valid_tag_name(t: &str) -> bool {
+    let b = t.as_bytes();
+    !b.is_empty()
+        && b.len() <= 32
+        && b[0].is_ascii_lowercase()
+        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
 }
 
 fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
@@ -487,6 +626,41 @@ mod tests {
         assert!(e.contains("pci.max_pause") && e.contains("test.toml"), "{e}");
         let e = parse("[pci]\npause_digit = \"*1\"").unwrap_err().to_string();
         assert!(e.contains("pci.pause_digit"), "{e}");
+    }
+
+    #[test]
+    fn retention_section() {
+        let c = parse("").unwrap();
+        assert_eq!(c.retention, RetentionConfig::default());
+        let c = parse(
+            "[retention]\ndefault = \"90d\"\ngrace = \"0s\"\ncustom_tags = [\"threatening\"]\n\
+             tags = { training = \"365d\", threatening = \"until-released\" }\n",
+        )
+        .unwrap();
+        assert_eq!(c.retention.default, Duration::from_secs(90 * 86_400));
+        assert_eq!(c.retention.grace, Duration::ZERO);
+        assert_eq!(
+            c.retention.tags.get("training"),
+            Some(&TagRetention::Period(Duration::from_secs(365 * 86_400)))
+        );
+        assert_eq!(c.retention.tags.get("threatening"), Some(&TagRetention::UntilReleased));
+        assert!(!c.retention.tags.contains_key("abusive"), "explicit tags replace the defaults");
+        assert!(c.retention.is_known_tag("threatening") && c.retention.is_known_tag("evidence"));
+        assert!(!c.retention.is_known_tag("spam"));
+        let cases = [
+            ("[retention]\ndefault = \"forever\"", "retention.default"),
+            ("[retention]\ndefault = \"0d\"", "retention.default"),
+            ("[retention]\ngrace = \"-1d\"", "retention.grace"),
+            ("[retention]\ntags = { trainig = \"365d\" }", "retention.tags.trainig"),
+            ("[retention]\ntags = { training = \"until-release\" }", "retention.tags.training"),
+            ("[retention]\ncustom_tags = [\"Bad Tag\"]", "retention.custom_tags[0]"),
+            ("[retention]\ncustom_tags = [\"abusive\"]", "retention.custom_tags[0]"),
+            ("[retention]\ndefualt = \"1d\"", "defualt"),
+        ];
+        for (text, key) in cases {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(e.contains(key) && e.contains("test.toml"), "{text}: {e}");
+        }
     }
 
     #[test]

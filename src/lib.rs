@@ -5,6 +5,7 @@
 //! `(now, input)` that return actions; thin tokio shells do the IO. See `docs/architecture.md`.
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod call;
 pub mod cli;
 pub mod config;
@@ -14,6 +15,7 @@ pub mod pci;
 pub mod pii;
 pub mod portal;
 pub mod recording;
+pub mod retention;
 pub mod serve;
 pub mod sip;
 pub mod store;

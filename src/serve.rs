@@ -142,6 +142,13 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     let (control_tx, control_rx) = mpsc::channel(256);
     let (api_addr, api_server) = crate::portal::bind(config.portal.listen, tokens, control_tx, net_stop_rx.clone()).await?;
     let api_task = tokio::spawn(api_server);
+    // The retention sweeper: sleeps until the next expiry; safe beside sweepers on other nodes.
+    let sweeper_task = tokio::spawn(crate::retention::sweeper::run_sweeper(
+        store.clone(),
+        (*storage).clone(),
+        config.retention.clone(),
+        net_stop_rx.clone(),
+    ));
     let syncer = Syncer::default();
     let syncer_run = syncer.clone();
     let (sync_stop_tx, sync_stop_rx) = watch::channel(false);
@@ -180,6 +187,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         let result = signalling(engine, sockets, net_rx, media_rx, control_rx, stop_rx, rec_tx).await;
         let _ = net_stop_tx.send(true);
         let _ = api_task.await;
+        let _ = sweeper_task.await;
         let _ = sync_stop_tx.send(true);
         let _ = sync_task.await;
         let _ = rec_task.await;

@@ -5,8 +5,21 @@
 //! callgate calls list [--json] [--limit N]
 //! callgate recording decrypt ID --out F.wav
 //! callgate recording verify ID
-//! callgate keys init | rotate | list
+//! callgate keys init | rotate | list | retire KEYID
+//! callgate tag add ID TAG [--note TEXT]  ·  callgate tag remove ID TAG [--reason TEXT]
+//! callgate hold create --case REF --reason TEXT ID...  ·  hold release --case REF [--reason TEXT]  ·  hold list
+//! callgate sweep [--dry-run]
+//! callgate sar --number NUMBER [--out DIR]  ·  callgate erase ID --reason TEXT
+//! callgate restrict ID --reason TEXT  ·  callgate unrestrict ID [--reason TEXT]
+//! callgate retention show ID [--json]
+//! callgate audit verify  ·  callgate audit list [--json] [--limit N]
 //! ```
+//!
+//! Global `--actor NAME` (default `$USER`, else `cli`) and `--role ROLE` (supervisor,
+//! investigator, dpo, admin; default `admin`, except `recording decrypt`, which defaults to
+//! `supervisor`) say who acts: both go into the audit log, and the role is checked against
+//! DESIGN.md's table (see `retention::service`). The command line runs with database and key
+//! file access, so this is accountability and a guard against mistakes, not authentication.
 //!
 //! Exit status: `0` success; `1` the subject itself is bad (a recording damaged, truncated or
 //! crypto-shredded; a key rotation left recordings behind; the gateway stopped with an error);
@@ -17,9 +30,12 @@
 //! redacts its URL) or a full phone number outside `calls list --json`.
 
 mod api;
+mod audit;
 mod calls;
 mod keys;
 mod recording;
+mod retention;
+mod sar;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -27,7 +43,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::audit::{Actor, ChainError, Role};
 use crate::config::{Config, ConfigError};
+use crate::retention::RetentionError;
 use crate::ids::{CallId, KeyId, RecordingId};
 use crate::recording::keys::KeyError;
 use crate::recording::reader::ReadStatus;
@@ -61,8 +79,58 @@ pub struct Cli {
     /// an explicitly given file must exist).
     #[arg(long, global = true, value_name = "PATH")]
     pub config: Option<PathBuf>,
+    /// Who is acting, for the audit log. Default: $USER, else "cli".
+    #[arg(long, global = true, value_name = "NAME")]
+    pub actor: Option<String>,
+    /// Role acted in: supervisor, investigator, dpo or admin. Default admin (recording decrypt:
+    /// supervisor). Checked against the roles table; recorded in the audit log.
+    #[arg(long, global = true, value_name = "ROLE", value_parser = parse_role)]
+    pub role: Option<Role>,
     #[command(subcommand)]
     pub command: Command,
+}
+
+fn parse_role(s: &str) -> Result<Role, String> {
+    s.parse()
+}
+
+/// Who runs this command line.
+#[derive(Clone, Debug)]
+pub struct Ctx {
+    pub actor_name: String,
+    /// `None`: the command's default.
+    pub role: Option<Role>,
+}
+
+impl Ctx {
+    /// The actor, with `default` as role when `--role` was not given.
+    pub fn actor(&self, default: Role) -> Actor {
+        Actor::new(self.actor_name.clone(), self.role.unwrap_or(default))
+    }
+}
+
+/// The default role of commands other than `recording decrypt`.
+pub const DEFAULT_ROLE: Role = Role::Admin;
+
+/// The policy clock of `sweep` and `retention show`: `CALLGATE_NOW_MS` if set (a testing hook;
+/// nothing else reads it), else the wall clock.
+pub const NOW_ENV: &str = "CALLGATE_NOW_MS";
+
+fn policy_now() -> Result<i64, CliError> {
+    match std::env::var(NOW_ENV) {
+        Ok(v) => v.trim().parse().map_err(|_| CliError::BadNow(v)),
+        Err(_) => Ok(crate::store::now_ms()),
+    }
+}
+
+fn actor_name(given: Option<String>) -> Result<String, CliError> {
+    let name = given
+        .or_else(|| std::env::var("USER").ok().filter(|u| !u.is_empty()))
+        .unwrap_or_else(|| "cli".into());
+    if name.trim().is_empty() || name.len() > 64 || name.chars().any(char::is_control) {
+        return Err(CliError::BadActor(name));
+    }
+    Ok(name)
 }
 
 #[derive(Subcommand, Debug)]
@@ -84,6 +152,52 @@ pub enum Command {
     /// HTTP API administration.
     #[command(subcommand)]
     Api(ApiCommand),
+    /// Tags on recordings (training, complaint, evidence, abusive, custom ones from config).
+    #[command(subcommand)]
+    Tag(TagCommand),
+    /// Legal holds: held recordings are never swept nor erased.
+    #[command(subcommand)]
+    Hold(HoldCommand),
+    /// Delete recordings whose retention has expired (crypto-shred, file, tombstone).
+    Sweep {
+        /// List what would be deleted; delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Subject access: export every recording involving a number (dpo).
+    Sar {
+        /// The data subject's phone number (any usual spelling: +44…, 0…, spaces).
+        #[arg(long, value_name = "NUMBER")]
+        number: String,
+        /// New (or empty) directory for the export. Default ./sar-YYYYMMDD-HHMMSS.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
+    /// Erase a recording on request: crypto-shred unless under legal hold (dpo).
+    Erase {
+        /// Recording id (rec-…) or call id (call-…).
+        id: String,
+        #[arg(long, value_name = "TEXT")]
+        reason: String,
+    },
+    /// Restrict processing: playback and export only for the dpo role (dpo).
+    Restrict {
+        id: String,
+        #[arg(long, value_name = "TEXT")]
+        reason: String,
+    },
+    /// Lift a restriction (dpo).
+    Unrestrict {
+        id: String,
+        #[arg(long, value_name = "TEXT")]
+        reason: Option<String>,
+    },
+    /// Retention status of a recording.
+    #[command(subcommand)]
+    Retention(RetentionCommand),
+    /// The hash-chained audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -105,6 +219,25 @@ pub enum CallCommand {
 }
 
 #[derive(Subcommand, Debug)]
+pub enum TagCommand {
+    /// Put a tag on a recording; its expiry is recomputed.
+    Add {
+        /// Recording id (rec-…) or call id (call-…).
+        id: String,
+        tag: String,
+        #[arg(long, value_name = "TEXT")]
+        note: Option<String>,
+    },
+    /// Remove a tag (an until-released tag starts its grace period).
+    Remove {
+        id: String,
+        tag: String,
+        #[arg(long, value_name = "TEXT")]
+        reason: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 pub enum ApiCommand {
     /// API tokens.
     #[command(subcommand)]
@@ -117,6 +250,54 @@ pub enum TokenCommand {
     Create {
         /// A name for the token (who uses it), e.g. `payments`.
         name: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum HoldCommand {
+    /// Create a legal hold on recordings (or add recordings to an open one).
+    Create {
+        /// Case reference, e.g. INQ-2025-014.
+        #[arg(long = "case", value_name = "REF")]
+        case_ref: String,
+        #[arg(long, value_name = "TEXT")]
+        reason: String,
+        /// Recording ids (rec-…) or call ids (call-…).
+        #[arg(required = true, value_name = "ID")]
+        ids: Vec<String>,
+    },
+    /// Release a legal hold; its recordings return to their other rules (plus grace).
+    Release {
+        #[arg(long = "case", value_name = "REF")]
+        case_ref: String,
+        #[arg(long, value_name = "TEXT")]
+        reason: Option<String>,
+    },
+    /// Every legal hold, open first.
+    List,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RetentionCommand {
+    /// Expiry, deciding rule, tags, holds and restriction of one recording.
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCommand {
+    /// Recompute the hash chain; exit 1 naming the first bad entry.
+    Verify,
+    /// Entries, oldest first.
+    List {
+        #[arg(long)]
+        json: bool,
+        /// Only the newest N entries.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        limit: Option<u32>,
     },
 }
 
@@ -159,6 +340,11 @@ pub enum KeysCommand {
     Rotate,
     /// Key ids, which one is active, and how many recordings each wraps (never key material).
     List,
+    /// Remove an old key from the key file; refused while any recording key is wrapped by it.
+    Retire {
+        #[arg(value_name = "KEYID")]
+        key_id: String,
+    },
 }
 
 /// Everything a command can fail with. `Display` is the one-line message shown to the user.
@@ -217,6 +403,22 @@ pub enum CliError {
         "key rotation: new active key {new_key}, but {failed} recording key(s) could not be re-wrapped (see the log above); run `callgate keys rotate` again after fixing the cause"
     )]
     RotateIncomplete { new_key: KeyId, failed: usize },
+    #[error(transparent)]
+    Retention(#[from] RetentionError),
+    #[error("audit log is not intact: {0}")]
+    AuditBroken(ChainError),
+    #[error("{CALLGATE_NOW} must be Unix milliseconds, not {0:?}", CALLGATE_NOW = NOW_ENV)]
+    BadNow(String),
+    #[error("--actor {0:?}: 1-64 characters, no control characters")]
+    BadActor(String),
+    #[error("key {key_id} is not in the key file {}", file.display())]
+    UnknownKeyId { key_id: KeyId, file: PathBuf },
+    #[error("key {0} is the active key; rotate first (`callgate keys rotate`), then retire it")]
+    RetireActive(KeyId),
+    #[error("key {key_id} still wraps {count} recording key(s); run `callgate keys rotate` (and restart the gateway) first")]
+    KeyInUse { key_id: KeyId, count: usize },
+    #[error("subject access output {}: {problem}", path.display())]
+    SarOut { path: PathBuf, problem: &'static str },
     #[error("gateway: {0}")]
     Serve(#[from] ServeError),
     #[error(transparent)]
@@ -246,6 +448,13 @@ impl CliError {
             }
             | CliError::RotateIncomplete { .. }
             | CliError::ApiRefused { .. }
+            | CliError::AuditBroken(_)
+            | CliError::KeyInUse { .. }
+            | CliError::Retention(
+                RetentionError::Held { .. }
+                | RetentionError::Restricted(_)
+                | RetentionError::Deleted(_),
+            )
             | CliError::Serve(_) => EXIT_BAD,
             _ => EXIT_ERROR,
         }
@@ -288,6 +497,10 @@ fn print_error(e: &CliError) {
 /// without an error: its line on stdout says why).
 pub fn run(cli: Cli) -> Result<u8, CliError> {
     let config = load_config(cli.config.as_deref())?;
+    let ctx = Ctx {
+        actor_name: actor_name(cli.actor)?,
+        role: cli.role,
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -305,14 +518,50 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
                 recording::verify(&config, &id).await
             }
             Command::Recording(RecordingCommand::Decrypt { id, out }) => {
-                recording::decrypt(&config, &id, &out).await
+                recording::decrypt(&config, &ctx, &id, &out).await
             }
-            Command::Keys(KeysCommand::Init) => keys::init(&config),
-            Command::Keys(KeysCommand::Rotate) => keys::rotate(&config).await,
+            Command::Keys(KeysCommand::Init) => keys::init(&config, &ctx).await,
+            Command::Keys(KeysCommand::Rotate) => keys::rotate(&config, &ctx).await,
             Command::Keys(KeysCommand::List) => keys::list(&config).await,
             Command::Call(CallCommand::Pause { id, token }) => api::control(&config, &id, true, token),
             Command::Call(CallCommand::Resume { id, token }) => api::control(&config, &id, false, token),
             Command::Api(ApiCommand::Token(TokenCommand::Create { name })) => api::create_token(&config, &name),
+            Command::Keys(KeysCommand::Retire { key_id }) => {
+                keys::retire(&config, &ctx, &key_id).await
+            }
+            Command::Tag(TagCommand::Add { id, tag, note }) => {
+                retention::tag_add(&config, &ctx, &id, &tag, note.as_deref()).await
+            }
+            Command::Tag(TagCommand::Remove { id, tag, reason }) => {
+                retention::tag_remove(&config, &ctx, &id, &tag, reason.as_deref()).await
+            }
+            Command::Hold(HoldCommand::Create {
+                case_ref,
+                reason,
+                ids,
+            }) => retention::hold_create(&config, &ctx, &case_ref, &reason, &ids).await,
+            Command::Hold(HoldCommand::Release { case_ref, reason }) => {
+                retention::hold_release(&config, &ctx, &case_ref, reason.as_deref()).await
+            }
+            Command::Hold(HoldCommand::List) => retention::hold_list(&config).await,
+            Command::Sweep { dry_run } => {
+                retention::sweep(&config, &ctx, dry_run, policy_now()?).await
+            }
+            Command::Erase { id, reason } => retention::erase(&config, &ctx, &id, &reason).await,
+            Command::Restrict { id, reason } => {
+                retention::restrict(&config, &ctx, &id, true, Some(&reason)).await
+            }
+            Command::Unrestrict { id, reason } => {
+                retention::restrict(&config, &ctx, &id, false, reason.as_deref()).await
+            }
+            Command::Retention(RetentionCommand::Show { id, json }) => {
+                retention::show(&config, &id, json, policy_now()?).await
+            }
+            Command::Sar { number, out } => sar::run(&config, &ctx, &number, out.as_deref()).await,
+            Command::Audit(AuditCommand::Verify) => audit::verify(&config).await,
+            Command::Audit(AuditCommand::List { json, limit }) => {
+                audit::list(&config, &ctx, json, limit).await
+            }
         }
     })
 }

@@ -5,7 +5,8 @@ use std::fs;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use super::{CliError, EXIT_BAD, open_existing_store, out};
+use super::{CliError, Ctx, EXIT_BAD, open_existing_store, out};
+use crate::audit::Role;
 use crate::config::Config;
 use crate::ids::{CallId, RecordingId};
 use crate::recording::container::SAMPLE_RATE;
@@ -25,13 +26,13 @@ pub(super) fn storage(config: &Config) -> Result<Storage, CliError> {
 }
 
 /// What the user typed as ID.
-enum Target {
+pub(super) enum Target {
     Recording(RecordingId),
     Call(CallId),
 }
 
 /// `rec-…` or `call-…`; checked before anything is opened.
-fn parse_target(id: &str) -> Result<Target, CliError> {
+pub(super) fn parse_target(id: &str) -> Result<Target, CliError> {
     if id.starts_with("rec-") {
         Ok(Target::Recording(RecordingId::from_string(id)))
     } else if id.starts_with("call-") {
@@ -42,7 +43,7 @@ fn parse_target(id: &str) -> Result<Target, CliError> {
 }
 
 /// The recording row of a recording id, or of a call's recording.
-async fn resolve(store: &Store, target: Target) -> Result<RecordingRow, CliError> {
+pub(super) async fn resolve(store: &Store, target: Target) -> Result<RecordingRow, CliError> {
     let rec_id = match target {
         Target::Recording(r) => r,
         Target::Call(call_id) => {
@@ -86,6 +87,16 @@ async fn open_with(
     target: Target,
 ) -> Result<(RecordingId, ReadOutcome), CliError> {
     let row = resolve(store, target).await?;
+    open_row(config, store, storage, row).await
+}
+
+/// Unwraps and reads the recording of `row`.
+pub(super) async fn open_row(
+    config: &Config,
+    store: &Store,
+    storage: &Storage,
+    row: RecordingRow,
+) -> Result<(RecordingId, ReadOutcome), CliError> {
     if row.location.to_ascii_lowercase().starts_with("s3://") {
         return Err(CliError::S3Unsupported {
             storage: row.location.clone(),
@@ -154,22 +165,69 @@ pub(super) async fn verify(config: &Config, id: &str) -> Result<u8, CliError> {
     Ok(code)
 }
 
-/// Renders the WAV via a private temporary file renamed into place: a refused or failed render
-/// leaves no (partial) output behind, and an existing file is replaced only by a whole one.
-pub(super) async fn decrypt(config: &Config, id: &str, out_path: &Path) -> Result<u8, CliError> {
-    let (rec_id, outcome) = open(config, id).await?;
-    if let ReadStatus::Damaged { .. } = outcome.status {
-        return Err(CliError::Damaged {
-            id: rec_id,
-            status: outcome.status,
-        });
+/// Role of `recording decrypt` when `--role` is not given (backwards compatible: it worked
+/// without a role before roles existed; admins may not listen to calls).
+pub(super) const DECRYPT_DEFAULT_ROLE: Role = Role::Supervisor;
+
+/// Checks role and restriction, unwraps, audits, then renders the WAV via a private temporary
+/// file renamed into place: a refused or failed render leaves no (partial) output behind, and
+/// an existing file is replaced only by a whole one.
+pub(super) async fn decrypt(
+    config: &Config,
+    ctx: &Ctx,
+    id: &str,
+    out_path: &Path,
+) -> Result<u8, CliError> {
+    let actor = ctx.actor(DECRYPT_DEFAULT_ROLE);
+    let target = parse_target(id)?;
+    let storage = storage(config)?;
+    let store = open_existing_store(config).await?;
+    let res = async {
+        let row = resolve(&store, target).await?;
+        crate::retention::service::authorize_playback(&store, &actor, &row.recording_id).await?;
+        let (rec_id, outcome) = open_row(config, &store, &storage, row).await?;
+        if let ReadStatus::Damaged { .. } = outcome.status {
+            return Err(CliError::Damaged {
+                id: rec_id,
+                status: outcome.status,
+            });
+        }
+        // Audited before any audio is written: no entry, no audio.
+        crate::retention::service::record_playback(
+            &store,
+            &actor,
+            &rec_id,
+            serde_json::json!({ "out": out_path.display().to_string() }),
+            crate::store::now_ms(),
+        )
+        .await?;
+        Ok((rec_id, outcome))
     }
+    .await;
+    store.close().await;
+    let (rec_id, outcome) = res?;
+    let secs = write_wav(&rec_id, &outcome, out_path)?;
+    out(&format!(
+        "{}: {secs:.1} s, stereo PCM16 8 kHz (left caller, right agent) from {rec_id}\n",
+        out_path.display()
+    ))?;
+    Ok(0)
+}
+
+/// Renders `outcome` to `out_path` atomically (mode 0600); returns the seconds of audio. A
+/// truncated recording is rendered with a warning on stderr.
+pub(super) fn write_wav(
+    rec_id: &RecordingId,
+    outcome: &ReadOutcome,
+    out_path: &Path,
+) -> Result<f64, CliError> {
+    let rec_id = rec_id.clone();
     let tmp = temp_path(out_path);
     create_private(&tmp).map_err(|source| CliError::Output {
         path: tmp.clone(),
         source,
     })?;
-    let report = match render_stereo_wav(&outcome, &tmp) {
+    let report = match render_stereo_wav(outcome, &tmp) {
         Ok(r) => r,
         Err(source) => {
             let _ = fs::remove_file(&tmp);
@@ -191,11 +249,7 @@ pub(super) async fn decrypt(config: &Config, id: &str, out_path: &Path) -> Resul
             outcome.chunks_ok
         );
     }
-    out(&format!(
-        "{}: {secs:.1} s, stereo PCM16 8 kHz (left caller, right agent) from {rec_id}\n",
-        out_path.display()
-    ))?;
-    Ok(0)
+    Ok(secs)
 }
 
 fn temp_path(out_path: &Path) -> PathBuf {

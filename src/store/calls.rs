@@ -24,6 +24,8 @@ pub mod recording_state {
     pub const FAILED: &str = "failed";
     /// Deliberately not recorded (announcement failed, caller opted out).
     pub const NOT_RECORDED: &str = "not-recorded";
+    /// Deleted by retention or erasure: the data key is destroyed and the file removed.
+    pub const DELETED: &str = "deleted";
 }
 
 /// Values of [`CallRecord::announcement_state`].
@@ -206,6 +208,16 @@ fn select(rest: &str) -> String {
 static GET_CALL: LazyLock<String> = LazyLock::new(|| select("WHERE call_id = $1"));
 static LIST_CALLS: LazyLock<String> =
     LazyLock::new(|| select("ORDER BY started_at_ms DESC, call_id DESC LIMIT $1"));
+/// How many number spellings [`Store::calls_by_numbers`] matches at once.
+pub const MAX_NUMBER_VARIANTS: usize = 6;
+static CALLS_BY_NUMBERS: LazyLock<String> = LazyLock::new(|| {
+    let ph: Vec<String> = (1..=MAX_NUMBER_VARIANTS).map(|i| format!("${i}")).collect();
+    let ph = ph.join(", ");
+    select(&format!(
+        "WHERE from_number IN ({ph}) OR to_number IN ({ph}) OR dialled IN ({ph}) \
+         ORDER BY started_at_ms, call_id"
+    ))
+});
 static CALLS_IN_STATE: LazyLock<String> =
     LazyLock::new(|| select("WHERE recording_state = $1 ORDER BY started_at_ms, call_id"));
 
@@ -348,6 +360,26 @@ impl Store {
         let state = state.to_string();
         self.fetch_calls(CALLS_IN_STATE.as_str(), "calls_in_state", move |q| {
             q.bind(state)
+        })
+        .await
+    }
+
+    /// Every call whose from, to or dialled number is exactly one of `numbers` (at most
+    /// [`MAX_NUMBER_VARIANTS`] spellings of one number; more are ignored), oldest first.
+    pub async fn calls_by_numbers(&self, numbers: &[String]) -> Result<Vec<CallRecord>, StoreError> {
+        let mut vals: Vec<String> = numbers.iter().take(MAX_NUMBER_VARIANTS).cloned().collect();
+        if vals.is_empty() {
+            return Ok(Vec::new());
+        }
+        while vals.len() < MAX_NUMBER_VARIANTS {
+            // Pad with a repeat: IN (a, b, a) is IN (a, b).
+            vals.push(vals[0].clone());
+        }
+        self.fetch_calls(CALLS_BY_NUMBERS.as_str(), "calls_by_numbers", move |mut q| {
+            for v in vals {
+                q = q.bind(v);
+            }
+            q
         })
         .await
     }

@@ -17,8 +17,10 @@
 //! Errors never show the database password: URLs are redacted and driver text from connecting
 //! is scrubbed of it (see [`StoreError`]).
 
+mod audit;
 mod calls;
 mod recordings;
+mod retention;
 pub mod url;
 
 #[cfg(test)]
@@ -34,8 +36,12 @@ use sqlx::migrate::{MigrateError, Migrator};
 
 use crate::ids::{KeyId, RecordingId};
 
-pub use calls::{CallRecord, PauseSpan, announcement_state, recording_state};
+pub use calls::{CallRecord, MAX_NUMBER_VARIANTS, PauseSpan, announcement_state, recording_state};
+pub use audit::AuditTx;
 pub use recordings::RecordingRow;
+pub use retention::{
+    Candidate, HoldRow, RetentionRow, TagRow, Tombstone, deletion_state,
+};
 pub use url::Dialect;
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");

@@ -8,6 +8,9 @@ use super::*;
 use crate::ids::CallId;
 use crate::pii::PhoneNumber;
 
+mod retention_suite;
+use retention_suite::*;
+
 const PG_ENV: &str = "CALLGATE_TEST_POSTGRES_URL";
 
 /// A store under test plus the URL it was opened with (to connect again).
@@ -125,6 +128,12 @@ both_dialects!(
     migrations_are_idempotent,
     concurrent_upserts,
     store_debug_hides_password,
+    retention_lifecycle,
+    erasure_and_restriction,
+    two_sweepers_at_once,
+    stale_deletion_is_finished,
+    audit_chain_concurrent_and_append_only,
+    calls_by_number_spellings,
 );
 
 fn minimal_call(id: &str, started: i64) -> CallRecord {

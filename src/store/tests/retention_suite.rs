@@ -1,0 +1,512 @@
+//! Retention, holds, erasure, sweeper and audit chain against a real database (SQLite and,
+//! with `CALLGATE_TEST_POSTGRES_URL`, PostgreSQL): run through `both_dialects!` in `tests.rs`.
+
+use std::path::Path;
+
+use super::Ctx;
+use crate::audit::{Actor, ChainVerifier, NewEntry, Role, action};
+use crate::config::{RetentionConfig, TagRetention};
+use crate::ids::{CallId, KeyId, RecordingId};
+use crate::pii::PhoneNumber;
+use crate::recording::storage::{DirStorage, Storage};
+use crate::retention::RetentionError;
+use crate::retention::policy::Policy;
+use crate::retention::service::{self, TagAdded};
+use crate::retention::sweeper::{SweepOptions, sweep_once};
+use crate::store::{CallRecord, RecordingRow, Store, recording_state};
+
+const DAY: i64 = 86_400_000;
+const T0: i64 = 1_700_000_000_000;
+
+fn cfg() -> RetentionConfig {
+    let mut c = RetentionConfig::default();
+    c.tags.insert(
+        "training".into(),
+        TagRetention::Period(std::time::Duration::from_secs(365 * 86_400)),
+    );
+    c
+}
+
+/// A recording row, its call, a key row and a small file.
+async fn make_recording(store: &Store, dir: &Path, n: usize, created: i64) -> RecordingId {
+    let rec = RecordingId::from_string(format!("rec-{n:06}"));
+    let call = CallId::from_string(format!("call-{n:06}"));
+    store
+        .put_recording_key(&rec, &KeyId::from_string("kek-a"), &[n as u8; 40])
+        .await
+        .unwrap();
+    store
+        .upsert_recording(&RecordingRow {
+            recording_id: rec.clone(),
+            call_id: call.clone(),
+            location: format!("{}/{rec}.cgrec", dir.display()),
+            state: recording_state::OK.into(),
+            bytes: 4,
+            sha256: None,
+            created_at_ms: created,
+            finished_at_ms: Some(created + 1000),
+        })
+        .await
+        .unwrap();
+    let mut c = CallRecord::new(
+        call,
+        format!("sip-{n}"),
+        PhoneNumber::new("+447700900123"),
+        PhoneNumber::new("+441632960034"),
+        PhoneNumber::new("2001"),
+        "*",
+        "sip:q@pbx",
+        created,
+    );
+    c.recording_id = Some(rec.clone());
+    c.recording_state = recording_state::OK.into();
+    store.upsert_call(&c).await.unwrap();
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join(format!("{rec}.cgrec")), b"CGRx").unwrap();
+    rec
+}
+
+async fn verify_audit(store: &Store) -> i64 {
+    let (seq, hash) = store.audit_head().await.unwrap();
+    let entries = store.audit_entries(0, i64::MAX).await.unwrap();
+    let mut v = ChainVerifier::default();
+    for e in &entries {
+        v.push(e).unwrap_or_else(|err| panic!("{err}"));
+    }
+    v.finish(seq, &hash).unwrap();
+    seq
+}
+
+async fn count_action(store: &Store, act: &str) -> usize {
+    store
+        .audit_entries(0, i64::MAX)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|e| e.action == act)
+        .count()
+}
+
+pub(super) async fn retention_lifecycle(ctx: &Ctx) {
+    let store = &ctx.store;
+    let dir = tempfile::tempdir().unwrap();
+    let storage = Storage::Dir(DirStorage::new(dir.path()));
+    let cfg = cfg();
+    let rec = make_recording(store, dir.path(), 1, T0).await;
+    let sup = Actor::new("sam", Role::Supervisor);
+    let inv = Actor::new("ivy", Role::Investigator);
+    let dpo = Actor::new("dee", Role::Dpo);
+    let now = T0 + DAY;
+
+    // Tag: expiry recomputed and stored.
+    let TagAdded::Added(d) =
+        service::tag_add(store, &cfg, &sup, &rec, "training", Some("good call"), now)
+            .await
+            .unwrap()
+    else {
+        panic!("not added")
+    };
+    assert_eq!(d.expires_at_ms, Some(T0 + 365 * DAY));
+    let row = store.get_retention(&rec).await.unwrap().unwrap();
+    assert_eq!(row.expires_at_ms, Some(T0 + 365 * DAY));
+    assert_eq!(row.retention_rule.as_deref(), Some("tag:training:365d"));
+    // Idempotent second add; sensitive tag refused to a supervisor; unknown tag refused.
+    assert!(matches!(
+        service::tag_add(store, &cfg, &sup, &rec, "training", None, now)
+            .await
+            .unwrap(),
+        TagAdded::AlreadyTagged(_)
+    ));
+    assert!(matches!(
+        service::tag_add(store, &cfg, &sup, &rec, "abusive", None, now).await,
+        Err(RetentionError::Forbidden { .. })
+    ));
+    assert!(matches!(
+        service::tag_add(store, &cfg, &inv, &rec, "spam", None, now).await,
+        Err(RetentionError::UnknownTag { .. })
+    ));
+    service::tag_add(store, &cfg, &inv, &rec, "abusive", None, now)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .get_retention(&rec)
+            .await
+            .unwrap()
+            .unwrap()
+            .expires_at_ms,
+        None
+    );
+
+    // Hold: erasure refused naming the case; release; tag removal starts the grace.
+    let h = service::hold_create(
+        store,
+        &cfg,
+        &inv,
+        "INQ-7",
+        "Inquiries Act 2005 s.21",
+        std::slice::from_ref(&rec),
+        now,
+    )
+    .await
+    .unwrap();
+    assert!(h.new_case && h.attached == vec![rec.clone()]);
+    let row = store.get_retention(&rec).await.unwrap().unwrap();
+    assert!(row.held);
+    assert_eq!(row.retention_rule.as_deref(), Some("hold:INQ-7"));
+    match service::erase(store, &storage, &cfg, &dpo, &rec, "subject request", now).await {
+        Err(RetentionError::Held { case_ref, .. }) => assert_eq!(case_ref, "INQ-7"),
+        other => panic!("erase of a held recording: {other:?}"),
+    }
+    assert!(store.get_recording_key(&rec).await.unwrap().is_some());
+    // Sweeping far in the future deletes nothing held.
+    let policy = Policy::from_config(&cfg);
+    let sys = Actor::new("sweeper@test", Role::System);
+    let r = sweep_once(
+        store,
+        &storage,
+        &policy,
+        &sys,
+        &SweepOptions::new("n1"),
+        T0 + 9999 * DAY,
+        None,
+    )
+    .await
+    .unwrap();
+    assert!(r.deleted.is_empty());
+
+    let released = T0 + 400 * DAY;
+    service::hold_release(store, &cfg, &inv, "INQ-7", Some("inquiry closed"), released)
+        .await
+        .unwrap();
+    assert!(matches!(
+        service::hold_release(store, &cfg, &inv, "INQ-7", None, released).await,
+        Err(RetentionError::HoldReleased(_))
+    ));
+    assert!(matches!(
+        service::hold_create(
+            store,
+            &cfg,
+            &inv,
+            "INQ-7",
+            "again",
+            std::slice::from_ref(&rec),
+            released
+        )
+        .await,
+        Err(RetentionError::HoldReleased(_))
+    ));
+    // Still under the open abusive tag.
+    assert_eq!(
+        store
+            .get_retention(&rec)
+            .await
+            .unwrap()
+            .unwrap()
+            .expires_at_ms,
+        None
+    );
+    let d = service::tag_remove(
+        store,
+        &cfg,
+        &inv,
+        &rec,
+        "abusive",
+        Some("done"),
+        released + DAY,
+    )
+    .await
+    .unwrap();
+    // Release of the hold (400 d + 30 d grace) vs tag removal (401 d + 30 d): the later wins.
+    assert_eq!(d.expires_at_ms, Some(T0 + 431 * DAY));
+    assert_eq!(d.rule.to_string(), "tag-released:abusive+grace:30d");
+
+    // Clock edges through the store: 1 ms before nothing, exactly at expiry it goes.
+    let exp = T0 + 431 * DAY;
+    let r = sweep_once(
+        store,
+        &storage,
+        &policy,
+        &sys,
+        &SweepOptions::new("n1"),
+        exp - 1,
+        None,
+    )
+    .await
+    .unwrap();
+    assert!(r.deleted.is_empty());
+    assert_eq!(r.next_expiry_ms, Some(exp));
+    let r = sweep_once(
+        store,
+        &storage,
+        &policy,
+        &sys,
+        &SweepOptions::new("n1"),
+        exp,
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.deleted.len(), 1);
+    assert!(r.deleted[0].finished);
+    assert!(store.get_recording_key(&rec).await.unwrap().is_none());
+    assert!(!dir.path().join(format!("{rec}.cgrec")).exists());
+    let t = store.get_tombstone(&rec).await.unwrap().unwrap();
+    assert_eq!((t.created_at_ms, t.expired_at_ms), (T0, Some(exp)));
+    assert_eq!(t.rule, "tag-released:abusive+grace:30d");
+    let call = store
+        .get_call(&CallId::from_string("call-000001"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(call.recording_state, "deleted");
+    assert_eq!(call.key_id, None);
+    assert_eq!(call.recording_location, None);
+    // Deleted: no more tags, no erasure.
+    assert!(matches!(
+        service::tag_add(store, &cfg, &sup, &rec, "complaint", None, exp).await,
+        Err(RetentionError::Deleted(_))
+    ));
+    assert!(matches!(
+        service::erase(store, &storage, &cfg, &dpo, &rec, "again", exp).await,
+        Err(RetentionError::Deleted(_))
+    ));
+
+    // Every change is in the chain, which verifies.
+    for (act, n) in [
+        (action::TAG_ADD, 2),
+        (action::HOLD_CREATE, 1),
+        (action::HOLD_RELEASE, 1),
+        (action::TAG_REMOVE, 1),
+        (action::SWEEP_DELETE, 1),
+    ] {
+        assert_eq!(count_action(store, act).await, n, "{act}");
+    }
+    assert_eq!(verify_audit(store).await, 6);
+}
+
+pub(super) async fn erasure_and_restriction(ctx: &Ctx) {
+    let store = &ctx.store;
+    let dir = tempfile::tempdir().unwrap();
+    let storage = Storage::Dir(DirStorage::new(dir.path()));
+    let cfg = cfg();
+    let rec = make_recording(store, dir.path(), 2, T0).await;
+    let dpo = Actor::new("dee", Role::Dpo);
+    let sup = Actor::new("sam", Role::Supervisor);
+    let admin = Actor::new("ada", Role::Admin);
+
+    assert!(matches!(
+        service::authorize_playback(store, &admin, &rec).await,
+        Err(RetentionError::Forbidden { .. })
+    ));
+    service::authorize_playback(store, &sup, &rec)
+        .await
+        .unwrap();
+    assert!(matches!(
+        service::set_restricted(store, &sup, &rec, true, Some("x"), T0).await,
+        Err(RetentionError::Forbidden { .. })
+    ));
+    service::set_restricted(store, &dpo, &rec, true, Some("art. 18 request"), T0)
+        .await
+        .unwrap();
+    assert!(matches!(
+        service::authorize_playback(store, &sup, &rec).await,
+        Err(RetentionError::Restricted(_))
+    ));
+    service::authorize_playback(store, &dpo, &rec)
+        .await
+        .unwrap();
+    service::set_restricted(store, &dpo, &rec, false, None, T0)
+        .await
+        .unwrap();
+    service::authorize_playback(store, &sup, &rec)
+        .await
+        .unwrap();
+
+    assert!(matches!(
+        service::erase(store, &storage, &cfg, &admin, &rec, "x", T0).await,
+        Err(RetentionError::Forbidden { .. })
+    ));
+    assert!(matches!(
+        service::erase(store, &storage, &cfg, &dpo, &rec, "  ", T0).await,
+        Err(RetentionError::BadText { .. })
+    ));
+    let t = service::erase(
+        store,
+        &storage,
+        &cfg,
+        &dpo,
+        &rec,
+        "subject request 42",
+        T0 + 5,
+    )
+    .await
+    .unwrap();
+    assert_eq!(t.rule, "erasure");
+    assert!(store.get_recording_key(&rec).await.unwrap().is_none());
+    assert!(!dir.path().join(format!("{rec}.cgrec")).exists());
+    assert_eq!(store.get_tombstone(&rec).await.unwrap(), Some(t));
+    assert_eq!(count_action(store, action::ERASE).await, 1);
+    assert_eq!(count_action(store, action::RESTRICT).await, 1);
+    assert_eq!(count_action(store, action::UNRESTRICT).await, 1);
+    verify_audit(store).await;
+}
+
+/// Two nodes (two pools on one database) sweep the same expired recordings at once: each is
+/// shredded exactly once, none is left.
+pub(super) async fn two_sweepers_at_once(ctx: &Ctx) {
+    const N: usize = 300;
+    let dir = tempfile::tempdir().unwrap();
+    let storage = Storage::Dir(DirStorage::new(dir.path()));
+    for i in 0..N {
+        make_recording(&ctx.store, dir.path(), 1000 + i, T0 + i as i64).await;
+    }
+    let policy = Policy::from_config(&cfg());
+    let now = T0 + 1000 * DAY;
+    let mut tasks = Vec::new();
+    for node in ["node-a", "node-b"] {
+        let store = Store::connect(&ctx.url).await.unwrap();
+        let storage = storage.clone();
+        let policy = policy.clone();
+        tasks.push(tokio::spawn(async move {
+            let actor = Actor::new(format!("sweeper@{node}"), Role::System);
+            let mut opts = SweepOptions::new(node);
+            opts.batch = 25;
+            let r = sweep_once(&store, &storage, &policy, &actor, &opts, now, None)
+                .await
+                .unwrap();
+            store.close().await;
+            r
+        }));
+    }
+    let mut total = 0;
+    let mut per_node = Vec::new();
+    for t in tasks {
+        let r = t.await.unwrap();
+        assert_eq!(r.errors, 0);
+        total += r.deleted.len();
+        per_node.push(r.deleted.len());
+    }
+    assert_eq!(total, N, "per node {per_node:?}");
+    assert_eq!(ctx.store.count_tombstones().await.unwrap(), N as i64);
+    assert!(
+        ctx.store
+            .recordings_wrapped_by(&KeyId::from_string("kek-a"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    let entries = ctx.store.audit_entries(0, i64::MAX).await.unwrap();
+    let mut targets: Vec<&str> = entries
+        .iter()
+        .filter(|e| e.action == action::SWEEP_DELETE)
+        .map(|e| e.targets.as_str())
+        .collect();
+    assert_eq!(targets.len(), N);
+    targets.sort();
+    targets.dedup();
+    assert_eq!(targets.len(), N, "a recording was deleted twice");
+    verify_audit(&ctx.store).await;
+}
+
+/// A node that died after shredding (state `deleting`, stale claim) is finished by the next pass.
+pub(super) async fn stale_deletion_is_finished(ctx: &Ctx) {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = Storage::Dir(DirStorage::new(dir.path()));
+    let rec = make_recording(&ctx.store, dir.path(), 3, T0).await;
+    sqlx::query(
+        "UPDATE recordings SET state = 'deleting', sweeping_by = 'dead', sweeping_at_ms = $1, \
+         retention_rule = 'default:183d', expires_at_ms = $2 WHERE recording_id = $3",
+    )
+    .bind(T0 + 200 * DAY)
+    .bind(T0 + 183 * DAY)
+    .bind(rec.as_str())
+    .execute(&ctx.store.pool)
+    .await
+    .unwrap();
+    ctx.store.delete_recording_key(&rec).await.unwrap();
+    let policy = Policy::from_config(&cfg());
+    let sys = Actor::new("sweeper@b", Role::System);
+    // Not yet stale: left alone.
+    let r = sweep_once(
+        &ctx.store,
+        &storage,
+        &policy,
+        &sys,
+        &SweepOptions::new("b"),
+        T0 + 200 * DAY + 1000,
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.recovered, 0);
+    let r = sweep_once(
+        &ctx.store,
+        &storage,
+        &policy,
+        &sys,
+        &SweepOptions::new("b"),
+        T0 + 201 * DAY,
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.recovered, 1);
+    assert!(!dir.path().join(format!("{rec}.cgrec")).exists());
+    let t = ctx.store.get_tombstone(&rec).await.unwrap().unwrap();
+    assert_eq!(t.rule, "default:183d");
+}
+
+/// Appends from many tasks on two pools serialise into one intact chain; the table refuses
+/// edits.
+pub(super) async fn audit_chain_concurrent_and_append_only(ctx: &Ctx) {
+    let other = Store::connect(&ctx.url).await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let store = if i % 2 == 0 {
+            ctx.store.clone()
+        } else {
+            other.clone()
+        };
+        tasks.push(tokio::spawn(async move {
+            let a = Actor::new(format!("user{i}"), Role::Dpo);
+            for j in 0..10 {
+                let t = T0 + j;
+                store
+                    .audit_append(
+                        t,
+                        &[NewEntry::new(t, &a, action::SAR).target(format!("call-{i}-{j}"))],
+                    )
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    other.close().await;
+    assert_eq!(verify_audit(&ctx.store).await, 80);
+    let upd = sqlx::query("UPDATE audit_log SET reason = 'x' WHERE seq = 3")
+        .execute(&ctx.store.pool)
+        .await;
+    assert!(upd.is_err(), "audit_log accepted an UPDATE");
+    let del = sqlx::query("DELETE FROM audit_log WHERE seq = 80")
+        .execute(&ctx.store.pool)
+        .await;
+    assert!(del.is_err(), "audit_log accepted a DELETE");
+    assert_eq!(verify_audit(&ctx.store).await, 80);
+}
+
+pub(super) async fn calls_by_number_spellings(ctx: &Ctx) {
+    let dir = tempfile::tempdir().unwrap();
+    make_recording(&ctx.store, dir.path(), 4, T0).await;
+    let v = service::number_variants("07700 900123").unwrap();
+    let calls = ctx.store.calls_by_numbers(&v).await.unwrap();
+    assert_eq!(calls.len(), 1);
+    let v = service::number_variants("+44 1632 960034").unwrap();
+    assert_eq!(ctx.store.calls_by_numbers(&v).await.unwrap().len(), 1);
+    let v = service::number_variants("+44 1632 960035").unwrap();
+    assert!(ctx.store.calls_by_numbers(&v).await.unwrap().is_empty());
+}

@@ -1,0 +1,741 @@
+//! Retention end to end with the real binary on a real recording (built with the library, as
+//! tests/cli.rs does): tag, hold, refused erasure, release, the clock advanced
+//! (`CALLGATE_NOW_MS`), sweep; then the file, the key row and a copy of the file taken
+//! beforehand are all useless, the tombstone and audit entries exist, `audit verify` passes,
+//! and an edited audit row makes it fail naming that entry. Also subject access, erasure,
+//! restriction and key retirement.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use callgate::ids::{CallId, Leg, RecordingId};
+
+use callgate::media::g711::G711;
+use callgate::pii::PhoneNumber;
+use callgate::recording::container::{EndReason, Header};
+use callgate::recording::keys::{Dek, Keyring};
+use callgate::recording::storage::{DirStorage, Storage};
+use callgate::recording::writer::RecordingWriter;
+use callgate::store::{CallRecord, RecordingRow, Store};
+
+const FROM: &str = "+447700900123";
+const TO: &str = "+441632960034";
+/// Seconds of audio in the test recording.
+const SECS: u64 = 2;
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+    db_url: String,
+    kek_file: PathBuf,
+    rec_file: PathBuf,
+    rec_id: RecordingId,
+    call_id: CallId,
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn tone(freq: f64, amp: f64, start: u64, n: usize) -> Vec<i16> {
+    (0..n)
+        .map(|k| {
+            let t = (start + k as u64) as f64 / 8000.0;
+            (amp * (2.0 * std::f64::consts::PI * freq * t).sin()) as i16
+        })
+        .collect()
+}
+
+fn write_config(dir: &Path, extra: &str) -> PathBuf {
+    let p = dir.join("callgate.toml");
+    let text = format!(
+        "[database]\nurl = \"sqlite://{db}?mode=rwc\"\n[keys]\nkek_file = \"{kek}\"\n{extra}",
+        db = dir.join("data/callgate.db").display(),
+        kek = dir.join("data/kek.key").display(),
+    );
+    let text = if extra.contains("[recording]") {
+        text
+    } else {
+        format!(
+            "{text}[recording]\nstorage = \"{}\"\n",
+            dir.join("recordings").display()
+        )
+    };
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// Key file, database, and one complete 2 s recording: 440 Hz on the caller leg, 1 kHz on the
+/// agent leg, sealed every 100 ms (so about 20 chunks).
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "");
+    let db_url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("data/callgate.db").display()
+    );
+    let kek_file = dir.path().join("data/kek.key");
+    let ring = Keyring::create(&kek_file).unwrap();
+    let kek = ring.active();
+
+    let rec_id = RecordingId::new_random();
+    let call_id = CallId::new_random();
+    let dek = Dek::generate().unwrap();
+    let wrapped = kek.wrap(&dek);
+
+    let flush = Duration::from_millis(100);
+    let t0 = Instant::now();
+    let header = Header::new(rec_id.clone(), kek.id().clone(), 1_700_000_000_000, flush).unwrap();
+    let mut w = RecordingWriter::new(header, &dek, t0, flush);
+    let mut bytes = Vec::new();
+    let packets = SECS * 50;
+    let caller = tone(440.0, 8000.0, 0, (packets * 160) as usize);
+    let agent = tone(1000.0, 8000.0, 0, (packets * 160) as usize);
+    for p in 0..packets {
+        w.handle_timeout(t0 + Duration::from_millis(p * 20));
+        while let Some(b) = w.poll_output() {
+            bytes.extend(b);
+        }
+        let range = (p * 160) as usize..((p + 1) * 160) as usize;
+        let c: Vec<u8> = caller[range.clone()]
+            .iter()
+            .map(|s| G711::Pcmu.encode(*s))
+            .collect();
+        let a: Vec<u8> = agent[range].iter().map(|s| G711::Pcmu.encode(*s)).collect();
+        w.push_audio(Leg::Caller, p * 160, G711::Pcmu, &c);
+        w.push_audio(Leg::Agent, p * 160, G711::Pcmu, &a);
+    }
+    w.push_end(EndReason::Hangup);
+    while let Some(b) = w.poll_output() {
+        bytes.extend(b);
+    }
+    let fin = w.finish().unwrap();
+    bytes.extend(&fin.bytes);
+    assert!(
+        fin.chunks >= 10,
+        "want a multi-chunk file, got {}",
+        fin.chunks
+    );
+
+    let storage = DirStorage::new(dir.path().join("recordings"));
+    let rec_file = storage.path_for(&rec_id).unwrap();
+    {
+        use std::io::Write;
+        let mut f = Storage::Dir(storage).create(&rec_id).unwrap();
+        f.write_all(&bytes).unwrap();
+    }
+
+    rt().block_on(async {
+        let store = Store::connect(&db_url).await.unwrap();
+        store
+            .put_recording_key(&rec_id, kek.id(), wrapped.as_bytes())
+            .await
+            .unwrap();
+        store
+            .upsert_recording(&RecordingRow {
+                recording_id: rec_id.clone(),
+                call_id: call_id.clone(),
+                location: rec_file.display().to_string(),
+                state: "ok".into(),
+                bytes: bytes.len() as i64,
+                sha256: None,
+                created_at_ms: 1_700_000_000_000,
+                finished_at_ms: Some(1_700_000_002_000),
+            })
+            .await
+            .unwrap();
+        let mut call = CallRecord::new(
+            call_id.clone(),
+            "sip-call-id-1@test",
+            PhoneNumber::new(FROM),
+            PhoneNumber::new(TO),
+            PhoneNumber::new("2001"),
+            "*",
+            "sip:queue@127.0.0.1:5080",
+            1_700_000_000_000,
+        );
+        call.ended_at_ms = Some(1_700_000_002_000);
+        call.hangup_cause = Some("normal".into());
+        call.hangup_side = Some("caller".into());
+        call.recording_id = Some(rec_id.clone());
+        call.recording_state = "ok".into();
+        call.key_id = Some(kek.id().clone());
+        store.upsert_call(&call).await.unwrap();
+        store.close().await;
+    });
+
+    Fixture {
+        dir,
+        config,
+        db_url,
+        kek_file,
+        rec_file,
+        rec_id,
+        call_id,
+    }
+}
+
+fn callgate(cwd: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_callgate"))
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap()
+}
+
+impl Fixture {
+    fn run(&self, args: &[&str]) -> Output {
+        let mut all = vec!["--config", self.config.to_str().unwrap()];
+        all.extend_from_slice(args);
+        callgate(self.dir.path(), &all)
+    }
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+    fn decrypt(&self, id: &str, out: &Path) -> Output {
+        self.run(&["recording", "decrypt", id, "--out", out.to_str().unwrap()])
+    }
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().expect("exited, not killed by a signal")
+}
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[track_caller]
+fn ok(o: &Output) -> String {
+    assert_eq!(code(o), 0, "stdout: {} stderr: {}", stdout(o), stderr(o));
+    stdout(o)
+}
+
+/// A failure: the exit code and one line on stderr containing every needle.
+#[track_caller]
+fn fails(o: &Output, exit: i32, needles: &[&str]) {
+    let err = stderr(o);
+    assert_eq!(code(o), exit, "stdout: {} stderr: {err}", stdout(o));
+    assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err:?}");
+    assert!(err.starts_with("callgate: error: "), "{err}");
+    for n in needles {
+        assert!(err.contains(n), "{n:?} not in {err:?}");
+    }
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+const DAY: i64 = 86_400_000;
+
+fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+impl Fixture {
+    fn run_at(&self, now_ms: i64, args: &[&str]) -> Output {
+        let mut all = vec!["--config", self.config.to_str().unwrap()];
+        all.extend_from_slice(args);
+        Command::new(env!("CARGO_BIN_EXE_callgate"))
+            .args(&all)
+            .current_dir(self.dir.path())
+            .env_remove("RUST_LOG")
+            .env("CALLGATE_NOW_MS", now_ms.to_string())
+            .output()
+            .unwrap()
+    }
+    fn audit_json(&self) -> Vec<serde_json::Value> {
+        let o = self.run(&["--role", "dpo", "audit", "list", "--json"]);
+        let v: serde_json::Value = serde_json::from_str(&ok(&o)).unwrap();
+        v.as_array().unwrap().clone()
+    }
+}
+
+fn actions(entries: &[serde_json::Value]) -> Vec<String> {
+    entries
+        .iter()
+        .map(|e| e["action"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn tag_hold_release_sweep_then_the_audio_is_gone_and_the_log_is_tamper_evident() {
+    let f = fixture();
+    // The documented example's rules (config/callgate.toml), with the grace spelled out.
+    write_config(
+        f.dir.path(),
+        "[retention]\ndefault = \"183d\"\ngrace = \"30d\"\n\
+         tags = { training = \"365d\", complaint = \"2y\", abusive = \"until-released\" }\n",
+    );
+    let rec = f.rec_id.as_str();
+    let backup = f.path("backup.cgrec");
+    std::fs::copy(&f.rec_file, &backup).unwrap();
+
+    // Tags: training by a supervisor (by call id), abusive only by an investigator.
+    let out = ok(&f.run(&[
+        "--actor",
+        "sam",
+        "--role",
+        "supervisor",
+        "tag",
+        "add",
+        f.call_id.as_str(),
+        "training",
+        "--note",
+        "good greeting",
+    ]));
+    assert!(out.contains("tag:training:365d"), "{out}");
+    fails(
+        &f.run(&["--role", "supervisor", "tag", "add", rec, "abusive"]),
+        2,
+        &["role supervisor may not"],
+    );
+    fails(
+        &f.run(&["--role", "investigator", "tag", "add", rec, "spam"]),
+        2,
+        &["unknown tag `spam`"],
+    );
+    let out = ok(&f.run(&[
+        "--actor",
+        "ivy",
+        "--role",
+        "investigator",
+        "tag",
+        "add",
+        rec,
+        "abusive",
+        "--note",
+        "threats to staff",
+    ]));
+    assert!(
+        out.contains("never") && out.contains("tag-open:abusive"),
+        "{out}"
+    );
+
+    // Legal hold; erasure refused naming the case; the audio still plays.
+    let out = ok(&f.run(&[
+        "--actor",
+        "ivy",
+        "--role",
+        "investigator",
+        "hold",
+        "create",
+        "--case",
+        "INQ-2005-14",
+        "--reason",
+        "Inquiries Act 2005 s.21 notice",
+        rec,
+    ]));
+    assert!(out.contains("INQ-2005-14 created"), "{out}");
+    fails(
+        &f.run(&[
+            "--actor",
+            "dee",
+            "--role",
+            "dpo",
+            "erase",
+            rec,
+            "--reason",
+            "subject request",
+        ]),
+        1,
+        &["INQ-2005-14", rec, "legal hold"],
+    );
+    fails(
+        &f.run(&["erase", rec, "--reason", "x"]),
+        2,
+        &["role admin may not"],
+    );
+    let far = wall_ms() + 10_000 * DAY;
+    let out = ok(&f.run_at(far, &["sweep"]));
+    assert!(out.contains("0 deleted"), "{out}");
+    assert!(f.rec_file.exists());
+
+    // Restriction: a supervisor may not play it, the DPO may; admins never play.
+    ok(&f.run(&[
+        "--actor",
+        "dee",
+        "--role",
+        "dpo",
+        "restrict",
+        rec,
+        "--reason",
+        "art. 18 request",
+    ]));
+    let wav = f.path("r.wav");
+    fails(&f.decrypt(rec, &wav), 1, &["restricted", rec]);
+    assert!(!wav.exists());
+    ok(&f.run(&[
+        "--role",
+        "dpo",
+        "recording",
+        "decrypt",
+        rec,
+        "--out",
+        wav.to_str().unwrap(),
+    ]));
+    assert!(wav.exists());
+    fails(
+        &f.run(&[
+            "--role",
+            "admin",
+            "recording",
+            "decrypt",
+            rec,
+            "--out",
+            wav.to_str().unwrap(),
+        ]),
+        2,
+        &["role admin may not play"],
+    );
+    ok(&f.run(&["--role", "dpo", "unrestrict", rec]));
+
+    // Release the hold, then close the investigation: grace runs from now.
+    let out = ok(&f.run(&[
+        "--actor",
+        "ivy",
+        "--role",
+        "investigator",
+        "hold",
+        "release",
+        "--case",
+        "INQ-2005-14",
+        "--reason",
+        "inquiry closed",
+    ]));
+    assert!(out.contains("released"), "{out}");
+    let removed_at = wall_ms();
+    let out = ok(&f.run(&[
+        "--actor",
+        "ivy",
+        "--role",
+        "investigator",
+        "tag",
+        "remove",
+        rec,
+        "abusive",
+        "--reason",
+        "investigation complete",
+    ]));
+    assert!(out.contains("tag-released:abusive+grace:30d"), "{out}");
+
+    // Not yet: now, and one day before the grace ends.
+    let out = ok(&f.run(&["sweep"]));
+    assert!(out.contains("0 deleted"), "{out}");
+    let out = ok(&f.run_at(removed_at + 29 * DAY, &["sweep"]));
+    assert!(out.contains("0 deleted"), "{out}");
+    assert!(f.rec_file.exists());
+    let out = ok(&f.run_at(removed_at + 31 * DAY, &["sweep", "--dry-run"]));
+    assert!(out.contains(&format!("would delete {rec}")), "{out}");
+    assert!(f.rec_file.exists(), "dry run deleted the file");
+
+    // The clock moves past the grace: swept.
+    let out = ok(&f.run_at(removed_at + 31 * DAY, &["--actor", "cron", "sweep"]));
+    assert!(
+        out.contains(&format!("deleted {rec}")) && out.contains("1 deleted"),
+        "{out}"
+    );
+    assert!(!f.rec_file.exists(), "file still there");
+    let (key, tomb, call) = rt().block_on(async {
+        let store = Store::connect(&f.db_url).await.unwrap();
+        let k = store.get_recording_key(&f.rec_id).await.unwrap();
+        let t = store.get_tombstone(&f.rec_id).await.unwrap();
+        let c = store.get_call(&f.call_id).await.unwrap().unwrap();
+        store.close().await;
+        (k, t, c)
+    });
+    assert!(key.is_none(), "wrapped key row survived");
+    let tomb = tomb.expect("tombstone");
+    assert_eq!(tomb.rule, "tag-released:abusive+grace:30d");
+    assert_eq!(tomb.created_at_ms, 1_700_000_000_000);
+    assert_eq!(call.recording_state, "deleted");
+    assert!(call.key_id.is_none() && call.recording_location.is_none());
+
+    // The copy taken beforehand, put back: no key, no audio.
+    std::fs::copy(&backup, &f.rec_file).unwrap();
+    fails(&f.decrypt(rec, &wav), 1, &["crypto-shredded"]);
+    fails(
+        &f.run(&["recording", "verify", rec]),
+        1,
+        &["crypto-shredded"],
+    );
+    // The header of the copy names the recording, but no wrapped data key for it exists
+    // anywhere any more (the key file holds only KEKs): nothing can open it.
+    let bytes = std::fs::read(&backup).unwrap();
+    let header = callgate::recording::reader::read_header(&bytes).unwrap();
+    assert_eq!(header.recording_id, f.rec_id);
+
+    // The audit log has every step, and verifies.
+    let entries = f.audit_json();
+    let acts = actions(&entries);
+    for want in [
+        "tag.add",
+        "hold.create",
+        "recording.restrict",
+        "recording.decrypt",
+        "recording.unrestrict",
+        "hold.release",
+        "tag.remove",
+        "recording.sweep-delete",
+    ] {
+        assert!(acts.iter().any(|a| a == want), "{want} not in {acts:?}");
+    }
+    assert_eq!(acts.iter().filter(|a| *a == "tag.add").count(), 2);
+    let sweep_entry = entries
+        .iter()
+        .find(|e| e["action"] == "recording.sweep-delete")
+        .unwrap();
+    assert!(sweep_entry["targets"].as_str().unwrap().contains(rec));
+    assert_eq!(sweep_entry["actor"], "cron");
+    let hold = entries
+        .iter()
+        .find(|e| e["action"] == "hold.create")
+        .unwrap();
+    assert_eq!(hold["actor"], "ivy");
+    assert_eq!(hold["role"], "investigator");
+    assert_eq!(hold["reason"], "Inquiries Act 2005 s.21 notice");
+    let out = ok(&f.run(&["audit", "verify"]));
+    assert!(
+        out.contains(&format!("intact: {} entries", entries.len())),
+        "{out}"
+    );
+    // Reading the log needs a role that may.
+    fails(
+        &f.run(&["--role", "supervisor", "audit", "list"]),
+        2,
+        &["may not read the audit log"],
+    );
+
+    // Edit one row in the database: verify fails naming it.
+    let target_seq = entries
+        .iter()
+        .find(|e| e["action"] == "hold.create")
+        .unwrap()["seq"]
+        .as_i64()
+        .unwrap();
+    rt().block_on(async {
+        sqlx::any::install_default_drivers();
+        let pool = sqlx::AnyPool::connect(&f.db_url).await.unwrap();
+        // The table refuses edits...
+        assert!(
+            sqlx::query("UPDATE audit_log SET reason = 'nothing to see' WHERE seq = $1")
+                .bind(target_seq)
+                .execute(&pool)
+                .await
+                .is_err()
+        );
+        // ...unless someone with database access removes the guard: the chain still tells.
+        sqlx::query("DROP TRIGGER audit_log_no_update")
+            .execute(&pool)
+            .await
+            .unwrap();
+        sqlx::query("UPDATE audit_log SET reason = 'nothing to see' WHERE seq = $1")
+            .bind(target_seq)
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+    });
+    fails(
+        &f.run(&["audit", "verify"]),
+        1,
+        &[&format!("audit entry {target_seq}:"), "modified"],
+    );
+}
+
+#[test]
+fn subject_access_then_erasure() {
+    let f = fixture();
+    let rec = f.rec_id.as_str();
+    let out_dir = f.path("sar-out");
+    fails(
+        &f.run(&["--role", "supervisor", "sar", "--number", FROM]),
+        2,
+        &["data protection officer"],
+    );
+    let o = f.run(&[
+        "--actor",
+        "dee",
+        "--role",
+        "dpo",
+        "sar",
+        "--number",
+        "07700 900123",
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    let out = ok(&o);
+    assert!(out.contains("1 call(s), 1 recording(s)"), "{out}");
+    assert!(stderr(&o).contains("[1/1]"), "no progress: {}", stderr(&o));
+    let wav = out_dir.join(format!("{}.wav", f.call_id));
+    let (l, r) = {
+        let mut rd = hound::WavReader::open(&wav).unwrap();
+        assert_eq!((rd.spec().channels, rd.spec().sample_rate), (2, 8000));
+        let s: Vec<i16> = rd.samples::<i16>().map(|x| x.unwrap()).collect();
+        (s.len() / 2, s.len())
+    };
+    assert!(l >= (SECS * 8000) as usize && r > 0);
+    let meta: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(out_dir.join(format!("{}.json", f.call_id))).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(meta["call"]["from_number"], FROM);
+    assert_eq!(meta["recording"]["recording_id"], rec);
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out_dir.join("index.json")).unwrap()).unwrap();
+    assert_eq!(index["calls"].as_array().unwrap().len(), 1);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&out_dir).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "{mode:o}");
+        let mode = std::fs::metadata(&wav).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "{mode:o}");
+    }
+    // An existing non-empty directory is refused.
+    fails(
+        &f.run(&[
+            "--role",
+            "dpo",
+            "sar",
+            "--number",
+            FROM,
+            "--out",
+            out_dir.to_str().unwrap(),
+        ]),
+        2,
+        &["not empty"],
+    );
+    // Another number: nothing.
+    let other = f.path("sar-2");
+    let out = ok(&f.run(&[
+        "--role",
+        "dpo",
+        "sar",
+        "--number",
+        "+44 20 7946 0000",
+        "--out",
+        other.to_str().unwrap(),
+    ]));
+    assert!(out.contains("0 call(s)"), "{out}");
+
+    // Erasure.
+    let out = ok(&f.run(&[
+        "--actor",
+        "dee",
+        "--role",
+        "dpo",
+        "erase",
+        f.call_id.as_str(),
+        "--reason",
+        "art. 17 request 42",
+    ]));
+    assert!(out.contains("erased"), "{out}");
+    assert!(!f.rec_file.exists());
+    fails(&f.decrypt(rec, &f.path("x.wav")), 1, &["crypto-shredded"]);
+    fails(
+        &f.run(&["--role", "dpo", "erase", rec, "--reason", "again"]),
+        1,
+        &["has been deleted"],
+    );
+    let third = f.path("sar-3");
+    let o = f.run(&[
+        "--role",
+        "dpo",
+        "sar",
+        "--number",
+        FROM,
+        "--out",
+        third.to_str().unwrap(),
+    ]);
+    assert!(ok(&o).contains("1 call(s), 0 recording(s)"));
+    assert!(stderr(&o).contains("recording deleted"), "{}", stderr(&o));
+
+    let entries = f.audit_json();
+    let acts = actions(&entries);
+    assert_eq!(
+        acts.iter().filter(|a| *a == "sar.export").count(),
+        3,
+        "{acts:?}"
+    );
+    assert_eq!(
+        acts.iter().filter(|a| *a == "recording.erase").count(),
+        1,
+        "{acts:?}"
+    );
+    let erase = entries
+        .iter()
+        .find(|e| e["action"] == "recording.erase")
+        .unwrap();
+    assert_eq!(erase["reason"], "art. 17 request 42");
+    // No full phone number in the audit log.
+    let text = serde_json::to_string(&entries).unwrap();
+    assert!(!text.contains("900123"), "{text}");
+    ok(&f.run(&["audit", "verify"]));
+}
+
+#[test]
+fn keys_are_audited_and_retired_only_when_unused() {
+    let f = fixture();
+    let old = Keyring::load(&f.kek_file).unwrap().active().id().clone();
+    fails(
+        &f.run(&["keys", "retire", old.as_str()]),
+        2,
+        &["active key"],
+    );
+    ok(&f.run(&["--actor", "ops", "keys", "rotate"]));
+    let new = Keyring::load(&f.kek_file).unwrap().active().id().clone();
+    fails(
+        &f.run(&["keys", "retire", "kek-nope"]),
+        2,
+        &["not in the key file"],
+    );
+    // A key row still wrapped by the old key (a gateway not restarted since the rotation).
+    let straggler = RecordingId::new_random();
+    rt().block_on(async {
+        let store = Store::connect(&f.db_url).await.unwrap();
+        store
+            .put_recording_key(&straggler, &old, &[7u8; 40])
+            .await
+            .unwrap();
+        store.close().await;
+    });
+    fails(
+        &f.run(&["keys", "retire", old.as_str()]),
+        1,
+        &[old.as_str(), "still wraps 1"],
+    );
+    rt().block_on(async {
+        let store = Store::connect(&f.db_url).await.unwrap();
+        store.delete_recording_key(&straggler).await.unwrap();
+        store.close().await;
+    });
+    let out = ok(&f.run(&["--actor", "ops", "keys", "retire", old.as_str()]));
+    assert!(out.contains("retired"), "{out}");
+    let ring = Keyring::load(&f.kek_file).unwrap();
+    assert!(ring.get(&old).is_none());
+    assert_eq!(ring.active().id(), &new);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&f.kek_file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    }
+    // Still decrypts (re-wrapped under the new key).
+    let wav = f.path("k.wav");
+    ok(&f.decrypt(f.rec_id.as_str(), &wav));
+    let acts = actions(&f.audit_json());
+    for want in ["key.rotate", "key.retire", "recording.decrypt"] {
+        assert!(acts.iter().any(|a| a == want), "{want} not in {acts:?}");
+    }
+    ok(&f.run(&["audit", "verify"]));
+}
