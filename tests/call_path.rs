@@ -386,8 +386,8 @@ async fn cancel_before_answer_gives_487_and_cancels_agent() {
             caller.summary()
         );
         let st = ok(agent
-            .wait_until(SIP_WAIT, "CANCEL forwarded to the agent", |s| {
-                s.cancel_received.is_some()
+            .wait_until(SIP_WAIT, "CANCEL forwarded to the agent (and its 487 sent)", |s| {
+                s.cancel_received.is_some() && s.final_sent.is_some()
             })
             .await);
         assert_eq!(st.final_sent, Some(487));
