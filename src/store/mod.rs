@@ -147,6 +147,18 @@ impl Store {
                             }
                         })?;
                     }
+                    // Call records hold phone numbers: the file is the operator's alone. SQLite
+                    // gives its -wal and -shm files the same mode. Only when creating it
+                    // (`mode=rwc`); an existing file keeps whatever the operator chose.
+                    #[cfg(unix)]
+                    if url.contains("mode=rwc") && !file.exists() {
+                        use std::os::unix::fs::OpenOptionsExt;
+                        let _ = std::fs::OpenOptions::new()
+                            .write(true)
+                            .create_new(true)
+                            .mode(0o600)
+                            .open(&file);
+                    }
                 }
                 None => {
                     // In memory: the database lives as long as a connection does, so keep

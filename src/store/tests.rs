@@ -668,3 +668,20 @@ fn with_database_rewrites_the_path() {
     );
     assert_eq!(with_database("postgres://u@h", "x"), "postgres://u@h/x");
 }
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_new_sqlite_database_and_its_log_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let (ctx, _dir) = sqlite_ctx().await;
+    ctx.store
+        .put_recording_key(&RecordingId::from_string("rec-perm"), &KeyId::from_string("kek-1"), b"x")
+        .await
+        .unwrap();
+    let file = url::sqlite_file(&ctx.url).unwrap();
+    let wal = std::path::PathBuf::from(format!("{}-wal", file.display()));
+    for f in [&file, &wal] {
+        let mode = std::fs::metadata(f).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{} is {mode:o}", f.display());
+    }
+}
