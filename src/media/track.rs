@@ -419,6 +419,12 @@ impl RecordTrack {
         }
     }
 
+    /// Hands back the buffer of a [`TrackOutput::Audio`] once its bytes are consumed, so the
+    /// next packet can reuse it instead of allocating (optional: dropping it is fine).
+    pub fn recycle(&mut self, buf: Vec<u8>) {
+        drop(buf);
+    }
+
     /// The next output, after releasing whatever is due at `now`.
     pub fn poll(&mut self, now: Instant) -> Option<TrackOutput> {
         self.drive(now);

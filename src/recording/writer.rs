@@ -180,6 +180,12 @@ impl RecordingWriter {
         self.output.pop_front()
     }
 
+    /// Hands back a buffer from [`poll_output`](Self::poll_output) once written, so the next
+    /// chunk can reuse it (optional: dropping it is fine).
+    pub fn recycle(&mut self, buf: Vec<u8>) {
+        drop(buf);
+    }
+
     /// Bytes output so far (queued or taken), header included.
     pub fn bytes_output(&self) -> u64 {
         self.bytes_output
