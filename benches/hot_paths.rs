@@ -13,7 +13,7 @@
 //!   optimisation) or with recycled buffers (as `media::relay` does now).
 //! * `recording/write_per_packet`: `RecordTrack` push + poll, `RecordingWriter::push_audio`,
 //!   and the once-a-second seal (AES-256-GCM) and output amortised over the 50 packets of that
-//!   second; output buffers recycled as the relay does.
+//!   second; track buffers recycled as the relay does.
 //! * `dtmf/inband_per_frame`: G.711 decode of 160 samples + `InbandDetector::push_frame`.
 //! * `dtmf/rfc4733_per_packet`: `EventTracker::handle_packet` + `poll_event` on an event stream.
 
@@ -167,7 +167,6 @@ impl Record {
         self.writer.handle_timeout(self.now);
         while let Some(bytes) = self.writer.poll_output() {
             self.written += bytes.len() as u64;
-            self.writer.recycle(bytes);
         }
         self.written
     }

@@ -131,6 +131,7 @@ def proxy(sip_port, uas_port, ng_port, ids_file):
     s.bind(("127.0.0.1", sip_port))
     ids = open(ids_file, "a", buffering=1)
     seen = set()
+    sent = {}
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     me = "127.0.0.1:%d" % sip_port
     while True:
@@ -170,6 +171,12 @@ def proxy(sip_port, uas_port, ng_port, ids_file):
             else:
                 # Requests from the caller (SIPp sends everything to us, ACK and BYE included):
                 # INVITE SDP through ng `offer`, then forward to the agent with our Via on top.
+                # A retransmission is forwarded byte for byte as before (a second `offer` may
+                # change the SDP, and the agent would not see it as a retransmission).
+                rkey = (cid, first.split()[0], header(lines, "Via", "v"))
+                if rkey in sent:
+                    s.sendto(sent[rkey], ("127.0.0.1", uas_port))
+                    continue
                 if first.startswith("INVITE ") and body.strip():
                     r = ng.call({"command": "offer", "call-id": cid,
                                  "from-tag": tag_of(header(lines, "From", "f")),
@@ -187,7 +194,10 @@ def proxy(sip_port, uas_port, ng_port, ids_file):
                 lines.insert(top, "Via: SIP/2.0/UDP %s;branch=%s" % (me, branch))
                 method = first.split()[0]
                 lines[0] = "%s sip:agent@127.0.0.1:%d SIP/2.0" % (method, uas_port)
-                s.sendto(rebuild(lines, body), ("127.0.0.1", uas_port))
+                out = rebuild(lines, body)
+                if method == "INVITE":
+                    sent[rkey] = out
+                s.sendto(out, ("127.0.0.1", uas_port))
         except Exception as e:  # one bad message must not stop the proxy
             print("proxy: %s" % e, file=sys.stderr, flush=True)
 

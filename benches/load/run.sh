@@ -222,7 +222,7 @@ run_phase callgate "$gw" "$SIP_PORT" $((SIP_PORT + 1)) || true
 cg_cpu=$ph_cpu_s; cg_cs=$ph_callsec; cg_idle=$ph_rss_idle; cg_peak=$ph_rss_peak
 cg_succ=$ph_succ; cg_fail=$ph_fail; cg_lat=$ph_lat; cg_wall=$ph_wall
 sleep 3   # last hangups: final chunks sealed, rows written
-cg calls list --json >calls.json 2>calls-list.err || bad "calls list --json: $(tail -n 1 calls-list.err)"
+cg calls list --json --limit $(( CALLS + 1000 )) >calls.json 2>calls-list.err || bad "calls list --json: $(tail -n 1 calls-list.err)"
 cg_calls=$(python3 "$tool" calls calls.json "$CALLS" 2>/dev/null || echo '{}')
 n_rec=$(jq '.recording_ids | length' <<<"$cg_calls" 2>/dev/null || echo 0)
 n_recok=$(jq '.recording_ok' <<<"$cg_calls" 2>/dev/null || echo 0)
