@@ -353,11 +353,51 @@ struct Delayed {
 }
 
 impl Delayed {
-    fn feed(self, track: &mut RecordTrack, captured: Instant) {
+    /// Into the recording track; returns the payload buffer for reuse.
+    fn feed(self, track: &mut RecordTrack, captured: Instant) -> Vec<u8> {
         if self.payload.is_empty() {
             track.skip(captured, self.ssrc, self.seq);
         } else {
             track.push(captured, self.ssrc, self.seq, self.ts, &self.payload);
+        }
+        self.payload
+    }
+}
+
+/// Payload buffers of the delay line, reused so a steady call allocates nothing per packet.
+#[derive(Default)]
+struct BufPool {
+    spare: Vec<Vec<u8>>,
+}
+
+impl BufPool {
+    /// At most this many buffers are kept: steady audio needs one or two (each packet pushed
+    /// takes one, each popped returns one); more would only hold memory after a burst.
+    const MAX: usize = 8;
+
+    fn copy(&mut self, bytes: &[u8]) -> Vec<u8> {
+        match self.spare.pop() {
+            Some(mut v) => {
+                v.clear();
+                v.extend_from_slice(bytes);
+                v
+            }
+            None => bytes.to_vec(),
+        }
+    }
+
+    fn put(&mut self, v: Vec<u8>) {
+        if self.spare.len() < Self::MAX && v.capacity() > 0 {
+            self.spare.push(v);
+        }
+    }
+}
+
+/// Drains a track whose output is not recorded (loss counting only), recycling its buffers.
+fn discard_output(track: &mut RecordTrack, now: Instant) {
+    while let Some(out) = track.poll(now) {
+        if let TrackOutput::Audio { payload, .. } = out {
+            track.recycle(payload);
         }
     }
 }
@@ -369,6 +409,8 @@ struct Pci {
     det: [InbandDetector; 2],
     trk: [EventTracker; 2],
     delay: DelayLine<Delayed>,
+    /// Buffers for the delay line's payloads.
+    pool: BufPool,
     masker: Masker,
     pcm: Vec<i16>,
     spans: Vec<PauseSpan>,
@@ -380,6 +422,7 @@ impl Pci {
     fn new(cfg: &PciConfig, codec: G711) -> Pci {
         Pci {
             delay: DelayLine::for_frames(cfg.delay),
+            pool: BufPool::default(),
             ctl: PauseController::new(cfg.clone()),
             det: [InbandDetector::new(), InbandDetector::new()],
             trk: [EventTracker::new(), EventTracker::new()],
@@ -450,13 +493,22 @@ impl MediaTask {
     async fn run(mut self, mut rx: mpsc::Receiver<MediaCmd>) {
         let mut bufs = [[0u8; 2048]; 4];
         let mut tick = tokio::time::interval(Duration::from_millis(500));
+        // One timer for the whole call, moved only when the deadline changes: a fresh
+        // `sleep_until` per packet registered and removed a timer-wheel entry each time.
+        let far = || tokio::time::Instant::now() + Duration::from_secs(3600);
+        let sleep = tokio::time::sleep_until(far());
+        tokio::pin!(sleep);
         loop {
-            let deadline = self.poll_timeout();
-            let sleep = tokio::time::sleep_until(
-                deadline.map(tokio::time::Instant::from_std).unwrap_or_else(|| {
-                    tokio::time::Instant::now() + Duration::from_secs(3600)
-                }),
-            );
+            let deadline = self.poll_timeout().map(tokio::time::Instant::from_std);
+            let want = match deadline {
+                Some(d) => d,
+                // Nothing due: keep a far deadline that already lies in the future.
+                None if sleep.deadline() > tokio::time::Instant::now() => sleep.deadline(),
+                None => far(),
+            };
+            if want != sleep.deadline() {
+                sleep.as_mut().reset(want);
+            }
             let [b0, b1, b2, b3] = &mut bufs;
             tokio::select! {
                 cmd = rx.recv() => match cmd {
@@ -469,7 +521,7 @@ impl MediaTask {
                 r = self.socks[1].rtp.recv_from(b1) => if let Ok((n, src)) = r { self.on_rtp(Leg::Agent, &b1[..n], src) },
                 r = self.socks[0].rtcp.recv_from(b2) => if let Ok((n, src)) = r { self.on_rtcp(Leg::Caller, &b2[..n], src) },
                 r = self.socks[1].rtcp.recv_from(b3) => if let Ok((n, src)) = r { self.on_rtcp(Leg::Agent, &b3[..n], src) },
-                _ = sleep => {},
+                _ = &mut sleep => {},
                 _ = tick.tick() => self.check_media_timeout(Instant::now()).await,
             }
             self.handle_timeout(Instant::now()).await;
@@ -724,9 +776,11 @@ impl MediaTask {
                 match &mut self.pci {
                     // Through the delay line: the pause controller decides before audio is written.
                     Some(pci) => {
-                        let d = Delayed { ssrc: p.ssrc(), seq: p.sequence(), ts: p.timestamp(), payload: p.payload().to_vec() };
-                        if pci.delay.push(now, leg, d).is_err() {
+                        let payload = pci.pool.copy(p.payload());
+                        let d = Delayed { ssrc: p.ssrc(), seq: p.sequence(), ts: p.timestamp(), payload };
+                        if let Err(full) = pci.delay.push(now, leg, d) {
                             pci.overflow += 1;
+                            pci.pool.put(full.item.payload);
                         }
                     }
                     None => {
@@ -793,7 +847,7 @@ impl MediaTask {
         }
         if let Some(tracks) = &mut self.tracks {
             for t in tracks.iter_mut() {
-                while t.poll(now).is_some() {}
+                discard_output(t, now);
             }
         }
         self.pci_timeout(now);
@@ -824,7 +878,8 @@ impl MediaTask {
         drain_pauses(pci, &mut self.recorder);
         if let Some(rec) = &mut self.recorder {
             while let Some((captured, leg, d)) = pci.delay.pop(now) {
-                d.feed(&mut rec.tracks[idx(leg)], captured);
+                let buf = d.feed(&mut rec.tracks[idx(leg)], captured);
+                pci.pool.put(buf);
             }
         }
     }
@@ -854,7 +909,7 @@ impl MediaTask {
         if let Some(tracks) = &mut self.tracks {
             for t in tracks.iter_mut() {
                 t.flush(now);
-                while t.poll(now).is_some() {}
+                discard_output(t, now);
             }
             report.caller_lost = tracks[0].stats().lost;
             report.agent_lost = tracks[1].stats().lost;
@@ -921,6 +976,7 @@ impl Recorder {
                         if !paused(from, to) {
                             w.push_audio(leg, pos, self.codecs[idx(leg)], &payload);
                         }
+                        self.tracks[idx(leg)].recycle(payload);
                     }
                     TrackOutput::Loss { from, to } => w.push_gap(leg, from, to, GapKind::Loss),
                 }

@@ -128,7 +128,13 @@ pub struct RecordTrack {
     /// Timeline position just after the last audio released.
     end_pos: Option<u64>,
     stats: TrackStats,
+    /// Payload buffers handed back with [`RecordTrack::recycle`], reused for the next packets
+    /// so that a steady stream allocates nothing per packet (at most [`MAX_SPARE`] kept).
+    spare: Vec<Vec<u8>>,
 }
+
+/// Most recycled payload buffers a track keeps.
+const MAX_SPARE: usize = 4;
 
 impl RecordTrack {
     /// A track whose timeline starts at `recording_start`, holding packets up to
@@ -143,6 +149,7 @@ impl RecordTrack {
             out: VecDeque::new(),
             end_pos: None,
             stats: TrackStats::default(),
+            spare: Vec::new(),
         }
     }
 
@@ -265,14 +272,20 @@ impl RecordTrack {
             next_release: None,
             history: 0,
         });
-        self.buffer.insert(
-            ext,
-            Pending {
-                pos,
-                payload: payload.to_vec(),
-                arrival: now,
-            },
-        );
+        let payload = self.copy_payload(payload);
+        self.buffer.insert(ext, Pending { pos, payload, arrival: now });
+    }
+
+    /// `payload` in a recycled buffer if there is one.
+    fn copy_payload(&mut self, payload: &[u8]) -> Vec<u8> {
+        match self.spare.pop() {
+            Some(mut v) => {
+                v.clear();
+                v.extend_from_slice(payload);
+                v
+            }
+            None => payload.to_vec(),
+        }
     }
 
     fn insert(&mut self, now: Instant, ext: u64, ts: u32, payload: &[u8]) {
@@ -325,14 +338,16 @@ impl RecordTrack {
             }
             pos = s.anchor_pos + ts_delta(s.anchor_ts, ts);
         }
-        self.buffer.insert(
-            ext,
-            Pending {
-                pos,
-                payload: payload.to_vec(),
-                arrival: now,
-            },
-        );
+        let in_order = self.buffer.is_empty() && s.next_release == Some(ext);
+        let payload = self.copy_payload(payload);
+        let p = Pending { pos, payload, arrival: now };
+        if in_order {
+            // The next packet expected and nothing held: `drive` would release it at once, so
+            // skip the round trip through the reorder buffer.
+            self.release(ext, p);
+            return;
+        }
+        self.buffer.insert(ext, p);
         while self.buffer.len() > MAX_BUFFERED {
             self.release_head();
         }
@@ -367,6 +382,11 @@ impl RecordTrack {
         let Some((ext, p)) = self.buffer.pop_first() else {
             return;
         };
+        self.release(ext, p);
+    }
+
+    /// Releases packet `ext` (the lowest not yet released): loss before it, then its audio.
+    fn release(&mut self, ext: u64, mut p: Pending) {
         let Some(s) = self.stream.as_mut() else {
             return;
         };
@@ -407,7 +427,8 @@ impl RecordTrack {
         let payload = if skip == 0 {
             p.payload
         } else {
-            p.payload[skip..].to_vec()
+            p.payload.drain(..skip);
+            p.payload
         };
         self.end_pos = Some(pos + payload.len() as u64);
         self.out.push_back(TrackOutput::Audio { pos, payload });
@@ -416,6 +437,14 @@ impl RecordTrack {
     fn release_all(&mut self) {
         while !self.buffer.is_empty() {
             self.release_head();
+        }
+    }
+
+    /// Hands back the buffer of a [`TrackOutput::Audio`] once its bytes are consumed, so the
+    /// next packet can reuse it instead of allocating (optional: dropping it is fine).
+    pub fn recycle(&mut self, buf: Vec<u8>) {
+        if self.spare.len() < MAX_SPARE && buf.capacity() > 0 {
+            self.spare.push(buf);
         }
     }
 

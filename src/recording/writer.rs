@@ -75,6 +75,9 @@ pub struct RecordingWriter {
     sha: Sha256,
     bytes_output: u64,
     error: Option<WriterError>,
+    /// The payload buffer of the last audio record, reused by the next (no allocation per
+    /// packet).
+    audio_buf: Vec<u8>,
 }
 
 impl std::fmt::Debug for RecordingWriter {
@@ -105,6 +108,7 @@ impl RecordingWriter {
             sha: Sha256::new(),
             bytes_output: 0,
             error: None,
+            audio_buf: Vec::new(),
         };
         w.emit(header_bytes);
         w
@@ -116,12 +120,14 @@ impl RecordingWriter {
         for (i, part) in payload.chunks(MAX_AUDIO_PAYLOAD).enumerate() {
             // i * 1024 <= payload.len(), which fits u64.
             let pos = pos.saturating_add((i * MAX_AUDIO_PAYLOAD) as u64);
-            self.push(&Record::Audio {
-                leg,
-                pos,
-                codec,
-                payload: part.to_vec(),
-            });
+            let mut buf = std::mem::take(&mut self.audio_buf);
+            buf.clear();
+            buf.extend_from_slice(part);
+            let record = Record::Audio { leg, pos, codec, payload: buf };
+            self.push(&record);
+            if let Record::Audio { payload, .. } = record {
+                self.audio_buf = payload;
+            }
         }
     }
 
