@@ -109,7 +109,12 @@ fi
 
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
 
-if [[ -n ${LOAD_WORK:-} ]]; then work="$LOAD_WORK"; mkdir -p "$work"; else work="$(mktemp -d -t callgate-load.XXXXXX)"; fi
+if [[ -n ${LOAD_WORK:-} ]]; then
+  if [[ -e $LOAD_WORK && -n $(ls -A "$LOAD_WORK" 2>/dev/null) ]]; then
+    echo "load: LOAD_WORK=$LOAD_WORK is not empty (the gateway's key and database must be fresh)" >&2; exit 1
+  fi
+  work="$LOAD_WORK"; mkdir -p "$work"
+else work="$(mktemp -d -t callgate-load.XXXXXX)"; fi
 cd "$work"
 mkdir -p recordings
 say "work dir $work; $CALLS calls at $RATE cps, window ${WINDOW}s, hold ${HOLD_S}s, announcement ${ANNOUNCE_S}s"
@@ -221,8 +226,19 @@ python3 "$root/tests/interop/sip_probe.py" ready 127.0.0.1 "$SIP_PORT" 20 >/dev/
 run_phase callgate "$gw" "$SIP_PORT" $((SIP_PORT + 1)) || true
 cg_cpu=$ph_cpu_s; cg_cs=$ph_callsec; cg_idle=$ph_rss_idle; cg_peak=$ph_rss_peak
 cg_succ=$ph_succ; cg_fail=$ph_fail; cg_lat=$ph_lat; cg_wall=$ph_wall
-sleep 3   # last hangups: final chunks sealed, rows written
-cg calls list --json --limit $(( CALLS + 1000 )) >calls.json 2>calls-list.err || bad "calls list --json: $(tail -n 1 calls-list.err)"
+# Last hangups: final chunks sealed, call rows written. Under load the database writes lag
+# behind the calls; wait (up to 120 s) until no row is still open, and report how long it took.
+t_settle=$(date +%s.%N)
+for _ in $(seq 1 240); do
+  sleep 0.5
+  cg calls list --json --limit $(( CALLS + 1000 )) >calls.json 2>calls-list.err || continue
+  open=$(jq '[.[] | select(.ended_at_ms == null or .recording_state == "recording")] | length' calls.json 2>/dev/null || echo 1)
+  rows=$(jq 'length' calls.json 2>/dev/null || echo 0)
+  (( open == 0 && rows >= CALLS )) && break
+done
+settle_s=$(awk -v a="$t_settle" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}')
+say "callgate: call records settled ${settle_s}s after the last call ended"
+[[ -s calls.json ]] || bad "calls list --json: $(tail -n 1 calls-list.err)"
 cg_calls=$(python3 "$tool" calls calls.json "$CALLS" 2>/dev/null || echo '{}')
 n_rec=$(jq '.recording_ids | length' <<<"$cg_calls" 2>/dev/null || echo 0)
 n_recok=$(jq '.recording_ok' <<<"$cg_calls" 2>/dev/null || echo 0)
@@ -269,7 +285,7 @@ fi
 # ---------------------------------------------------------------- summary
 python3 - "$CALLS" "$RATE" "$WINDOW" "$cg_cpu" "$cg_cs" "$cg_idle" "$cg_peak" "$cg_succ" "$cg_fail" \
   "$cg_lat" "$cg_calls" "$v_ok" "$n_rec" "$re_cpu" "$re_cs" "$re_idle" "$re_peak" "$re_succ" "$re_fail" \
-  "$re_lat" "$re_del" "$fail" >summary.json <<'EOF'
+  "$re_lat" "$re_del" "$fail" "$settle_s" >summary.json <<'EOF'
 import json, sys
 a = sys.argv[1:]
 def f(x):
@@ -292,7 +308,8 @@ def relay(cpu, cs, idle, peak, succ, fail, lat):
 s = {"calls": calls, "rate_cps": rate, "window_s": window,
      "callgate": relay(*a[3:9], a[9]), "callgate_calls": cg_calls,
      "recordings_verified": int(a[11]), "recordings": int(a[12]),
-     "rtpengine": relay(*a[13:19], a[19]), "rtpengine_delete": j(a[20]), "failures": int(a[21])}
+     "rtpengine": relay(*a[13:19], a[19]), "rtpengine_delete": j(a[20]), "failures": int(a[21]),
+     "callgate_records_settle_s": f(a[22])}
 if s["callgate"] and s["rtpengine"] and s["rtpengine"]["cpu_ms_per_call_s"]:
     s["ratio_cpu_callgate_over_rtpengine"] = round(
         s["callgate"]["cpu_ms_per_call_s"] / s["rtpengine"]["cpu_ms_per_call_s"], 2)
@@ -304,7 +321,7 @@ jq -r '
   def row(n; r): "\(n): CPU \(r.cpu_s) s over \(r.call_s) call-s = \(r.cpu_ms_per_call_s) ms CPU per call-second (\(r.calls_per_core) calls per core); RSS idle \(r.rss_idle_kib) KiB, peak \(r.rss_peak_kib) KiB, \(r.rss_per_call_kib) KiB per call; SIPp \(r.sipp_successful) ok / \(r.sipp_failed) failed; added latency p50 \(r.latency.p50_us) us, p99 \(r.latency.p99_us) us, max \(r.latency.max_us) us over \(r.latency.matched) packets, never left \(r.latency.unmatched_in), >20 ms \(r.latency.late_20ms)";
   (if .callgate then row("callgate (recorded)"; .callgate) else "callgate: no figures" end),
   "callgate calls: \(.callgate_calls | {answered, bridged, recording_ok, announcement_played, caller_packets, caller_lost, agent_packets, agent_lost, arrival_cps, invite_to_bridge_ms_p50, invite_to_bridge_ms_max, causes} | tojson)",
-  "recordings verified: \(.recordings_verified) of \(.recordings)",
+  "recordings verified: \(.recordings_verified) of \(.recordings); call records settled \(.callgate_records_settle_s) s after the last call ended",
   (if .rtpengine then row("rtpengine (relay only)"; .rtpengine) else empty end),
   (if .rtpengine then "rtpengine delete totals: \(.rtpengine_delete | tojson)" else empty end),
   (if .ratio_cpu_callgate_over_rtpengine then "ratio callgate CPU per recorded call / rtpengine CPU per relayed call: \(.ratio_cpu_callgate_over_rtpengine)" else empty end)

@@ -502,7 +502,8 @@ impl MediaTask {
             let deadline = self.poll_timeout().map(tokio::time::Instant::from_std);
             let want = match deadline {
                 Some(d) => d,
-                // Nothing due: keep a far deadline that already lies in the future.
+                // Nothing due: leave the timer alone while its deadline is still ahead (at worst
+                // one spurious wake-up, after which it moves an hour out).
                 None if sleep.deadline() > tokio::time::Instant::now() => sleep.deadline(),
                 None => far(),
             };
