@@ -84,12 +84,6 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     running.join().await
 }
 
-fn unix_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
 
 /// Binds everything and starts the gateway in the current runtime.
 pub async fn start(config: Config) -> Result<Running, ServeError> {
@@ -181,7 +175,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         announcements,
         targets,
         host,
-        base: (Instant::now(), unix_ms()),
+        base: (Instant::now(), crate::store::now_ms()),
     });
     let task = tokio::spawn(async move {
         let result = signalling(engine, sockets, net_rx, media_rx, control_rx, stop_rx, rec_tx).await;

@@ -255,12 +255,6 @@ pub struct MediaSettings {
     pub reorder_window: Duration,
 }
 
-fn unix_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
 
 /// Starts a call's media task.
 pub fn spawn(
@@ -288,7 +282,8 @@ struct Recorder {
     id: RecordingId,
     key_id: KeyId,
     writer: Option<RecordingWriter>,
-    file: Arc<std::fs::File>,
+    /// Created once the database confirmed the key; `None` before (chunks wait in `held`).
+    file: Option<Arc<std::fs::File>>,
     location: String,
     tracks: [RecordTrack; 2],
     store: Store,
@@ -587,7 +582,7 @@ impl MediaTask {
                     return;
                 };
                 let player = AnnouncementPlayer::for_announcement(&a, remote.codec, Instant::now());
-                self.prompt = Prompt::Announcement { player, started_ms: unix_ms() };
+                self.prompt = Prompt::Announcement { player, started_ms: crate::store::now_ms() };
             }
             MediaCmd::PlayRingback => {
                 if let (Prompt::None, Some(remote)) = (&self.prompt, self.remote[0]) {
@@ -640,12 +635,11 @@ impl MediaTask {
                 .map(|p| p.display().to_string())
                 .unwrap_or_else(|_| plan.recording_id.to_string()),
         };
-        let placeholder = || Arc::new(tempfile_placeholder());
         let mut rec = Recorder {
             id: plan.recording_id.clone(),
             key_id: plan.key_id.clone(),
             writer: None,
-            file: placeholder(),
+            file: None,
             location,
             tracks: [RecordTrack::new(now, window), RecordTrack::new(now, window)],
             store: plan.store.clone(),
@@ -655,7 +649,7 @@ impl MediaTask {
             start: now,
             codecs,
             call: self.call.clone(),
-            created_at_ms: unix_ms(),
+            created_at_ms: crate::store::now_ms(),
             key_stored: None,
             held: Vec::new(),
             storage: plan.storage.clone(),
@@ -689,7 +683,7 @@ impl MediaTask {
         });
         rec.key_stored = Some(rx);
         rec.storage = plan.storage.clone();
-        let header = match Header::new(plan.recording_id.clone(), plan.key_id.clone(), unix_ms(), plan.flush) {
+        let header = match Header::new(plan.recording_id.clone(), plan.key_id.clone(), crate::store::now_ms(), plan.flush) {
             Ok(h) => h,
             Err(e) => {
                 rec.error = Some(format!("random nonce unavailable: {e:?}"));
@@ -843,7 +837,7 @@ impl MediaTask {
         }
         if let Some(started_ms) = finished_announcement {
             self.prompt = Prompt::None;
-            let ev = MediaEvent::AnnouncementDone { call: self.call.clone(), started_ms, ended_ms: unix_ms() };
+            let ev = MediaEvent::AnnouncementDone { call: self.call.clone(), started_ms, ended_ms: crate::store::now_ms() };
             self.send_event(ev).await;
         }
         if let Some(tracks) = &mut self.tracks {
@@ -1010,8 +1004,13 @@ impl Recorder {
         if self.held.is_empty() {
             return;
         }
+        let Some(file) = self.file.clone() else {
+            // Unreachable by construction: the key is confirmed, so check_key created the file.
+            self.error = Some("no recording file after the key was stored".into());
+            self.held.clear();
+            return;
+        };
         let held = std::mem::take(&mut self.held);
-        let file = self.file.clone();
         let result = blocking_io(|| {
             let mut n = 0u64;
             for b in &held {
@@ -1023,7 +1022,7 @@ impl Recorder {
         match result {
             Ok(n) => {
                 self.bytes += n;
-                self.syncer.mark(&self.id, &self.file);
+                self.syncer.mark(&self.id, &file);
             }
             Err(e) => self.error = Some(format!("writing the recording failed: {e}")),
         }
@@ -1043,7 +1042,7 @@ impl Recorder {
                 .map_err(|e| format!("creating the recording file failed: {e}"))
         });
         match created {
-            Ok(f) => self.file = Arc::new(f),
+            Ok(f) => self.file = Some(Arc::new(f)),
             Err(e) => self.error = Some(e),
         }
     }
@@ -1072,8 +1071,10 @@ impl Recorder {
             match w.finish() {
                 Ok(fin) => {
                     if self.error.is_none() {
-                        let file = self.file.clone();
-                        let written = blocking_io(|| (&*file).write_all(&fin.bytes).and_then(|_| file.sync_data()));
+                        let written = match self.file.clone() {
+                            Some(file) => blocking_io(|| (&*file).write_all(&fin.bytes).and_then(|_| file.sync_data())),
+                            None => Err(std::io::Error::other("no recording file after the key was stored")),
+                        };
                         match written {
                             Ok(()) => {
                                 self.bytes = fin.total_len;
@@ -1095,7 +1096,7 @@ impl Recorder {
             bytes: self.bytes as i64,
             sha256: sha.clone(),
             created_at_ms: self.created_at_ms,
-            finished_at_ms: Some(unix_ms()),
+            finished_at_ms: Some(crate::store::now_ms()),
         };
         if let Err(e) = self.store.upsert_recording(&row).await {
             tracing::warn!(recording = %self.id, error = %e, "could not update the recording row");
@@ -1116,15 +1117,6 @@ impl Recorder {
     }
 }
 
-/// A file handle to stand in until the real file is created; never written (writer is None).
-fn tempfile_placeholder() -> std::fs::File {
-    // Invariant: /dev/null exists on every Unix we run on; if not, nothing is lost since the
-    // recorder's writer is None whenever this placeholder is in use.
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open("/dev/null")
-        .unwrap_or_else(|_| std::fs::File::open(".").expect("current directory is readable"))
-}
 
 /// UK ringback (400 + 450 Hz, 0.4 s on, 0.2 s off, 0.4 s on, 2 s off) as 8 kHz samples.
 fn ringback() -> Arc<[i16]> {
@@ -1161,7 +1153,7 @@ fn drain_pauses(pci: &mut Pci, recorder: &mut Option<Recorder>) {
         let PauseEvent::PauseEnded { started, at, trigger, resumed_by, digits } = ev else { continue };
         let wall = |t: Instant| {
             let now_i = Instant::now();
-            let now_w = unix_ms();
+            let now_w = crate::store::now_ms();
             if t <= now_i {
                 now_w - now_i.duration_since(t).as_millis() as i64
             } else {
