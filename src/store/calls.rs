@@ -26,6 +26,18 @@ pub mod recording_state {
     pub const NOT_RECORDED: &str = "not-recorded";
     /// Deleted by retention or erasure: the data key is destroyed and the file removed.
     pub const DELETED: &str = "deleted";
+    /// The customer declined recording at the consent prompt: bridged, never recorded.
+    pub const DECLINED: &str = "declined";
+}
+
+/// Values of [`CallRecord::consent_state`].
+pub mod consent_state {
+    /// The prompt is playing or the choice window is open.
+    pub const OFFERED: &str = "offered";
+    /// A key was pressed, or the timeout applied the route's default.
+    pub const DECIDED: &str = "decided";
+    /// The call ended before the choice was made.
+    pub const ABANDONED: &str = "abandoned";
 }
 
 /// Values of [`CallRecord::announcement_state`].
@@ -46,8 +58,12 @@ pub struct CallRecord {
     pub call_id: CallId,
     /// The Call-ID header of the caller leg.
     pub sip_call_id: String,
-    /// `"inbound"` (from the trunk) today.
+    /// `"inbound"` (trunk → agents) or `"outbound"` (agents → trunk).
     pub direction: String,
+    /// Which SIP leg is the customer: `"caller"` (inbound) or `"called"` (outbound). The
+    /// `caller_*` fields and the recording's left track always mean the customer.
+    #[serde(default = "default_customer_leg")]
+    pub customer_leg: String,
     pub from_number: PhoneNumber,
     pub to_number: PhoneNumber,
     /// The number the caller dialled, as matched against `[[route]] match`.
@@ -92,6 +108,39 @@ pub struct CallRecord {
     /// Keypad-protection pauses on the recording timeline (counts and times, never digits).
     #[serde(default)]
     pub pauses: Vec<PauseSpan>,
+    /// The route's recording policy: `always`, `never` or `on-demand`.
+    #[serde(default = "default_record_policy")]
+    pub record_policy: String,
+    /// When the recording started and who started it: `route` (at the bridge), `api:<token>`
+    /// or `agent-keys` (on-demand lines).
+    #[serde(default)]
+    pub recording_started_at_ms: Option<i64>,
+    #[serde(default)]
+    pub recording_started_by: Option<String>,
+    /// Hex SHA-256 of the consent prompt played (`None`: the route offers no choices).
+    #[serde(default)]
+    pub consent_prompt_sha256: Option<String>,
+    /// See [`consent_state`].
+    #[serde(default)]
+    pub consent_state: Option<String>,
+    /// The customer's choices: may the call be recorded, may it be used to train staff.
+    #[serde(default)]
+    pub consent_recording: Option<bool>,
+    #[serde(default)]
+    pub consent_training: Option<bool>,
+    /// `keypad` or `default` (no key before the timeout).
+    #[serde(default)]
+    pub consent_source: Option<String>,
+    #[serde(default)]
+    pub consent_at_ms: Option<i64>,
+}
+
+fn default_customer_leg() -> String {
+    "caller".into()
+}
+
+fn default_record_policy() -> String {
+    "always".into()
 }
 
 /// One paused span of a recording, for the call record and the player's timeline.
@@ -125,6 +174,7 @@ impl CallRecord {
             call_id,
             sip_call_id: sip_call_id.into(),
             direction: "inbound".to_string(),
+            customer_leg: default_customer_leg(),
             from_number,
             to_number,
             dialled,
@@ -157,12 +207,21 @@ impl CallRecord {
             recording_location: None,
             audio_ms: None,
             pauses: Vec::new(),
+            record_policy: default_record_policy(),
+            recording_started_at_ms: None,
+            recording_started_by: None,
+            consent_prompt_sha256: None,
+            consent_state: None,
+            consent_recording: None,
+            consent_training: None,
+            consent_source: None,
+            consent_at_ms: None,
         }
     }
 }
 
 /// Column order of every `calls` query; [`bind_call`] binds in exactly this order.
-const COLUMNS: [&str; 35] = [
+const COLUMNS: [&str; 45] = [
     "call_id",
     "sip_call_id",
     "direction",
@@ -198,6 +257,16 @@ const COLUMNS: [&str; 35] = [
     "recording_location",
     "audio_ms",
     "pauses_json",
+    "customer_leg",
+    "record_policy",
+    "recording_started_at_ms",
+    "recording_started_by",
+    "consent_prompt_sha256",
+    "consent_state",
+    "consent_recording",
+    "consent_training",
+    "consent_source",
+    "consent_at_ms",
 ];
 
 fn select(rest: &str) -> String {
@@ -274,6 +343,16 @@ fn bind_call<'q>(q: AnyQuery<'q>, c: &'q CallRecord) -> AnyQuery<'q> {
         .bind(c.audio_ms)
         // Invariant: a Vec of plain structs always serialises.
         .bind(serde_json::to_string(&c.pauses).unwrap_or_else(|_| "[]".into()))
+        .bind(c.customer_leg.as_str())
+        .bind(c.record_policy.as_str())
+        .bind(c.recording_started_at_ms)
+        .bind(c.recording_started_by.as_deref())
+        .bind(c.consent_prompt_sha256.as_deref())
+        .bind(c.consent_state.as_deref())
+        .bind(c.consent_recording.map(i64::from))
+        .bind(c.consent_training.map(i64::from))
+        .bind(c.consent_source.as_deref())
+        .bind(c.consent_at_ms)
 }
 
 fn call_from_row(r: &AnyRow) -> Result<CallRecord, sqlx::Error> {
@@ -320,6 +399,16 @@ fn call_from_row(r: &AnyRow) -> Result<CallRecord, sqlx::Error> {
             let j: Option<String> = r.try_get("pauses_json")?;
             j.and_then(|j| serde_json::from_str(&j).ok()).unwrap_or_default()
         },
+        customer_leg: r.try_get("customer_leg")?,
+        record_policy: r.try_get("record_policy")?,
+        recording_started_at_ms: r.try_get("recording_started_at_ms")?,
+        recording_started_by: r.try_get("recording_started_by")?,
+        consent_prompt_sha256: r.try_get("consent_prompt_sha256")?,
+        consent_state: r.try_get("consent_state")?,
+        consent_recording: r.try_get::<Option<i64>, _>("consent_recording")?.map(|v| v != 0),
+        consent_training: r.try_get::<Option<i64>, _>("consent_training")?.map(|v| v != 0),
+        consent_source: r.try_get("consent_source")?,
+        consent_at_ms: r.try_get("consent_at_ms")?,
     })
 }
 

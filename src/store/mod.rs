@@ -36,7 +36,7 @@ use sqlx::migrate::{MigrateError, Migrator};
 
 use crate::ids::{KeyId, RecordingId};
 
-pub use calls::{CallRecord, MAX_NUMBER_VARIANTS, PauseSpan, announcement_state, recording_state};
+pub use calls::{CallRecord, MAX_NUMBER_VARIANTS, PauseSpan, announcement_state, consent_state, recording_state};
 pub use audit::AuditTx;
 pub use recordings::RecordingRow;
 pub use retention::{

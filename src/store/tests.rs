@@ -154,7 +154,7 @@ fn full_call(id: &str) -> CallRecord {
     CallRecord {
         call_id: CallId::from_string(id),
         sip_call_id: "a84b4c76e66710@pc33.atlanta.example 'quoted' \"double\" ünïcødé".into(),
-        direction: "inbound".into(),
+        direction: "outbound".into(),
         from_number: PhoneNumber::new("+441632960123"),
         to_number: PhoneNumber::new("+441632960456"),
         dialled: PhoneNumber::new("01632960456"),
@@ -202,6 +202,16 @@ fn full_call(id: &str) -> CallRecord {
                 digits: 0,
             },
         ],
+        customer_leg: "called".into(),
+        record_policy: "on-demand".into(),
+        recording_started_at_ms: Some(1_760_000_000_007),
+        recording_started_by: Some("api:payments-desk".into()),
+        consent_prompt_sha256: Some("ef".repeat(32)),
+        consent_state: Some(crate::store::consent_state::DECIDED.into()),
+        consent_recording: Some(true),
+        consent_training: Some(false),
+        consent_source: Some("keypad".into()),
+        consent_at_ms: Some(1_760_000_000_008),
     }
 }
 
