@@ -236,6 +236,62 @@ def tones(a):
     return 0
 
 
+def invite(a):
+    import os
+    import socket
+    import time
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((a.src_ip, 0))
+    lp = s.getsockname()[1]
+    cid = "rtpkit-" + os.urandom(6).hex() + "@" + a.src_ip
+    tag = os.urandom(4).hex()
+    sdp = (f"v=0\r\no=probe 1 1 IN IP4 {a.src_ip}\r\ns=probe\r\nc=IN IP4 {a.src_ip}\r\nt=0 0\r\n"
+           f"m=audio 9 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n")
+
+    def req(method, cseq, to_tag="", body=""):
+        branch = "z9hG4bK-rtpkit-" + os.urandom(6).hex()
+        lines = [f"{method} sip:{a.number}@{a.host}:{a.port} SIP/2.0",
+                 f"Via: SIP/2.0/UDP {a.src_ip}:{lp};branch={branch};rport",
+                 f"From: <sip:probe@{a.src_ip}:{lp}>;tag={tag}",
+                 f"To: <sip:{a.number}@{a.host}:{a.port}>{to_tag}",
+                 f"Call-ID: {cid}", f"CSeq: {cseq} {method}",
+                 f"Contact: <sip:probe@{a.src_ip}:{lp}>", "Max-Forwards: 70"]
+        if body:
+            lines.append("Content-Type: application/sdp")
+        lines += [f"Content-Length: {len(body)}", "", ""]
+        return ("\r\n".join(lines) + body).encode()
+
+    s.sendto(req("INVITE", 1, body=sdp), (a.host, a.port))
+    deadline = time.time() + 5
+    while time.time() < deadline:
+        s.settimeout(max(0.05, deadline - time.time()))
+        try:
+            data, _ = s.recvfrom(65535)
+        except socket.timeout:
+            break
+        text = data.decode("utf-8", "replace")
+        first = text.split("\r\n", 1)[0]
+        parts = first.split(" ", 2)
+        if len(parts) < 2 or not parts[0].startswith("SIP/2.0") or not parts[1].isdigit():
+            continue
+        code = int(parts[1])
+        if code < 200:
+            continue
+        reason = parts[2] if len(parts) > 2 else ""
+        to_line = next((l for l in text.split("\r\n") if l.lower().startswith(("to:", "t:"))), "")
+        to_tag = ";tag=" + to_line.split(";tag=", 1)[1].split(";")[0] if ";tag=" in to_line else ""
+        if code >= 300:
+            ack = req("ACK", 1, to_tag)
+            s.sendto(ack, (a.host, a.port))
+        else:
+            s.sendto(req("ACK", 1, to_tag), (a.host, a.port))
+            s.sendto(req("BYE", 2, to_tag), (a.host, a.port))
+        print(f"{code} {reason}")
+        return 0
+    print("none")
+    return 1
+
+
 def main():
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -252,8 +308,13 @@ def main():
     t.add_argument("--src-ip")
     t.add_argument("--window-ms", type=int, default=100)
     t.add_argument("--hz", type=float, action="append")
+    v = sub.add_parser("invite")
+    v.add_argument("src_ip")
+    v.add_argument("host")
+    v.add_argument("port", type=int)
+    v.add_argument("number")
     a = ap.parse_args()
-    return gen(a) if a.cmd == "gen" else tones(a)
+    return {"gen": gen, "tones": tones, "invite": invite}[a.cmd](a)
 
 
 if __name__ == "__main__":
