@@ -38,6 +38,8 @@ pub mod consent_state {
     pub const DECIDED: &str = "decided";
     /// The call ended before the choice was made.
     pub const ABANDONED: &str = "abandoned";
+    /// The prompts could not be played and the route connects such calls unrecorded.
+    pub const SKIPPED: &str = "skipped";
 }
 
 /// Values of [`CallRecord::announcement_state`].
