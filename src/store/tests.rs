@@ -134,6 +134,7 @@ both_dialects!(
     stale_deletion_is_finished,
     audit_chain_concurrent_and_append_only,
     calls_by_number_spellings,
+    consent_of_recording,
 );
 
 fn minimal_call(id: &str, started: i64) -> CallRecord {

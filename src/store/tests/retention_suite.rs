@@ -13,7 +13,7 @@ use crate::retention::RetentionError;
 use crate::retention::policy::Policy;
 use crate::retention::service::{self, TagAdded};
 use crate::retention::sweeper::{SweepOptions, sweep_once};
-use crate::store::{CallRecord, RecordingRow, Store, recording_state};
+use crate::store::{CallRecord, RecordingRow, Store, consent_state, recording_state};
 
 const DAY: i64 = 86_400_000;
 const T0: i64 = 1_700_000_000_000;
@@ -509,4 +509,103 @@ pub(super) async fn calls_by_number_spellings(ctx: &Ctx) {
     assert_eq!(ctx.store.calls_by_numbers(&v).await.unwrap().len(), 1);
     let v = service::number_variants("+44 1632 960035").unwrap();
     assert!(ctx.store.calls_by_numbers(&v).await.unwrap().is_empty());
+}
+
+/// Sets the consent columns of the call that made recording `n` (see [`make_recording`]).
+async fn set_consent(store: &Store, n: usize, training: Option<bool>, source: &str, at: i64) {
+    let call = CallId::from_string(format!("call-{n:06}"));
+    let mut c = store.get_call(&call).await.unwrap().unwrap();
+    c.consent_prompt_sha256 = Some(format!("{n:02x}").repeat(32));
+    c.consent_state = Some(consent_state::DECIDED.into());
+    c.consent_recording = Some(true);
+    c.consent_training = training;
+    c.consent_source = Some(source.into());
+    c.consent_at_ms = Some(at);
+    store.upsert_call(&c).await.unwrap();
+}
+
+/// `consent_of_recording`: found through the call row's `recording_id` or the recording row's
+/// `call_id`; the booleans and the rest round-trip; `None` without a linked call.
+pub(super) async fn consent_of_recording(ctx: &Ctx) {
+    let store = &ctx.store;
+    let dir = tempfile::tempdir().unwrap();
+    let rec = make_recording(store, dir.path(), 1, T0).await;
+
+    // No prompt on the route: a row, every consent column empty.
+    let c = store.consent_of_recording(&rec).await.unwrap().unwrap();
+    assert_eq!(c.call_id.as_str(), "call-000001");
+    assert_eq!(
+        (
+            c.prompt_sha256,
+            c.state,
+            c.recording,
+            c.training,
+            c.source,
+            c.at_ms
+        ),
+        (None, None, None, None, None, None)
+    );
+
+    set_consent(store, 1, Some(false), "keypad", T0 + 4_000).await;
+    let c = store.consent_of_recording(&rec).await.unwrap().unwrap();
+    assert_eq!(c.prompt_sha256.as_deref(), Some("01".repeat(32).as_str()));
+    assert_eq!(c.state.as_deref(), Some(consent_state::DECIDED));
+    assert_eq!((c.recording, c.training), (Some(true), Some(false)));
+    assert_eq!(c.source.as_deref(), Some("keypad"));
+    assert_eq!(c.at_ms, Some(T0 + 4_000));
+    // Read inside an audited transaction too (what tag_add does).
+    let mut tx = store.begin_audited(T0).await.unwrap();
+    assert_eq!(
+        tx.consent_of_recording(&rec)
+            .await
+            .unwrap()
+            .unwrap()
+            .training,
+        Some(false)
+    );
+    tx.rollback().await.unwrap();
+
+    set_consent(store, 1, Some(true), "default", T0 + 9_000).await;
+    let c = store.consent_of_recording(&rec).await.unwrap().unwrap();
+    assert_eq!(
+        (c.training, c.source.as_deref()),
+        (Some(true), Some("default"))
+    );
+
+    // The call row does not (yet) name the recording: found through the recording's row.
+    let mut call = store
+        .get_call(&CallId::from_string("call-000001"))
+        .await
+        .unwrap()
+        .unwrap();
+    call.recording_id = None;
+    call.consent_training = Some(false);
+    store.upsert_call(&call).await.unwrap();
+    let c = store.consent_of_recording(&rec).await.unwrap().unwrap();
+    assert_eq!(c.training, Some(false));
+
+    // No such recording, and a recording whose call row does not exist.
+    let nothing = RecordingId::from_string("rec-none");
+    assert!(
+        store
+            .consent_of_recording(&nothing)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let orphan = RecordingId::from_string("rec-orphan");
+    store
+        .upsert_recording(&RecordingRow {
+            recording_id: orphan.clone(),
+            call_id: CallId::from_string("call-missing"),
+            location: "x".into(),
+            state: recording_state::OK.into(),
+            bytes: 0,
+            sha256: None,
+            created_at_ms: T0,
+            finished_at_ms: None,
+        })
+        .await
+        .unwrap();
+    assert!(store.consent_of_recording(&orphan).await.unwrap().is_none());
 }
