@@ -609,3 +609,100 @@ pub(super) async fn consent_of_recording(ctx: &Ctx) {
         .unwrap();
     assert!(store.consent_of_recording(&orphan).await.unwrap().is_none());
 }
+
+/// A customer who declined training use: `training` is refused (any role, typed error naming
+/// the consent, nothing stored, nothing audited), other tags are not; agreed or not asked:
+/// allowed.
+pub(super) async fn training_tag_needs_consent(ctx: &Ctx) {
+    let store = &ctx.store;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = cfg();
+    let sup = Actor::new("sam", Role::Supervisor);
+    let dpo = Actor::new("dee", Role::Dpo);
+    let now = T0 + DAY;
+    let declined = make_recording(store, dir.path(), 1, T0).await;
+    let agreed = make_recording(store, dir.path(), 2, T0).await;
+    let not_asked = make_recording(store, dir.path(), 3, T0).await;
+    // 2026-11-22T10:00:00Z
+    let decided_at = 1_795_341_600_000;
+    set_consent(store, 1, Some(false), "default", decided_at).await;
+    set_consent(store, 2, Some(true), "keypad", decided_at).await;
+    let seq_before = verify_audit(store).await;
+
+    for actor in [&sup, &dpo] {
+        match service::tag_add(store, &cfg, actor, &declined, "training", None, now).await {
+            Err(e @ RetentionError::TrainingDeclined { .. }) => {
+                let msg = e.to_string();
+                for needle in [
+                    "rec-000001",
+                    "call-000001",
+                    "did not consent to training use",
+                    "consent prompt sha256 01010101…",
+                    "choice by default at 2026-11-22T10:00:00Z",
+                    "the training tag cannot be added",
+                ] {
+                    assert!(msg.contains(needle), "{needle:?} not in {msg:?}");
+                }
+                let RetentionError::TrainingDeclined {
+                    prompt_sha256,
+                    choice_source,
+                    at_ms,
+                    ..
+                } = e
+                else {
+                    unreachable!()
+                };
+                assert_eq!(prompt_sha256, Some("01".repeat(32)));
+                assert_eq!(choice_source.as_deref(), Some("default"));
+                assert_eq!(at_ms, Some(decided_at));
+            }
+            other => panic!(
+                "training on a declined recording ({}): {other:?}",
+                actor.role
+            ),
+        }
+    }
+    // Nothing stored, nothing audited (refusals are not audit entries), expiry untouched.
+    assert!(store.tags_of(&declined).await.unwrap().is_empty());
+    assert_eq!(verify_audit(store).await, seq_before);
+    assert_eq!(count_action(store, action::TAG_ADD).await, 0);
+
+    // Other tags still go on the declined recording.
+    assert!(matches!(
+        service::tag_add(store, &cfg, &sup, &declined, "complaint", None, now)
+            .await
+            .unwrap(),
+        TagAdded::Added(_)
+    ));
+    assert!(matches!(
+        service::tag_add(store, &cfg, &dpo, &declined, "abusive", None, now)
+            .await
+            .unwrap(),
+        TagAdded::Added(_)
+    ));
+    // Agreed at the prompt, or no prompt on the route: training allowed.
+    for rec in [&agreed, &not_asked] {
+        let TagAdded::Added(d) = service::tag_add(store, &cfg, &sup, rec, "training", None, now)
+            .await
+            .unwrap()
+        else {
+            panic!("{rec}: not added")
+        };
+        assert_eq!(d.expires_at_ms, Some(T0 + 365 * DAY));
+    }
+    assert_eq!(count_action(store, action::TAG_ADD).await, 4);
+    // Still refused afterwards (the other tags changed nothing).
+    assert!(matches!(
+        service::tag_add(store, &cfg, &sup, &declined, "training", None, now).await,
+        Err(RetentionError::TrainingDeclined { .. })
+    ));
+    let tags: Vec<String> = store
+        .tags_of(&declined)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.tag)
+        .collect();
+    assert_eq!(tags, ["abusive", "complaint"]);
+    verify_audit(store).await;
+}
