@@ -938,11 +938,11 @@ impl<H: MediaHost> B2bua<H> {
                 let r = &mut ctx.record;
                 r.consent_state = Some(consent_state::DECIDED.into());
                 r.consent_recording = Some(d.record);
-                r.consent_training = Some(d.training);
+                r.consent_training = d.training;
                 r.consent_source = Some(d.source.as_str().into());
                 r.consent_at_ms = Some(wall);
                 let how = if d.source == ConsentSource::Keypad { "keypad" } else { "default" };
-                tracing::info!(call = %id, record = d.record, training = d.training, how, "consent decided");
+                tracing::info!(call = %id, record = d.record, training = ?d.training, how, "consent decided");
                 self.records.push_back(ctx.record.clone());
             }
             Command::StartRecording => {

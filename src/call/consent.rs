@@ -58,7 +58,8 @@ impl ConsentSource {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConsentDecision {
     pub record: bool,
-    pub training: bool,
+    /// `None` when the route offers no training choice (the published notice covers it).
+    pub training: Option<bool>,
     pub source: ConsentSource,
 }
 
@@ -70,18 +71,26 @@ impl ConsentPolicy {
 
     /// The decision for a key, or for no key (`None`: the defaults).
     pub fn decide(&self, key: Option<ConsentKey>) -> ConsentDecision {
+        let d = self.decide_both(key);
+        if self.training_digit.is_none() {
+            return ConsentDecision { training: None, ..d };
+        }
+        d
+    }
+
+    fn decide_both(&self, key: Option<ConsentKey>) -> ConsentDecision {
         match key {
             // Declining recording declines every use of the recording.
             Some(ConsentKey::DeclineRecording) => {
-                ConsentDecision { record: false, training: false, source: ConsentSource::Keypad }
+                ConsentDecision { record: false, training: Some(false), source: ConsentSource::Keypad }
             }
             // Agreeing to training use is agreeing to be recorded.
             Some(ConsentKey::AllowTraining) => {
-                ConsentDecision { record: true, training: true, source: ConsentSource::Keypad }
+                ConsentDecision { record: true, training: Some(true), source: ConsentSource::Keypad }
             }
             None => ConsentDecision {
                 record: self.record_by_default,
-                training: self.record_by_default && self.training_by_default,
+                training: Some(self.record_by_default && self.training_by_default),
                 source: ConsentSource::Default,
             },
         }
@@ -143,14 +152,19 @@ mod tests {
     fn decisions() {
         let p = policy();
         let d = p.decide(Some(ConsentKey::DeclineRecording));
-        assert!(!d.record && !d.training && d.source == ConsentSource::Keypad);
+        assert!(!d.record && d.training == Some(false) && d.source == ConsentSource::Keypad);
         let d = p.decide(Some(ConsentKey::AllowTraining));
-        assert!(d.record && d.training);
+        assert!(d.record && d.training == Some(true));
         let d = p.decide(None);
-        assert!(d.record && !d.training && d.source == ConsentSource::Default);
+        assert!(d.record && d.training == Some(false) && d.source == ConsentSource::Default);
         // A route that does not record by default cannot default to training use either.
         let q = ConsentPolicy { record_by_default: false, training_by_default: true, ..policy() };
         let d = q.decide(None);
-        assert!(!d.record && !d.training);
+        assert!(!d.record && d.training == Some(false));
+        // A route that never asks about training leaves it open (the notice covers it): the
+        // training tag must not be refused because of a question nobody was asked.
+        let r = ConsentPolicy { training_digit: None, ..policy() };
+        assert_eq!(r.decide(None).training, None);
+        assert_eq!(r.decide(Some(ConsentKey::DeclineRecording)).training, None);
     }
 }

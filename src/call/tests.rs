@@ -487,9 +487,9 @@ fn at_the_prompt() -> Rig {
     r
 }
 
-const DECLINED: ConsentDecision = ConsentDecision { record: false, training: false, source: ConsentSource::Keypad };
-const TRAINING: ConsentDecision = ConsentDecision { record: true, training: true, source: ConsentSource::Keypad };
-const DEFAULTED: ConsentDecision = ConsentDecision { record: true, training: false, source: ConsentSource::Default };
+const DECLINED: ConsentDecision = ConsentDecision { record: false, training: Some(false), source: ConsentSource::Keypad };
+const TRAINING: ConsentDecision = ConsentDecision { record: true, training: Some(true), source: ConsentSource::Keypad };
+const DEFAULTED: ConsentDecision = ConsentDecision { record: true, training: Some(false), source: ConsentSource::Default };
 
 #[test]
 fn pressing_decline_during_the_prompt_bridges_unrecorded() {
