@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::call::routing::{NumberPattern, Routable};
-use crate::call::{AnnouncementFailure, AnswerMode};
+use crate::call::routing::{NoRoute, NumberPattern, Routable, Sources};
+use crate::call::consent::ConsentPolicy;
+use crate::call::{AnnouncementFailure, AnswerMode, CallDirection, RecordPolicy};
 
 /// Configuration problems; each names the file and, where it can, the key.
 #[derive(Debug, thiserror::Error)]
@@ -102,6 +103,9 @@ pub struct SipConfig {
     pub advertise: IpAddr,
     /// Trunk ACL: requests from other sources get 403. Default: loopback only.
     pub trusted: Vec<ipnet::IpNet>,
+    /// Agents' phones and the PBX: calls from these networks are outbound (to the trunk) and
+    /// take `direction = "outbound"` routes. Default: none (no outbound calls).
+    pub agents: Vec<ipnet::IpNet>,
     /// Largest SIP message accepted, bytes. Default 16 KiB.
     pub max_message_size: usize,
 }
@@ -117,7 +121,7 @@ pub struct MediaConfig {
 }
 
 /// One line of the routing table; first match wins (see `call::routing`).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Route {
     /// The `match` text as configured (shown on call records).
     pub matches: String,
@@ -125,9 +129,16 @@ pub struct Route {
     pub called: NumberPattern,
     /// Optional calling-number pattern (`from`).
     pub calling: Option<NumberPattern>,
+    /// `inbound` (default) or `outbound`: which calls the route is for (by source network).
+    pub direction: CallDirection,
+    /// Where the call goes. A target without a user part (`sip:trunk.example:5060`) takes the
+    /// dialled number as its user.
     pub target: String,
     pub announcement: Option<PathBuf>,
-    pub record: bool,
+    /// `record = true | false | "on-demand"` (default true).
+    pub record: RecordPolicy,
+    /// Keypad choices after the announcement (`[route.consent]`), if any.
+    pub consent: Option<ConsentPolicy>,
     pub answer: AnswerMode,
     pub on_announcement_failure: AnnouncementFailure,
 }
@@ -138,6 +149,9 @@ impl Routable for Route {
     }
     fn calling(&self) -> Option<&NumberPattern> {
         self.calling.as_ref()
+    }
+    fn direction(&self) -> CallDirection {
+        self.direction
     }
 }
 
@@ -219,6 +233,7 @@ struct RawSip {
     listen: Option<String>,
     advertise: Option<String>,
     trusted: Option<Vec<String>>,
+    agents: Option<Vec<String>>,
     max_message_size: Option<usize>,
 }
 
@@ -239,9 +254,21 @@ struct RawRoute {
     direction: Option<String>,
     target: String,
     announcement: Option<String>,
-    record: Option<bool>,
+    record: Option<toml::Value>,
     answer: Option<AnswerMode>,
     on_announcement_failure: Option<AnnouncementFailure>,
+    consent: Option<RawConsent>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConsent {
+    prompt: String,
+    decline_digit: Option<String>,
+    training_digit: Option<String>,
+    timeout: Option<String>,
+    record_by_default: Option<bool>,
+    training_by_default: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -340,17 +367,20 @@ impl Config {
             None if listen.ip().is_unspecified() => IpAddr::from([127, 0, 0, 1]),
             None => listen.ip(),
         };
-        let trusted = raw
-            .sip
-            .trusted
-            .unwrap_or_else(|| vec!["127.0.0.0/8".into(), "::1/128".into()])
-            .iter()
-            .map(|s| {
-                s.parse::<ipnet::IpNet>()
-                    .or_else(|_| s.parse::<IpAddr>().map(ipnet::IpNet::from))
-                    .map_err(|_| invalid("sip.trusted", format!("`{s}` is not a CIDR network")))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let nets = |key: &str, list: &[String]| {
+            list.iter()
+                .map(|s| {
+                    s.parse::<ipnet::IpNet>()
+                        .or_else(|_| s.parse::<IpAddr>().map(ipnet::IpNet::from))
+                        .map_err(|_| invalid(key, format!("`{s}` is not a CIDR network")))
+                })
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let trusted = nets(
+            "sip.trusted",
+            &raw.sip.trusted.unwrap_or_else(|| vec!["127.0.0.0/8".into(), "::1/128".into()]),
+        )?;
+        let agents = nets("sip.agents", &raw.sip.agents.unwrap_or_default())?;
         let max_message_size = raw.sip.max_message_size.unwrap_or(16 * 1024);
         if !(1024..=65_535).contains(&max_message_size) {
             return Err(invalid("sip.max_message_size", "must be 1024..=65535".into()));
@@ -376,25 +406,45 @@ impl Config {
                 Some(f) => Some(NumberPattern::parse(f).map_err(|e| invalid(&key("from"), e.to_string()))?),
                 None => None,
             };
-            match r.direction.as_deref() {
-                None | Some("inbound") => {}
-                Some("outbound") => {
-                    return Err(invalid(&key("direction"), "outbound routes are not supported by this version yet".into()));
+            let direction = match r.direction.as_deref() {
+                None | Some("inbound") => CallDirection::Inbound,
+                Some("outbound") => CallDirection::Outbound,
+                Some(other) => {
+                    return Err(invalid(&key("direction"), format!("`{other}`: use \"inbound\" or \"outbound\"")));
                 }
-                Some(other) => return Err(invalid(&key("direction"), format!("`{other}`: use \"inbound\""))),
-            }
+            };
+            let record = match &r.record {
+                None | Some(toml::Value::Boolean(true)) => RecordPolicy::Always,
+                Some(toml::Value::Boolean(false)) => RecordPolicy::Never,
+                Some(toml::Value::String(s)) if s == "on-demand" => RecordPolicy::OnDemand,
+                Some(other) => {
+                    return Err(invalid(&key("record"), format!("`{other}`: use true, false or \"on-demand\"")));
+                }
+            };
+            let consent = match r.consent {
+                None => None,
+                Some(c) => Some(parse_consent(c, record).map_err(|(k, m)| invalid(&key(&format!("consent.{k}")), m))?),
+            };
             routes.push(Route {
                 matches: r.matches,
                 called,
                 calling,
+                direction,
                 target: r.target,
                 announcement: r.announcement.map(PathBuf::from),
-                record: r.record.unwrap_or(true),
+                record,
+                consent,
                 answer: r.answer.unwrap_or(AnswerMode::EarlyMedia),
                 on_announcement_failure: r
                     .on_announcement_failure
                     .unwrap_or(AnnouncementFailure::Hangup),
             });
+        }
+        if routes.iter().any(|r| r.direction == CallDirection::Outbound) && agents.is_empty() {
+            return Err(invalid(
+                "sip.agents",
+                "outbound routes need the agents' networks here (calls from them are outbound)".into(),
+            ));
         }
 
         let flush = dur("recording.flush", &raw.recording.flush, Duration::from_secs(1))?;
@@ -414,7 +464,7 @@ impl Config {
 
         Ok(Config {
             file: file.to_owned(),
-            sip: SipConfig { listen, advertise, trusted, max_message_size },
+            sip: SipConfig { listen, advertise, trusted, agents, max_message_size },
             media: MediaConfig {
                 rtp_ports,
                 advertise: media_advertise,
@@ -452,10 +502,61 @@ impl Config {
         })
     }
 
-    /// First route matching the dialled (called) and calling numbers.
-    pub fn route_for(&self, dialled: &str, calling: &str) -> Option<&Route> {
-        crate::call::routing::select(&self.routes, dialled, calling).ok()
+    /// The route a call from `source` to `dialled` takes (see `call::routing`).
+    pub fn route_for(&self, source: IpAddr, dialled: &str, calling: &str) -> Result<&Route, NoRoute> {
+        crate::call::routing::select(&self.routes, self.sources(source), dialled, calling)
     }
+
+    /// Which ways a call from `ip` may go: from the trunk (inbound), from the agents' side
+    /// (outbound), both (a shared network: the routes decide) or neither (refused).
+    pub fn sources(&self, ip: IpAddr) -> Sources {
+        Sources {
+            inbound: self.sip.trusted.iter().any(|n| n.contains(&ip)),
+            outbound: self.sip.agents.iter().any(|n| n.contains(&ip)),
+        }
+    }
+}
+
+/// Checks `[route.consent]`; errors are (key, message).
+fn parse_consent(c: RawConsent, record: RecordPolicy) -> Result<ConsentPolicy, (String, String)> {
+    if record == RecordPolicy::Never {
+        return Err(("prompt".into(), "a route with record = false records nothing to consent to".into()));
+    }
+    let digit = |k: &str, v: &Option<String>| -> Result<Option<crate::pci::Digit>, (String, String)> {
+        match v {
+            None => Ok(None),
+            Some(s) => {
+                let mut chars = s.trim().chars();
+                match (chars.next().and_then(crate::pci::Digit::from_char), chars.next()) {
+                    (Some(d), None) => Ok(Some(d)),
+                    _ => Err((k.into(), format!("`{s}` is not one keypad key (0-9, *, #)"))),
+                }
+            }
+        }
+    };
+    let decline_digit = digit("decline_digit", &c.decline_digit)?;
+    let training_digit = digit("training_digit", &c.training_digit)?;
+    if decline_digit.is_none() && training_digit.is_none() {
+        return Err(("decline_digit".into(), "a consent prompt needs decline_digit, training_digit or both".into()));
+    }
+    if decline_digit.is_some() && decline_digit == training_digit {
+        return Err(("training_digit".into(), "must differ from decline_digit".into()));
+    }
+    let timeout = match &c.timeout {
+        None => Duration::from_secs(5),
+        Some(s) => parse_duration(s).map_err(|m| ("timeout".to_string(), m))?,
+    };
+    if timeout < Duration::from_secs(1) || timeout > Duration::from_secs(60) {
+        return Err(("timeout".into(), "must be between 1s and 60s".into()));
+    }
+    Ok(ConsentPolicy {
+        prompt: PathBuf::from(c.prompt),
+        decline_digit,
+        training_digit,
+        timeout,
+        record_by_default: c.record_by_default.unwrap_or(true),
+        training_by_default: c.training_by_default.unwrap_or(false),
+    })
 }
 
 /// Checks `[retention]`; errors are (key, message).
@@ -572,8 +673,10 @@ mod tests {
             .unwrap();
         let c = parse(&text).unwrap();
         assert!(!c.routes.is_empty());
-        assert!(c.route_for("0800123456", "07700900123").is_some());
+        assert!(c.route_for(LO, "0800123456", "07700900123").is_ok());
     }
+
+    const LO: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
     #[test]
     fn routes_first_match_wins() {
@@ -590,11 +693,71 @@ mod tests {
             "#,
         )
         .unwrap();
-        assert_eq!(c.route_for("2001", "1").unwrap().target, "sip:a@127.0.0.1:5081");
-        let other = c.route_for("999", "1").unwrap();
+        assert_eq!(c.route_for(LO, "2001", "1").unwrap().target, "sip:a@127.0.0.1:5081");
+        let other = c.route_for(LO, "999", "1").unwrap();
         assert_eq!(other.target, "sip:b@127.0.0.1:5082");
-        assert!(!other.record);
+        assert_eq!(other.record, RecordPolicy::Never);
         assert_eq!(other.answer, AnswerMode::Immediate);
+    }
+
+    #[test]
+    fn outbound_routes_record_policies_and_consent() {
+        let c = parse(
+            r#"
+            [sip]
+            trusted = ["127.0.0.2"]
+            agents = ["127.0.0.3/32"]
+            [[route]]
+            match = "07*"
+            direction = "outbound"
+            target = "sip:127.0.0.1:5090"
+            record = "on-demand"
+            [[route]]
+            match = "2001"
+            target = "sip:rent@127.0.0.1:5081"
+            announcement = "a.wav"
+            [route.consent]
+            prompt = "consent.wav"
+            decline_digit = "9"
+            training_digit = "1"
+            timeout = "4s"
+            "#,
+        )
+        .unwrap();
+        let trunk: IpAddr = "127.0.0.2".parse().unwrap();
+        let agent: IpAddr = "127.0.0.3".parse().unwrap();
+        let out = c.route_for(agent, "07700900123", "3001").unwrap();
+        assert_eq!(out.direction, CallDirection::Outbound);
+        assert_eq!(out.record, RecordPolicy::OnDemand);
+        assert!(out.consent.is_none());
+        assert_eq!(c.route_for(trunk, "07700900123", "1"), Err(NoRoute::NoMatch));
+        assert_eq!(c.route_for(LO, "2001", "1"), Err(NoRoute::UntrustedSource));
+        let rent = c.route_for(trunk, "2001", "1").unwrap();
+        let consent = rent.consent.as_ref().unwrap();
+        assert_eq!(consent.timeout, Duration::from_secs(4));
+        assert!(consent.record_by_default && !consent.training_by_default);
+        assert_eq!(consent.key_for(crate::pci::Digit::from_char('9').unwrap()), Some(crate::call::consent::ConsentKey::DeclineRecording));
+    }
+
+    #[test]
+    fn bad_direction_record_and_consent_values_name_their_key() {
+        let route = |extra: &str| format!("[sip]\nagents = [\"10.0.0.0/8\"]\n[[route]]\nmatch = \"*\"\ntarget = \"sip:a@b\"\n{extra}");
+        for (extra, key) in [
+            ("direction = \"sideways\"", "route[0].direction"),
+            ("record = \"sometimes\"", "route[0].record"),
+            ("record = 1", "route[0].record"),
+            ("[route.consent]\nprompt = \"p.wav\"", "route[0].consent.decline_digit"),
+            ("[route.consent]\nprompt = \"p.wav\"\ndecline_digit = \"99\"", "route[0].consent.decline_digit"),
+            ("[route.consent]\nprompt = \"p.wav\"\ndecline_digit = \"9\"\ntraining_digit = \"9\"", "route[0].consent.training_digit"),
+            ("[route.consent]\nprompt = \"p.wav\"\ndecline_digit = \"9\"\ntimeout = \"2m\"", "route[0].consent.timeout"),
+            ("record = false\n[route.consent]\nprompt = \"p.wav\"\ndecline_digit = \"9\"", "route[0].consent.prompt"),
+        ] {
+            let e = parse(&route(extra)).unwrap_err().to_string();
+            assert!(e.contains(key) && e.contains("test.toml"), "{extra}: {e}");
+        }
+        // Outbound routes without agent networks could never be taken.
+        let e = parse("[[route]]\nmatch = \"*\"\ndirection = \"outbound\"\ntarget = \"sip:a@b\"").unwrap_err().to_string();
+        assert!(e.contains("sip.agents"), "{e}");
     }
 
     #[test]
@@ -611,8 +774,6 @@ mod tests {
         assert!(e.contains("route[0].match"), "{e}");
         let e = parse("[[route]]\nmatch = \"*\"\nfrom = \"x y#\"\ntarget = \"sip:a@b\"").unwrap_err().to_string();
         assert!(e.contains("route[0].from"), "{e}");
-        let e = parse("[[route]]\nmatch = \"*\"\ndirection = \"outbound\"\ntarget = \"sip:a@b\"").unwrap_err().to_string();
-        assert!(e.contains("route[0].direction") && e.contains("not supported"), "{e}");
         // Unknown keys are typos, not silently ignored.
         let e = parse("[sip]\nlisen = \"0.0.0.0:5060\"").unwrap_err().to_string();
         assert!(e.contains("lisen") && e.contains("test.toml"), "{e}");

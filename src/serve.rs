@@ -20,7 +20,8 @@ use crate::call::b2bua::{B2bua, MediaHost, RecordingKeys, Setup};
 use crate::config::Config;
 use crate::ids::CallId;
 use crate::media::announcement::Announcement;
-use crate::portal::{ControlError, ControlRequest};
+use crate::call::StartRefused;
+use crate::portal::{Action, ControlError, ControlRequest};
 use crate::media::relay::{self, MediaCmd, MediaEvent, MediaHandle, MediaSettings, PortPool, RecordingPlan, Syncer};
 use crate::recording::keys::Keyring;
 use crate::recording::storage::{DirStorage, Storage};
@@ -108,7 +109,8 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
 
     let mut announcements = HashMap::new();
     for route in &config.routes {
-        if let Some(path) = &route.announcement {
+        let prompts = route.announcement.iter().chain(route.consent.as_ref().map(|c| &c.prompt));
+        for path in prompts {
             let loaded = Announcement::load(path).map(Arc::new).map_err(|e| e.to_string());
             if let Err(e) = &loaded {
                 tracing::error!(route = %route.matches, error = %e, "announcement cannot be loaded; calls on this route follow on_announcement_failure");
@@ -280,7 +282,17 @@ async fn signalling(
                 engine.handle_media(Instant::now(), ev);
             },
             req = control.recv() => if let Some(req) = req {
-                engine.host_mut().control(req);
+                if req.action == Action::Record {
+                    // Recording starts through the engine: it makes the keys and the record.
+                    let by = format!("api:{}", req.by);
+                    let r = match engine.start_recording(Instant::now(), &req.call, &by) {
+                        Err(StartRefused::UnknownCall) => Err(ControlError::UnknownCall),
+                        r => r.map_err(ControlError::NotStarted),
+                    };
+                    let _ = req.reply.send(r);
+                } else {
+                    engine.host_mut().control(req);
+                }
             },
             _ = stop.changed(), if drain_deadline.is_none() => {
                 drain_deadline = Some(Instant::now() + DRAIN_GRACE);
@@ -323,7 +335,7 @@ impl RelayHost {
             return;
         };
         let (tx, rx) = tokio::sync::oneshot::channel();
-        if h.cmd.try_send(MediaCmd::Control { pause: req.pause, reply: tx }).is_err() {
+        if h.cmd.try_send(MediaCmd::Control { pause: req.action == Action::Pause, reply: tx }).is_err() {
             let _ = req.reply.send(Err(ControlError::Gone));
             return;
         }
@@ -334,6 +346,21 @@ impl RelayHost {
             };
             let _ = req.reply.send(r);
         });
+    }
+}
+
+impl RelayHost {
+    fn plan(&self, k: RecordingKeys) -> Box<RecordingPlan> {
+        Box::new(RecordingPlan {
+            recording_id: k.recording_id,
+            key_id: k.key_id,
+            dek: k.dek,
+            wrapped: k.wrapped,
+            storage: self.storage.clone(),
+            store: self.store.clone(),
+            flush: self.flush,
+            syncer: self.syncer.clone(),
+        })
     }
 }
 
@@ -357,18 +384,12 @@ impl MediaHost for RelayHost {
     }
 
     fn bridge(&mut self, call: &CallId, recording: Option<RecordingKeys>) {
-        let plan = recording.map(|k| {
-            Box::new(RecordingPlan {
-                recording_id: k.recording_id,
-                key_id: k.key_id,
-                dek: k.dek,
-                wrapped: k.wrapped,
-                storage: self.storage.clone(),
-                store: self.store.clone(),
-                flush: self.flush,
-                syncer: self.syncer.clone(),
-            })
-        });
+        let plan = recording.map(|k| self.plan(k));
         self.command(call, MediaCmd::Bridge { recording: plan });
+    }
+
+    fn start_recording(&mut self, call: &CallId, recording: RecordingKeys) {
+        let plan = self.plan(recording);
+        self.command(call, MediaCmd::StartRecording { plan });
     }
 }

@@ -133,3 +133,93 @@ async fn payment_screen_pauses_and_resumes_the_recording() {
     };
     tokio::time::timeout(Duration::from_secs(40), run).await.expect("test finished in time");
 }
+
+/// An on-demand line (`record = "on-demand"`): nothing is recorded until the agent's desktop
+/// starts it through the API; the call record says when and which token; the recording holds
+/// only what came after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_demand_line_records_only_after_the_api_starts_it() {
+    let run = async {
+        let env = GatewayEnv::new(&audio::announcement_at(16_000, 0.5));
+        let token = callgate::portal::tokens::create(&env.dir.path().join("api-tokens"), "desk").unwrap();
+        let agent = AgentPhone::start(AgentAnswer::After(Duration::from_millis(100))).await;
+        let target = agent.uri();
+        let opts = GatewayOpts { rtp_ports: (40_800, 40_899), target: &target, trusted: &["127.0.0.0/8"] };
+        let text = env.config_text(&opts).replace("record = true", "record = \"on-demand\"");
+        assert!(text.contains("on-demand"));
+        let config = callgate::config::Config::parse(&text, std::path::Path::new("test.toml")).unwrap();
+        let gw = serve::start(config).await.expect("gateway starts");
+        let api = gw.api_addr;
+
+        let mut caller = CallerPhone::new(gw.sip_addr, CALLER_NUMBER).await;
+        let fin = ok(caller.call(DIALLED, Duration::from_secs(10)).await);
+        assert_eq!(fin.status(), Some(200), "{}", caller.summary());
+        ok(agent.wait_until(SIP_WAIT, "ACK", |s| s.acked.is_some()).await);
+        let invite = agent.state().invite.expect("INVITE seen");
+        let call_id = invite.msg.header("X-Callgate-Call-Id").expect("call id header").to_string();
+        let record = format!("/api/calls/{call_id}/record");
+        assert_eq!(http(api, "POST", &record, None).await.0, 401);
+
+        // 1.5 s of talk before anyone starts the recording, then 1.5 s after.
+        let talk = ok(caller.start_audio(audio::signal_a(3.0)));
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let (status, body) = http(api, "POST", &record, Some(&token)).await;
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains("recording"), "{body}");
+        let (status, body) = http(api, "POST", &record, Some(&token)).await;
+        assert_eq!(status, 409, "{body}");
+        assert!(body.contains("already"), "{body}");
+        let _ = talk.await;
+        ok(caller.bye(SIP_WAIT).await);
+        gw.shutdown();
+        gw.join().await.expect("drains");
+
+        let calls = env.calls().await;
+        let c = &calls[0];
+        assert_eq!(c.record_policy, "on-demand");
+        assert_eq!(c.recording_state, "ok", "{c:?}");
+        assert_eq!(c.recording_started_by.as_deref(), Some("api:desk"));
+        let started = c.recording_started_at_ms.expect("start time on the record");
+        let bridged = c.bridged_at_ms.expect("bridged");
+        assert!(started >= bridged + 1200, "recording started {} ms after the bridge", started - bridged);
+        // Only the second half of the talk is in the recording.
+        let (left, _right) = env.decrypt_recording(c).await;
+        let secs = left.len() as f64 / 8000.0;
+        assert!((0.8..2.5).contains(&secs), "recording holds {secs:.2} s");
+        assert!(rms(&left) > 300.0, "the caller's speech after the start is recorded");
+    };
+    tokio::time::timeout(Duration::from_secs(40), run).await.expect("test finished in time");
+}
+
+/// A line with `record = false` refuses an on-demand start: nothing can switch it on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unrecorded_line_refuses_a_start() {
+    let run = async {
+        let env = GatewayEnv::new(&audio::announcement_at(16_000, 0.5));
+        let token = callgate::portal::tokens::create(&env.dir.path().join("api-tokens"), "desk").unwrap();
+        let agent = AgentPhone::start(AgentAnswer::After(Duration::from_millis(100))).await;
+        let target = agent.uri();
+        let opts = GatewayOpts { rtp_ports: (40_900, 40_999), target: &target, trusted: &["127.0.0.0/8"] };
+        // No announcement on an unrecorded line.
+        let ann = format!("announcement = \"{}\"\n", env.announcement.display());
+        let text = env.config_text(&opts).replace("record = true", "record = false").replace(&ann, "");
+        let config = callgate::config::Config::parse(&text, std::path::Path::new("test.toml")).unwrap();
+        let gw = serve::start(config).await.expect("gateway starts");
+        let mut caller = CallerPhone::new(gw.sip_addr, CALLER_NUMBER).await;
+        let fin = ok(caller.call(DIALLED, Duration::from_secs(10)).await);
+        assert_eq!(fin.status(), Some(200), "{}", caller.summary());
+        ok(agent.wait_until(SIP_WAIT, "ACK", |s| s.acked.is_some()).await);
+        let call_id = agent.state().invite.unwrap().msg.header("X-Callgate-Call-Id").unwrap().to_string();
+        let (status, body) = http(gw.api_addr, "POST", &format!("/api/calls/{call_id}/record"), Some(&token)).await;
+        assert_eq!(status, 409, "{body}");
+        assert!(body.contains("not recorded"), "{body}");
+        ok(caller.bye(SIP_WAIT).await);
+        gw.shutdown();
+        gw.join().await.expect("drains");
+        let c = &env.calls().await[0];
+        assert_eq!((c.recording_state.as_str(), c.announcement_state.as_str()), ("not-recorded", "none"), "{c:?}");
+        assert!(c.recording_id.is_none());
+        assert_eq!(std::fs::read_dir(&env.storage).unwrap().count(), 0, "no recording file");
+    };
+    tokio::time::timeout(Duration::from_secs(40), run).await.expect("test finished in time");
+}

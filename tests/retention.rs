@@ -543,3 +543,44 @@ fn keys_are_audited_and_retired_only_when_unused() {
     }
     ok(&f.run(&["audit", "verify"]));
 }
+
+/// A customer who declined training use at the consent prompt: `tag add … training` fails with
+/// one line naming the consent (by call id and by recording id, whatever the role), nothing is
+/// stored or audited, other tags still go on; once the call says yes, training is allowed.
+#[test]
+fn declined_training_consent_refuses_the_training_tag() {
+    let f = fixture();
+    write_config(
+        f.dir.path(),
+        "[retention]\ntags = { training = \"365d\", complaint = \"2y\" }\n",
+    );
+    let rec = f.rec_id.as_str();
+    // 2026-11-22T10:00:00Z
+    let sha = f.set_consent(Some(false), "default", 1_795_341_600_000);
+    let short = format!("consent prompt sha256 {}…", &sha[..8]);
+    let needles = [
+        "did not consent to training use",
+        short.as_str(),
+        "choice by default at 2026-11-22T10:00:00Z",
+        "the training tag cannot be added",
+        rec,
+    ];
+    for (role, id) in [("supervisor", f.call_id.as_str()), ("dpo", rec)] {
+        let o = f.run(&["--role", role, "tag", "add", id, "training"]);
+        fails(&o, 2, &needles);
+        assert!(stdout(&o).is_empty(), "{}", stdout(&o));
+    }
+    let out = ok(&f.run(&["--role", "supervisor", "tag", "add", rec, "complaint"]));
+    assert!(out.contains("tagged complaint"), "{out}");
+    let show = ok(&f.run(&["retention", "show", rec]));
+    assert!(show.contains("tag complaint"), "{show}");
+    assert!(!show.contains("tag training"), "{show}");
+    // Refusals are not audit entries (only what happened is).
+    assert_eq!(actions(&f.audit_json()), ["tag.add"]);
+
+    // The consent is read at each attempt: a call that says yes may be tagged.
+    f.set_consent(Some(true), "keypad", 1_795_341_600_000);
+    let out = ok(&f.run(&["--role", "supervisor", "tag", "add", rec, "training"]));
+    assert!(out.contains("tagged training"), "{out}");
+    ok(&f.run(&["audit", "verify"]));
+}

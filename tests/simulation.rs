@@ -122,6 +122,9 @@ impl MediaHost for ScriptedMedia {
             self.recording.insert(call.clone(), result);
         }
     }
+    fn start_recording(&mut self, call: &CallId, recording: RecordingKeys) {
+        self.bridge(call, Some(recording));
+    }
 }
 
 impl ScriptedMedia {

@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 
 use rsipstack::sip::{self as rsip, Header, HeadersExt, Method, Request, SipMessage};
 
-use crate::call::{Call, CallPolicy, Command, HangupCause, Input};
+use crate::call::consent::ConsentSource;
+use crate::call::{Call, CallDirection, CallPolicy, Command, HangupCause, Input, RecordPolicy, StartRefused};
 use crate::config::{Config, Route};
 use crate::ids::{CallId, KeyId, Leg, RecordingId, random_hex};
 use crate::media::announcement::Announcement;
@@ -28,7 +29,7 @@ use crate::recording::keys::{Dek, Keyring, WrappedDek};
 use crate::sip::dialog::{Dialog, Local, UacInvite};
 use crate::sip::message;
 use crate::sip::transaction::{Peer, Transactions, Transmit, Transport, TxEvent, TxKey};
-use crate::store::{CallRecord, announcement_state, recording_state};
+use crate::store::{CallRecord, announcement_state, consent_state, recording_state};
 
 /// The media side of calls, as the engine sees it. `serve` binds sockets and runs relay tasks;
 /// a simulation records the commands and answers with scripted events.
@@ -39,6 +40,18 @@ pub trait MediaHost {
     fn command(&mut self, call: &CallId, cmd: MediaCmd);
     /// Connect the legs; record with these keys when given.
     fn bridge(&mut self, call: &CallId, recording: Option<RecordingKeys>);
+    /// Start recording a bridged call now (on-demand lines).
+    fn start_recording(&mut self, call: &CallId, recording: RecordingKeys);
+}
+
+/// The media side a SIP leg is on. Media, recordings and call records speak of roles: `Caller`
+/// is the customer, `Agent` the staff member. For an outbound call the SIP caller is the agent,
+/// so the roles swap (the mapping is its own inverse).
+fn side(direction: CallDirection, sip_leg: Leg) -> Leg {
+    match direction {
+        CallDirection::Inbound => sip_leg,
+        CallDirection::Outbound => sip_leg.other(),
+    }
 }
 
 /// A fresh recording's identity and keys (the wrapped DEK goes to the database).
@@ -55,7 +68,7 @@ pub struct Setup<H> {
     /// Our SIP address as advertised (port from the bound socket).
     pub local: Local,
     pub keyring: Arc<Keyring>,
-    /// Loaded announcements by path (an error is a reason to fail closed).
+    /// Loaded announcements and consent prompts by path (an error is a reason to fail closed).
     pub announcements: HashMap<PathBuf, Result<Arc<Announcement>, String>>,
     /// Route targets resolved to addresses (`None`: unresolvable, calls get 503).
     pub targets: HashMap<String, Option<SocketAddr>>,
@@ -148,6 +161,18 @@ impl<H: MediaHost> B2bua<H> {
         out
     }
 
+    /// Starts recording an on-demand call now; `by` says who asked (`api:<token>`,
+    /// `agent-keys`) and goes on the call record.
+    pub fn start_recording(&mut self, now: Instant, id: &CallId, by: &str) -> Result<(), StartRefused> {
+        self.now = now;
+        let ctx = self.calls.get_mut(id).ok_or(StartRefused::UnknownCall)?;
+        ctx.call.start_recording()?;
+        ctx.record.recording_started_by = Some(by.to_string());
+        tracing::info!(call = %id, by, "on-demand recording started");
+        self.drain_commands(id);
+        Ok(())
+    }
+
     fn wall_ms(&self) -> i64 {
         self.base.1 + self.now.saturating_duration_since(self.base.0).as_millis() as i64
     }
@@ -193,7 +218,9 @@ struct CallCtx {
     offered_dir: [Direction; 2],
     pending_reinvite: [Option<TxKey>; 2],
     route: Route,
+    direction: CallDirection,
     announcement: Option<Result<Arc<Announcement>, String>>,
+    consent_prompt: Option<Result<Arc<Announcement>, String>>,
     /// Set when the core finished; the entry lingers to absorb late messages.
     finished_at: Option<Instant>,
     media_done: bool,
@@ -314,7 +341,8 @@ impl<H: MediaHost> B2bua<H> {
         if known {
             return None;
         }
-        let trusted = self.cfg.sip.trusted.iter().any(|n| n.contains(&peer.addr.ip()));
+        let from = self.cfg.sources(peer.addr.ip());
+        let trusted = from.inbound || from.outbound;
         if !trusted && req.method != Method::Ack {
             tracing::info!(peer = %PeerAddr(peer.addr), "request from an untrusted source refused");
             return Some(403);
@@ -407,9 +435,11 @@ impl<H: MediaHost> B2bua<H> {
             return reject(self, 503, "call limit reached");
         }
         let dialled = message::request_user(&req);
-        let Some(route) = self.cfg.route_for(&dialled, &message::from_user(&req)).cloned() else {
-            return reject(self, 404, "no route for the dialled number");
+        let route = match self.cfg.route_for(peer.addr.ip(), &dialled, &message::from_user(&req)) {
+            Ok(r) => r.clone(),
+            Err(e) => return reject(self, e.sip_status(), &e.to_string()),
         };
+        let direction = route.direction;
         let Some(body) = message::sdp_body(&req) else {
             // Offerless INVITEs (offer in the 2xx) are not supported: we must anchor media.
             return reject(self, 488, "INVITE without SDP offer");
@@ -437,7 +467,7 @@ impl<H: MediaHost> B2bua<H> {
             telephone_event,
             on_hold: offer.is_hold(),
         };
-        self.host.command(&id, MediaCmd::SetRemote { leg: Leg::Caller, remote: caller_remote });
+        self.host.command(&id, MediaCmd::SetRemote { leg: side(direction, Leg::Caller), remote: caller_remote });
         let our_tag = random_hex(6);
         let caller = Dialog::uas(&req, &our_tag, peer);
         let mut record = CallRecord::new(
@@ -452,20 +482,36 @@ impl<H: MediaHost> B2bua<H> {
         );
         record.caller_codec = Some(codec.name().into());
         record.agent_codec = Some(codec.name().into());
-        let announcement = route.announcement.as_ref().map(|p| {
-            self.announcements.get(p).cloned().unwrap_or_else(|| Err("announcement not loaded".into()))
-        });
+        record.direction = direction.as_str().into();
+        record.customer_leg = match direction {
+            CallDirection::Inbound => "caller",
+            CallDirection::Outbound => "called",
+        }
+        .into();
+        record.record_policy = route.record.as_str().into();
+        let load = |p: &PathBuf| self.announcements.get(p).cloned().unwrap_or_else(|| Err("prompt not loaded".into()));
+        let announcement = route.announcement.as_ref().map(load);
+        let consent_prompt = route.consent.as_ref().map(|c| load(&c.prompt));
         if let Some(Ok(a)) = &announcement {
             record.announcement_sha256 = Some(a.sha256_hex());
         }
+        if let Some(Ok(a)) = &consent_prompt {
+            record.consent_prompt_sha256 = Some(a.sha256_hex());
+        }
+        if let Some(c) = &route.consent {
+            // The media task listens for these keys from the customer until the bridge.
+            self.host.command(&id, MediaCmd::ListenConsent(c.keys()));
+        }
         let policy = CallPolicy {
+            direction,
             answer: route.answer,
             announce: announcement.is_some(),
             record: route.record,
+            consent: route.consent.clone(),
             on_announcement_failure: route.on_announcement_failure,
             agent_answer_timeout: self.cfg.call.agent_answer_timeout,
         };
-        tracing::info!(call = %id, route = %route.matches, from = %record.from_number, "new call");
+        tracing::info!(call = %id, route = %route.matches, direction = direction.as_str(), from = %record.from_number, "new call");
         // 100 Trying at once: the caller's transaction stops retransmitting.
         self.respond(&key, &req, 100, None, None);
         self.by_sip_call_id.insert(caller.call_id.clone(), (id.clone(), Leg::Caller));
@@ -482,6 +528,8 @@ impl<H: MediaHost> B2bua<H> {
             ports,
             offered_dir: [offer.direction, Direction::SendRecv],
             remotes: [Some(caller_remote), None],
+            direction,
+            consent_prompt,
             last_offer: [Some(offer), None],
             pending_codec: None,
             codec,
@@ -522,7 +570,8 @@ impl<H: MediaHost> B2bua<H> {
                     .unwrap_or_default();
                 match crate::pci::sipinfo::parse_info(&ct, &req.body) {
                     Ok(digit) => {
-                        self.host.command(&id, MediaCmd::Info { leg, digit });
+                        let to = self.calls.get(&id).map(|c| side(c.direction, leg)).unwrap_or(leg);
+                        self.host.command(&id, MediaCmd::Info { leg: to, digit });
                         self.respond(&key, &req, 200, None, None)
                     }
                     // Other INFO packages (or none) are acknowledged and ignored.
@@ -575,7 +624,7 @@ impl<H: MediaHost> B2bua<H> {
         };
         ctx.remotes[leg as usize] = Some(remote);
         ctx.last_offer[leg as usize] = Some(offer);
-        self.host.command(&id, MediaCmd::SetRemote { leg, remote });
+        self.host.command(&id, MediaCmd::SetRemote { leg: side(ctx.direction, leg), remote });
         ctx.pending_reinvite[leg as usize] = Some(key.clone());
         self.reinvite_requests.insert(key.clone(), req);
         self.server_txs.insert(key, (id.clone(), ServerPurpose::Reinvite));
@@ -605,7 +654,7 @@ impl<H: MediaHost> B2bua<H> {
                             on_hold: answer.is_hold(),
                         };
                         ctx.remotes[Leg::Agent as usize] = Some(remote);
-                        self.host.command(&id, MediaCmd::SetRemote { leg: Leg::Agent, remote });
+                        self.host.command(&id, MediaCmd::SetRemote { leg: side(ctx.direction, Leg::Agent), remote });
                     }
                     self.feed(&id, Input::AgentAnswered);
                 } else {
@@ -647,7 +696,7 @@ impl<H: MediaHost> B2bua<H> {
                         for l in [Leg::Caller, Leg::Agent] {
                             if let Some(r) = &mut ctx.remotes[l as usize] {
                                 r.codec = codec;
-                                self.host.command(&id, MediaCmd::SetRemote { leg: l, remote: *r });
+                                self.host.command(&id, MediaCmd::SetRemote { leg: side(ctx.direction, l), remote: *r });
                             }
                         }
                         ctx.record.caller_codec = Some(codec.name().into());
@@ -687,7 +736,13 @@ impl<H: MediaHost> B2bua<H> {
                 }
                 self.feed(&call, Input::AnnouncementFailed);
             }
-            MediaEvent::MediaTimeout { call, leg } => self.feed(&call, Input::MediaTimeout(leg)),
+            MediaEvent::MediaTimeout { call, leg } => {
+                // The media task names roles; the call state machine SIP legs.
+                let Some(dir) = self.calls.get(&call).map(|c| c.direction) else { return };
+                self.feed(&call, Input::MediaTimeout(side(dir, leg)))
+            }
+            MediaEvent::ConsentKey { call, key } => self.feed(&call, Input::ConsentKey(key)),
+            MediaEvent::ConsentPromptDone { call } => self.feed(&call, Input::ConsentPromptDone),
             MediaEvent::Finished { call, report } => {
                 let Some(ctx) = self.calls.get_mut(&call) else { return };
                 ctx.media_done = true;
@@ -727,7 +782,7 @@ impl<H: MediaHost> B2bua<H> {
     fn leg_sdp(&mut self, id: &CallId, leg: Leg, direction: Option<Direction>) -> Option<String> {
         let ctx = self.calls.get_mut(id)?;
         let i = leg as usize;
-        let port = if leg == Leg::Caller { ctx.ports.0 } else { ctx.ports.1 };
+        let port = if side(ctx.direction, leg) == Leg::Caller { ctx.ports.0 } else { ctx.ports.1 };
         let dir = direction.unwrap_or_else(|| ctx.offered_dir[i].reversed());
         // Offering (a direction given): a pending codec change is what we offer.
         let codec = if direction.is_some() { ctx.pending_codec.unwrap_or(ctx.codec) } else { ctx.codec };
@@ -793,7 +848,8 @@ impl<H: MediaHost> B2bua<H> {
                 // The agent's desktop or payment screen learns the call id from this header and
                 // uses it with the pause/resume API.
                 let id_header = Header::Other("X-Callgate-Call-Id".into(), id.to_string());
-                let uac = UacInvite::new(&local, &ctx.route.target, &from_user, peer, sdp.as_deref().unwrap_or(""), vec![id_header]);
+                let uri = crate::call::routing::target_uri(&ctx.route.target, ctx.record.dialled.expose());
+                let uac = UacInvite::new(&local, &uri, &from_user, peer, sdp.as_deref().unwrap_or(""), vec![id_header]);
                 let key = self.txs.send_request(now, uac.invite.clone(), peer);
                 self.by_sip_call_id.insert(uac.dialog.call_id.clone(), (id.clone(), Leg::Agent));
                 self.client_txs.insert(key, (id.clone(), ClientPurpose::AgentInvite));
@@ -834,6 +890,10 @@ impl<H: MediaHost> B2bua<H> {
             }
             Command::PlayAnnouncement => {
                 let Some(ctx) = self.calls.get_mut(id) else { return };
+                if ctx.route.consent.is_some() {
+                    // Choice keys count from the start of the announcement.
+                    ctx.record.consent_state = Some(consent_state::OFFERED.into());
+                }
                 match &ctx.announcement {
                     Some(Ok(a)) => {
                         self.host.command(id, MediaCmd::PlayAnnouncement(a.clone()));
@@ -851,6 +911,58 @@ impl<H: MediaHost> B2bua<H> {
                     self.host.command(id, MediaCmd::PlayRingback);
                 }
             }
+            Command::PlayWaitTone => {
+                if self.calls.contains_key(id) {
+                    self.host.command(id, MediaCmd::PlayWaitTone);
+                }
+            }
+            Command::PlayConsentPrompt => {
+                let Some(ctx) = self.calls.get_mut(id) else { return };
+                ctx.record.consent_state = Some(consent_state::OFFERED.into());
+                match &ctx.consent_prompt {
+                    Some(Ok(a)) => self.host.command(id, MediaCmd::PlayConsentPrompt(a.clone())),
+                    Some(Err(e)) => {
+                        ctx.record.announcement_error = Some(format!("consent prompt: {e}"));
+                        self.feed(id, Input::ConsentPromptFailed);
+                    }
+                    None => self.feed(id, Input::ConsentPromptFailed),
+                }
+            }
+            Command::StopPrompt => {
+                if self.calls.contains_key(id) {
+                    self.host.command(id, MediaCmd::StopPrompt);
+                }
+            }
+            Command::ConsentDecided(d) => {
+                let Some(ctx) = self.calls.get_mut(id) else { return };
+                let r = &mut ctx.record;
+                r.consent_state = Some(consent_state::DECIDED.into());
+                r.consent_recording = Some(d.record);
+                r.consent_training = d.training;
+                r.consent_source = Some(d.source.as_str().into());
+                r.consent_at_ms = Some(wall);
+                let how = if d.source == ConsentSource::Keypad { "keypad" } else { "default" };
+                tracing::info!(call = %id, record = d.record, training = ?d.training, how, "consent decided");
+                self.records.push_back(ctx.record.clone());
+            }
+            Command::StartRecording => {
+                let plan = self.recording_keys(id);
+                let Some(ctx) = self.calls.get_mut(id) else { return };
+                match plan {
+                    Some(p) => {
+                        ctx.record.recording_id = Some(p.recording_id.clone());
+                        ctx.record.key_id = Some(p.key_id.clone());
+                        ctx.record.recording_state = recording_state::RECORDING.into();
+                        ctx.record.recording_started_at_ms = Some(wall);
+                        self.host.start_recording(id, p);
+                    }
+                    None => {
+                        ctx.record.recording_state = recording_state::FAILED.into();
+                        ctx.record.recording_error = Some("no data key could be made".into());
+                    }
+                }
+                self.records.push_back(ctx.record.clone());
+            }
             Command::Bridge { record } => {
                 let plan = if record { self.recording_keys(id) } else { None };
                 let Some(ctx) = self.calls.get_mut(id) else { return };
@@ -859,9 +971,18 @@ impl<H: MediaHost> B2bua<H> {
                     ctx.record.recording_id = Some(p.recording_id.clone());
                     ctx.record.key_id = Some(p.key_id.clone());
                     ctx.record.recording_state = recording_state::RECORDING.into();
+                    ctx.record.recording_started_at_ms = Some(wall);
+                    ctx.record.recording_started_by = Some("route".into());
                 } else if record {
                     ctx.record.recording_state = recording_state::FAILED.into();
                     ctx.record.recording_error = Some("no data key could be made".into());
+                } else if ctx.record.consent_recording == Some(false) {
+                    ctx.record.recording_state = recording_state::DECLINED.into();
+                } else if ctx.route.record == RecordPolicy::OnDemand
+                    && ctx.record.announcement_state != announcement_state::FAILED
+                {
+                    // Armed: recorded only if the agent or the API starts it.
+                    ctx.record.recording_state = recording_state::NONE.into();
                 } else {
                     ctx.record.recording_state = recording_state::NOT_RECORDED.into();
                 }
@@ -908,15 +1029,23 @@ impl<H: MediaHost> B2bua<H> {
                 let r = &mut ctx.record;
                 r.ended_at_ms = Some(wall);
                 r.hangup_cause = Some(outcome.cause.as_str().into());
-                r.hangup_side = Some(outcome.side.map(Leg::as_str).unwrap_or("gateway").into());
+                // Roles, not SIP legs: `caller` is the customer, `agent` the staff member.
+                let role = outcome.side.map(|l| side(ctx.direction, l).as_str());
+                r.hangup_side = Some(role.unwrap_or("gateway").into());
                 if r.final_status.is_none() {
                     r.final_status = outcome.final_status.map(i64::from);
                 }
                 if r.announcement_state == announcement_state::NONE && ctx.announcement.is_some() {
                     r.announcement_state = announcement_state::INTERRUPTED.into();
                 }
-                if r.bridged_at_ms.is_none() && ctx.route.record {
+                if r.bridged_at_ms.is_none() && ctx.route.record != RecordPolicy::Never {
                     r.recording_state = recording_state::NONE.into();
+                }
+                if r.consent_state.as_deref() == Some(consent_state::OFFERED) {
+                    // Connected without a choice: the prompts failed and the route connects
+                    // unrecorded. Not connected: the call ended before the customer chose.
+                    let state = if r.bridged_at_ms.is_some() { consent_state::SKIPPED } else { consent_state::ABANDONED };
+                    r.consent_state = Some(state.into());
                 }
                 let reason = if outcome.cause == HangupCause::Shutdown { EndReason::Shutdown } else { EndReason::Hangup };
                 tracing::info!(call = %id, cause = outcome.cause.as_str(), side = r.hangup_side.as_deref().unwrap_or(""), "call ended");

@@ -13,6 +13,7 @@
 //! a BYE carrying a `Reason`.
 
 pub mod b2bua;
+pub mod consent;
 pub mod routing;
 
 use std::time::{Duration, Instant};
@@ -39,12 +40,63 @@ pub enum AnnouncementFailure {
     ConnectUnrecorded,
 }
 
+/// Which way a call goes. The customer is the caller of an inbound call and the called party of
+/// an outbound one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum CallDirection {
+    /// From the trunk to the agents.
+    #[default]
+    Inbound,
+    /// From an agent's phone or the PBX to the trunk.
+    Outbound,
+}
+
+impl CallDirection {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallDirection::Inbound => "inbound",
+            CallDirection::Outbound => "outbound",
+        }
+    }
+
+    /// The SIP leg (ours: `Caller` sent the INVITE) that faces the customer.
+    pub fn customer_leg(self) -> Leg {
+        match self {
+            CallDirection::Inbound => Leg::Caller,
+            CallDirection::Outbound => Leg::Agent,
+        }
+    }
+}
+
+/// A route's recording policy (`record = true | false | "on-demand"`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecordPolicy {
+    Always,
+    Never,
+    /// Not recorded until the agent (keypad) or an API call starts it.
+    OnDemand,
+}
+
+impl RecordPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordPolicy::Always => "always",
+            RecordPolicy::Never => "never",
+            RecordPolicy::OnDemand => "on-demand",
+        }
+    }
+}
+
 /// Per-call policy from the route.
 #[derive(Clone, Debug)]
 pub struct CallPolicy {
+    pub direction: CallDirection,
     pub answer: AnswerMode,
+    /// An announcement is configured (played to the customer).
     pub announce: bool,
-    pub record: bool,
+    pub record: RecordPolicy,
+    /// Keypad choices after the announcement.
+    pub consent: Option<consent::ConsentPolicy>,
     pub on_announcement_failure: AnnouncementFailure,
     /// Give up on an agent that rings this long (maps to 480 / "no-answer").
     pub agent_answer_timeout: Duration,
@@ -77,6 +129,12 @@ pub enum Input {
     AnnouncementDone,
     /// The announcement could not be played (file, codec, socket).
     AnnouncementFailed,
+    /// A consent key from the customer (only configured keys are ever reported).
+    ConsentKey(consent::ConsentKey),
+    /// The consent prompt finished playing (the choice window's timeout starts now).
+    ConsentPromptDone,
+    /// The consent prompt could not be played (handled like a failed announcement).
+    ConsentPromptFailed,
     /// A leg stopped sending media for too long.
     MediaTimeout(Leg),
     /// The gateway is shutting down.
@@ -104,7 +162,17 @@ pub enum Command {
     PlayAnnouncement,
     /// Play ringback toward the caller (announcement over, agent still ringing).
     PlayRingback,
-    /// Connect the legs' media; `record` says whether to record.
+    /// Outbound: a short repeating tone toward the agent while the customer hears the prompts.
+    PlayWaitTone,
+    /// Play the consent prompt toward the customer (keys are already being listened for).
+    PlayConsentPrompt,
+    /// Stop the consent prompt (a key decided it).
+    StopPrompt,
+    /// The customer's consent choice (or the route's default); before any `Bridge`.
+    ConsentDecided(consent::ConsentDecision),
+    /// On-demand: start recording the bridged call now.
+    StartRecording,
+    /// Connect the legs' media; `record` says whether to record from the start.
     Bridge { record: bool },
     /// Forward a re-INVITE received on `from` to the other leg.
     ForwardReinvite { from: Leg },
@@ -186,10 +254,46 @@ enum CallerState {
     Gone,
 }
 
+/// Where the consent step is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ConsentState {
+    /// The route offers no choices (or the prompts failed and the call goes unrecorded).
+    NotOffered,
+    /// The announcement is playing; choice keys already count.
+    Listening,
+    /// The consent prompt is playing.
+    Prompting,
+    /// The prompt is over; keys count until the timeout.
+    Waiting,
+    Decided(consent::ConsentDecision),
+}
+
+/// Why an on-demand start was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum StartRefused {
+    #[error("this line records every call from the start")]
+    AlwaysRecorded,
+    #[error("this line is not recorded (record = false)")]
+    NeverRecorded,
+    #[error("the customer declined recording")]
+    Declined,
+    #[error("the call is not connected yet")]
+    NotBridged,
+    #[error("the call is already being recorded")]
+    AlreadyRecording,
+    #[error("the announcement was not played, so the call may not be recorded")]
+    Unannounced,
+    #[error("the call has ended")]
+    Ended,
+    #[error("no such call")]
+    UnknownCall,
+}
+
 /// Timers the call keeps; time is an input, so these are deadlines, not sleeps.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Timer {
     AgentAnswer,
+    ConsentWindow,
 }
 
 /// One call's B2BUA logic.
@@ -199,7 +303,10 @@ pub struct Call {
     caller: CallerState,
     agent: AgentState,
     ann: AnnState,
+    consent: ConsentState,
     bridged: bool,
+    /// Recording (from the bridge, or since an on-demand start).
+    recording: bool,
     /// A re-INVITE forwarded from this leg awaits the other leg's answer.
     reinvite_pending: Option<Leg>,
     timers: Vec<(Timer, Instant)>,
@@ -215,7 +322,9 @@ impl Call {
             caller: CallerState::Early,
             agent: AgentState::Gone,
             ann: AnnState::NotStarted,
+            consent: ConsentState::NotOffered,
             bridged: false,
+            recording: false,
             reinvite_pending: None,
             timers: Vec::new(),
             out: Default::default(),
@@ -253,6 +362,10 @@ impl Call {
             .collect();
         self.timers.retain(|(_, t)| *t > now);
         for t in due {
+            if self.finished {
+                // An earlier timer in this pass ended the call.
+                break;
+            }
             match t {
                 Timer::AgentAnswer => {
                     if matches!(self.agent, AgentState::Inviting | AgentState::Ringing) {
@@ -261,8 +374,42 @@ impl Call {
                         self.fail_caller(HangupCause::NoAnswer, Some(Leg::Agent), 480);
                     }
                 }
+                Timer::ConsentWindow => {
+                    if self.consent == ConsentState::Waiting {
+                        self.decide(None);
+                    }
+                }
             }
         }
+    }
+
+    /// On-demand recording: starts it now if the route and the customer's choice allow.
+    pub fn start_recording(&mut self) -> Result<(), StartRefused> {
+        if self.finished {
+            return Err(StartRefused::Ended);
+        }
+        match self.policy.record {
+            RecordPolicy::Always => return Err(StartRefused::AlwaysRecorded),
+            RecordPolicy::Never => return Err(StartRefused::NeverRecorded),
+            RecordPolicy::OnDemand => {}
+        }
+        if let ConsentState::Decided(d) = self.consent {
+            if !d.record {
+                return Err(StartRefused::Declined);
+            }
+        }
+        if self.ann == AnnState::FailedUnrecorded {
+            return Err(StartRefused::Unannounced);
+        }
+        if !self.bridged {
+            return Err(StartRefused::NotBridged);
+        }
+        if self.recording {
+            return Err(StartRefused::AlreadyRecording);
+        }
+        self.recording = true;
+        self.push(Command::StartRecording);
+        Ok(())
     }
 
     pub fn handle_input(&mut self, now: Instant, input: Input) {
@@ -276,6 +423,7 @@ impl Call {
             }
             return;
         }
+        let outbound = self.policy.direction == CallDirection::Outbound;
         match input {
             Input::Start => self.start(now),
             Input::CallerAck => {}
@@ -298,6 +446,10 @@ impl Call {
                 if self.bridged || self.caller == CallerState::Answered {
                     self.end_caller(None);
                     self.finish(HangupCause::Normal, Some(Leg::Agent), None);
+                } else if outbound {
+                    // The customer answered and hung up during the prompts: the agent was
+                    // never connected.
+                    self.fail_caller(HangupCause::Normal, Some(Leg::Agent), 480);
                 } else {
                     // Agent answered then hung up while the caller was still hearing the
                     // announcement as early media: the caller was never answered.
@@ -309,17 +461,22 @@ impl Call {
                 if first {
                     self.agent = AgentState::Ringing;
                 }
+                if outbound {
+                    // The agent's phone plays its own ringback while the customer's rings.
+                    if first && self.caller == CallerState::Early {
+                        self.push(Command::CallerProvisional { status: 180, with_sdp: false });
+                    }
+                    return;
+                }
                 // No prompt on this route: pass the agent's ringing to the caller, once.
-                if !self.policy.announce && first && self.caller == CallerState::Early && status == 180 {
+                if !self.has_prompts() && first && self.caller == CallerState::Early && status == 180 {
                     self.push(Command::CallerProvisional { status: 180, with_sdp: false });
                     return;
                 }
                 // Ringing is not passed as 180 while the caller hears the announcement: many
-                // phones would switch to local ringback and cut the prompt. After the prompt the
-                // media task plays ringback instead.
-                // After a prompt the caller already has an answered media path: ringback is ours.
-                let prompt_over = matches!(self.ann, AnnState::Done | AnnState::FailedUnrecorded);
-                if self.policy.announce && prompt_over {
+                // phones would switch to local ringback and cut the prompt. After the prompts
+                // the caller already has an answered media path: ringback is ours.
+                if self.has_prompts() && self.prompts_over() {
                     self.push(Command::PlayRingback);
                 }
             }
@@ -328,6 +485,22 @@ impl Call {
                     self.agent = AgentState::Answered;
                     self.cancel_timer(Timer::AgentAnswer);
                     self.push(Command::AckAgent);
+                    if outbound {
+                        // The customer answered: now they hear the prompts, the agent a tone.
+                        if self.has_prompts() {
+                            match self.policy.answer {
+                                AnswerMode::EarlyMedia => {
+                                    self.push(Command::CallerProvisional { status: 183, with_sdp: true })
+                                }
+                                AnswerMode::Immediate => {
+                                    self.caller = CallerState::Answered;
+                                    self.push(Command::AnswerCaller);
+                                }
+                            }
+                            self.push(Command::PlayWaitTone);
+                        }
+                        self.start_prompts();
+                    }
                     self.maybe_bridge();
                 }
                 AgentState::Cancelling => {
@@ -371,24 +544,43 @@ impl Call {
             Input::AnnouncementDone => {
                 if self.ann == AnnState::Playing {
                     self.ann = AnnState::Done;
-                    if self.agent == AgentState::Ringing {
-                        self.push(Command::PlayRingback);
+                    if self.consent == ConsentState::Listening {
+                        self.consent = ConsentState::Prompting;
+                        self.push(Command::PlayConsentPrompt);
+                    } else {
+                        self.after_prompts();
                     }
-                    self.maybe_bridge();
                 }
             }
             Input::AnnouncementFailed => {
                 if self.ann == AnnState::Playing {
-                    match self.policy.on_announcement_failure {
-                        AnnouncementFailure::Hangup => {
-                            self.drop_agent();
-                            self.fail_caller(HangupCause::AnnouncementFailed, None, 503);
-                        }
-                        AnnouncementFailure::ConnectUnrecorded => {
-                            self.ann = AnnState::FailedUnrecorded;
-                            self.maybe_bridge();
-                        }
+                    self.prompt_failed();
+                }
+            }
+            Input::ConsentKey(key) => {
+                let open = matches!(
+                    self.consent,
+                    ConsentState::Listening | ConsentState::Prompting | ConsentState::Waiting
+                );
+                if open {
+                    if self.consent == ConsentState::Prompting {
+                        self.push(Command::StopPrompt);
                     }
+                    // A key during the announcement decides too; the announcement (the legal
+                    // notice) still plays to its end, and the prompt is skipped.
+                    self.decide(Some(key));
+                }
+            }
+            Input::ConsentPromptDone => {
+                if self.consent == ConsentState::Prompting {
+                    self.consent = ConsentState::Waiting;
+                    let timeout = self.policy.consent.as_ref().map(|c| c.timeout).unwrap_or_default();
+                    self.timers.push((Timer::ConsentWindow, now + timeout));
+                }
+            }
+            Input::ConsentPromptFailed => {
+                if self.consent == ConsentState::Prompting {
+                    self.prompt_failed();
                 }
             }
             Input::MediaTimeout(leg) => {
@@ -414,38 +606,99 @@ impl Call {
         }
     }
 
+    /// An announcement or consent prompt is configured.
+    fn has_prompts(&self) -> bool {
+        self.policy.announce || self.policy.consent.is_some()
+    }
+
+    /// Announcement and consent step are both behind us.
+    fn prompts_over(&self) -> bool {
+        matches!(self.ann, AnnState::Done | AnnState::FailedUnrecorded)
+            && matches!(self.consent, ConsentState::NotOffered | ConsentState::Decided(_))
+    }
+
     fn start(&mut self, now: Instant) {
         if self.started {
             return;
         }
         self.started = true;
-        match self.policy.answer {
-            AnswerMode::EarlyMedia => {
-                // Without a prompt the caller hears the agent's own ringing: 180 is passed on
-                // when the agent sends it (see AgentProvisional), not invented here.
-                if self.policy.announce {
-                    self.push(Command::CallerProvisional { status: 183, with_sdp: true });
+        if self.policy.direction == CallDirection::Inbound {
+            match self.policy.answer {
+                AnswerMode::EarlyMedia => {
+                    // Without a prompt the caller hears the agent's own ringing: 180 is passed
+                    // on when the agent sends it (see AgentProvisional), not invented here.
+                    if self.has_prompts() {
+                        self.push(Command::CallerProvisional { status: 183, with_sdp: true });
+                    }
+                }
+                AnswerMode::Immediate => {
+                    self.caller = CallerState::Answered;
+                    self.push(Command::AnswerCaller);
                 }
             }
-            AnswerMode::Immediate => {
-                self.caller = CallerState::Answered;
-                self.push(Command::AnswerCaller);
-            }
+            self.start_prompts();
         }
-        if self.policy.announce {
-            self.ann = AnnState::Playing;
-            self.push(Command::PlayAnnouncement);
-        } else {
-            self.ann = AnnState::Done;
-        }
+        // Outbound: the prompts start when the customer answers.
         self.agent = AgentState::Inviting;
         self.push(Command::InviteAgent);
         self.timers.push((Timer::AgentAnswer, now + self.policy.agent_answer_timeout));
     }
 
+    /// The customer starts hearing the announcement, then the consent prompt.
+    fn start_prompts(&mut self) {
+        let consent = self.policy.consent.is_some();
+        if self.policy.announce {
+            self.ann = AnnState::Playing;
+            if consent {
+                self.consent = ConsentState::Listening;
+            }
+            self.push(Command::PlayAnnouncement);
+        } else {
+            self.ann = AnnState::Done;
+            if consent {
+                self.consent = ConsentState::Prompting;
+                self.push(Command::PlayConsentPrompt);
+            }
+        }
+    }
+
+    /// The announcement or the consent prompt could not be played: never record unannounced.
+    fn prompt_failed(&mut self) {
+        match self.policy.on_announcement_failure {
+            AnnouncementFailure::Hangup => {
+                self.drop_agent();
+                self.fail_caller(HangupCause::AnnouncementFailed, None, 503);
+            }
+            AnnouncementFailure::ConnectUnrecorded => {
+                self.ann = AnnState::FailedUnrecorded;
+                self.consent = ConsentState::NotOffered;
+                self.after_prompts();
+            }
+        }
+    }
+
+    fn decide(&mut self, key: Option<consent::ConsentKey>) {
+        let Some(policy) = &self.policy.consent else { return };
+        let d = policy.decide(key);
+        self.consent = ConsentState::Decided(d);
+        self.cancel_timer(Timer::ConsentWindow);
+        self.push(Command::ConsentDecided(d));
+        // Decided during the announcement: the bridge waits for its end.
+        if self.ann == AnnState::Done {
+            self.after_prompts();
+        }
+    }
+
+    /// Prompts over: ringback while an inbound agent still rings, else connect.
+    fn after_prompts(&mut self) {
+        if self.policy.direction == CallDirection::Inbound && self.agent == AgentState::Ringing {
+            self.push(Command::PlayRingback);
+        }
+        self.maybe_bridge();
+    }
+
     fn maybe_bridge(&mut self) {
-        let ann_over = matches!(self.ann, AnnState::Done | AnnState::FailedUnrecorded);
-        if self.bridged || !ann_over || self.agent != AgentState::Answered {
+        if self.bridged || !self.prompts_over() || self.agent != AgentState::Answered {
             return;
         }
         if self.caller == CallerState::Early {
@@ -453,7 +706,9 @@ impl Call {
             self.push(Command::AnswerCaller);
         }
         self.bridged = true;
-        let record = self.policy.record && self.ann != AnnState::FailedUnrecorded;
+        let declined = matches!(self.consent, ConsentState::Decided(d) if !d.record);
+        let record = self.policy.record == RecordPolicy::Always && self.ann != AnnState::FailedUnrecorded && !declined;
+        self.recording = record;
         self.push(Command::Bridge { record });
     }
 

@@ -1,5 +1,5 @@
-//! `callgate api token create` and `callgate call pause|resume`: the CLI side of the call-control
-//! API (a payment screen uses the same HTTP endpoints).
+//! `callgate api token create` and `callgate call pause|resume|record`: the CLI side of the
+//! call-control API (a payment screen or the agent's desktop uses the same HTTP endpoints).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -19,8 +19,8 @@ pub fn create_token(config: &Config, name: &str) -> Result<u8, CliError> {
     Ok(0)
 }
 
-/// POSTs pause or resume for a call to the running gateway.
-pub fn control(config: &Config, id: &str, pause: bool, token: Option<String>) -> Result<u8, CliError> {
+/// POSTs `action` (`pause`, `resume`, `record`) for a call to the running gateway.
+pub fn control(config: &Config, id: &str, action: &str, token: Option<String>) -> Result<u8, CliError> {
     let token = token
         .or_else(|| std::env::var("CALLGATE_API_TOKEN").ok())
         .filter(|t| !t.is_empty())
@@ -32,7 +32,6 @@ pub fn control(config: &Config, id: &str, pause: bool, token: Option<String>) ->
     if addr.ip().is_unspecified() {
         addr = SocketAddr::new([127, 0, 0, 1].into(), addr.port());
     }
-    let action = if pause { "pause" } else { "resume" };
     let request = format!(
         "POST /api/calls/{id}/{action} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\
          Content-Length: 0\r\nConnection: close\r\n\r\n"

@@ -216,6 +216,14 @@ pub enum CallCommand {
         #[arg(long)]
         token: Option<String>,
     },
+    /// Start recording a call on an on-demand line (`record = "on-demand"`); the call record
+    /// names the token as who started it.
+    Record {
+        /// Call id (call-…).
+        id: String,
+        #[arg(long)]
+        token: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -523,8 +531,9 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
             Command::Keys(KeysCommand::Init) => keys::init(&config, &ctx).await,
             Command::Keys(KeysCommand::Rotate) => keys::rotate(&config, &ctx).await,
             Command::Keys(KeysCommand::List) => keys::list(&config).await,
-            Command::Call(CallCommand::Pause { id, token }) => api::control(&config, &id, true, token),
-            Command::Call(CallCommand::Resume { id, token }) => api::control(&config, &id, false, token),
+            Command::Call(CallCommand::Pause { id, token }) => api::control(&config, &id, "pause", token),
+            Command::Call(CallCommand::Resume { id, token }) => api::control(&config, &id, "resume", token),
+            Command::Call(CallCommand::Record { id, token }) => api::control(&config, &id, "record", token),
             Command::Api(ApiCommand::Token(TokenCommand::Create { name })) => api::create_token(&config, &name),
             Command::Keys(KeysCommand::Retire { key_id }) => {
                 keys::retire(&config, &ctx, &key_id).await

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
+use crate::call::consent::{ConsentKey, ConsentKeys};
 use crate::ids::{CallId, KeyId, Leg, RecordingId, Ssrc};
 use crate::media::announcement::{Announcement, AnnouncementPlayer};
 use crate::media::g711::G711;
@@ -186,7 +187,16 @@ pub enum MediaCmd {
     SetRemote { leg: Leg, remote: Remote },
     PlayAnnouncement(Arc<Announcement>),
     PlayRingback,
+    /// Outbound: a short repeating tone toward the agent while the customer hears the prompts.
+    PlayWaitTone,
+    /// Listen for these consent keys from the customer until the bridge.
+    ListenConsent(ConsentKeys),
+    PlayConsentPrompt(Arc<Announcement>),
+    /// Cut the consent prompt short (a key decided).
+    StopPrompt,
     Bridge { recording: Option<Box<RecordingPlan>> },
+    /// On-demand: start recording now.
+    StartRecording { plan: Box<RecordingPlan> },
     /// A DTMF digit a leg sent by SIP INFO (consumed by keypad protection, never logged).
     Info { leg: Leg, digit: InfoDigit },
     /// Pause or resume the recording from the API (a payment screen); the reply says whether
@@ -207,6 +217,9 @@ pub enum ControlRefused {
 #[derive(Debug)]
 pub enum MediaEvent {
     AnnouncementDone { call: CallId, started_ms: i64, ended_ms: i64 },
+    /// The customer pressed one of the consent keys (other keys are never reported).
+    ConsentKey { call: CallId, key: ConsentKey },
+    ConsentPromptDone { call: CallId },
     AnnouncementFailed { call: CallId, cause: String },
     MediaTimeout { call: CallId, leg: Leg },
     Finished { call: CallId, report: MediaReport },
@@ -271,11 +284,87 @@ pub fn spawn(
     handle
 }
 
-/// What plays toward the caller before the bridge.
+/// What plays toward a side before the bridge.
 enum Prompt {
     None,
     Announcement { player: AnnouncementPlayer, started_ms: i64 },
-    Ringback { player: AnnouncementPlayer },
+    Consent { player: AnnouncementPlayer },
+    /// A tone cadence looped until the bridge (ringback to the customer, the wait tone to the
+    /// agent of an outbound call).
+    Loop { player: AnnouncementPlayer, tone: fn() -> Arc<[i16]> },
+}
+
+impl Prompt {
+    fn player_mut(&mut self) -> Option<&mut AnnouncementPlayer> {
+        match self {
+            Prompt::None => None,
+            Prompt::Announcement { player, .. } | Prompt::Consent { player } | Prompt::Loop { player, .. } => Some(player),
+        }
+    }
+
+    fn player(&self) -> Option<&AnnouncementPlayer> {
+        match self {
+            Prompt::None => None,
+            Prompt::Announcement { player, .. } | Prompt::Consent { player } | Prompt::Loop { player, .. } => Some(player),
+        }
+    }
+}
+
+/// Our own RTP stream toward one side (announcement, prompts, tones).
+struct OutStream {
+    ssrc: Ssrc,
+    seq: u16,
+    ts: u32,
+}
+
+impl OutStream {
+    fn random() -> OutStream {
+        let mut r = [0u8; 10];
+        let _ = getrandom::fill(&mut r);
+        OutStream {
+            ssrc: Ssrc(u32::from_be_bytes([r[0], r[1], r[2], r[3]])),
+            seq: u16::from_be_bytes([r[4], r[5]]),
+            ts: u32::from_be_bytes([r[6], r[7], r[8], r[9]]),
+        }
+    }
+}
+
+/// Listens for the consent keys on the customer's side before the bridge. Its detectors move
+/// into keypad protection at the bridge, so the tail of a consent key (RFC 4733 end packets are
+/// repeated) is never taken for a new key press that would start a PCI pause.
+struct ConsentListener {
+    keys: ConsentKeys,
+    det: InbandDetector,
+    trk: EventTracker,
+    pcm: Vec<i16>,
+}
+
+impl ConsentListener {
+    /// Runs the detectors on a customer packet; returns a consent key if one was completed.
+    fn packet(&mut self, now: Instant, codec: G711, p: &RtpPacket<'_>, is_event: bool, found: &mut Vec<ConsentKey>) {
+        if is_event {
+            let _ = self.trk.handle_packet(now, p.timestamp(), p.marker(), p.payload());
+        } else {
+            self.pcm.clear();
+            self.pcm.extend(p.payload().iter().map(|b| codec.decode(*b)));
+            self.det.push_frame(now, &self.pcm);
+        }
+        self.poll(found);
+    }
+
+    fn poll(&mut self, found: &mut Vec<ConsentKey>) {
+        // Only completed presses of configured keys leave here; every other key is dropped.
+        while let Some(ev) = self.trk.poll_event() {
+            if let crate::pci::Rfc4733Event::DigitEnd { digit, .. } = ev {
+                found.extend(self.keys.key_for(digit));
+            }
+        }
+        while let Some(ev) = self.det.poll_event() {
+            if let crate::pci::InbandEvent::ToneEnd { digit, .. } = ev {
+                found.extend(self.keys.key_for(digit));
+            }
+        }
+    }
 }
 
 struct Recorder {
@@ -326,11 +415,13 @@ struct MediaTask {
     last_rx: [Option<Instant>; 2],
     bridged: Option<Instant>,
     timed_out: bool,
-    prompt: Prompt,
-    /// Our own RTP stream toward the caller (announcement, ringback).
-    out_ssrc: Ssrc,
-    out_seq: u16,
-    out_ts: u32,
+    /// What plays toward each side before the bridge.
+    prompt: [Prompt; 2],
+    /// Our own RTP stream toward each side.
+    out: [OutStream; 2],
+    consent: Option<ConsentListener>,
+    /// Consent keys found by the (synchronous) packet path, reported by the next timeout pass.
+    consent_found: Vec<ConsentKey>,
     recorder: Option<Recorder>,
     /// Loss counted by the tracks even when not recording.
     tracks: Option<[RecordTrack; 2]>,
@@ -460,8 +551,6 @@ impl MediaTask {
         settings: MediaSettings,
         events: mpsc::Sender<MediaEvent>,
     ) -> Self {
-        let mut r = [0u8; 10];
-        let _ = getrandom::fill(&mut r);
         MediaTask {
             call,
             socks: [caller, agent],
@@ -474,10 +563,10 @@ impl MediaTask {
             last_rx: [None, None],
             bridged: None,
             timed_out: false,
-            prompt: Prompt::None,
-            out_ssrc: Ssrc(u32::from_be_bytes([r[0], r[1], r[2], r[3]])),
-            out_seq: u16::from_be_bytes([r[4], r[5]]),
-            out_ts: u32::from_be_bytes([r[6], r[7], r[8], r[9]]),
+            prompt: [Prompt::None, Prompt::None],
+            out: [OutStream::random(), OutStream::random()],
+            consent: None,
+            consent_found: Vec::new(),
             recorder: None,
             tracks: None,
             pci: None,
@@ -531,9 +620,11 @@ impl MediaTask {
                 t = Some(t.map_or(x, |t| t.min(x)));
             }
         };
-        match &self.prompt {
-            Prompt::Announcement { player, .. } | Prompt::Ringback { player } => consider(player.poll_timeout()),
-            Prompt::None => {}
+        for p in &self.prompt {
+            consider(p.player().and_then(|p| p.poll_timeout()));
+        }
+        if let Some(c) = &self.consent {
+            consider(c.trk.poll_timeout());
         }
         // With keypad protection the recording tracks run on the delayed clock.
         let shift = self.pci.as_ref().map(|p| p.delay.delay()).unwrap_or_default();
@@ -582,32 +673,57 @@ impl MediaTask {
                     return;
                 };
                 let player = AnnouncementPlayer::for_announcement(&a, remote.codec, Instant::now());
-                self.prompt = Prompt::Announcement { player, started_ms: crate::store::now_ms() };
+                self.prompt[0] = Prompt::Announcement { player, started_ms: crate::store::now_ms() };
             }
-            MediaCmd::PlayRingback => {
-                if let (Prompt::None, Some(remote)) = (&self.prompt, self.remote[0]) {
-                    if self.bridged.is_none() {
-                        let player = AnnouncementPlayer::new(ringback(), remote.codec, Instant::now());
-                        self.prompt = Prompt::Ringback { player };
-                    }
+            MediaCmd::PlayConsentPrompt(a) => {
+                if let Some(remote) = self.remote[0] {
+                    let player = AnnouncementPlayer::for_announcement(&a, remote.codec, Instant::now());
+                    self.prompt[0] = Prompt::Consent { player };
                 }
             }
+            MediaCmd::StopPrompt => {
+                if matches!(self.prompt[0], Prompt::Consent { .. }) {
+                    self.prompt[0] = Prompt::None;
+                }
+            }
+            MediaCmd::ListenConsent(keys) => {
+                self.consent = Some(ConsentListener {
+                    keys,
+                    det: InbandDetector::new(),
+                    trk: EventTracker::new(),
+                    pcm: Vec::with_capacity(320),
+                });
+            }
+            MediaCmd::PlayRingback => self.play_loop(Leg::Caller, ringback),
+            MediaCmd::PlayWaitTone => self.play_loop(Leg::Agent, wait_tone),
             MediaCmd::Bridge { recording } => {
                 let now = Instant::now();
-                self.prompt = Prompt::None;
+                self.prompt = [Prompt::None, Prompt::None];
                 self.bridged = Some(now);
                 self.last_rx = [Some(now), Some(now)];
                 let window = self.settings.reorder_window;
                 self.tracks = Some([RecordTrack::new(now, window), RecordTrack::new(now, window)]);
                 let codec = self.remote[0].map(|r| r.codec).unwrap_or(G711::Pcmu);
-                self.pci = Some(Pci::new(&self.settings.pci, codec));
+                let mut pci = Pci::new(&self.settings.pci, codec);
+                if let Some(c) = self.consent.take() {
+                    pci.det[0] = c.det;
+                    pci.trk[0] = c.trk;
+                }
+                self.pci = Some(pci);
                 if let Some(plan) = recording {
                     self.recorder = Some(self.start_recording(*plan, now).await);
+                }
+            }
+            MediaCmd::StartRecording { plan } => {
+                if self.bridged.is_some() && self.recorder.is_none() {
+                    self.recorder = Some(self.start_recording(*plan, Instant::now()).await);
                 }
             }
             MediaCmd::Info { leg, digit } => {
                 if let Some(pci) = &mut self.pci {
                     pci.ctl.handle_info(Instant::now(), leg, digit);
+                } else if let (Some(c), Leg::Caller) = (&self.consent, leg) {
+                    self.consent_found.extend(c.keys.key_for(digit.digit));
                 }
             }
             MediaCmd::Control { pause, reply } => {
@@ -620,6 +736,15 @@ impl MediaTask {
                 let _ = reply.send(result);
             }
             MediaCmd::Stop { .. } => {}
+        }
+    }
+
+    /// Loops a tone toward `side` until the bridge, unless something else is playing there.
+    fn play_loop(&mut self, side: Leg, tone: fn() -> Arc<[i16]>) {
+        let i = idx(side);
+        if let (Prompt::None, Some(remote), None) = (&self.prompt[i], self.remote[i], self.bridged) {
+            let player = AnnouncementPlayer::new(tone(), remote.codec, Instant::now());
+            self.prompt[i] = Prompt::Loop { player, tone };
         }
     }
 
@@ -713,7 +838,12 @@ impl MediaTask {
         self.packets[idx(leg)] += 1;
         self.last_rx[idx(leg)] = Some(now);
         if self.bridged.is_none() {
-            return; // nothing crosses before the bridge, and nothing is recorded
+            // Nothing crosses before the bridge and nothing is recorded; the customer's keys
+            // are listened to for the consent choice.
+            if let (Some(c), Leg::Caller) = (&mut self.consent, leg) {
+                c.packet(now, remote.codec, &p, is_event, &mut self.consent_found);
+            }
+            return;
         }
         // Detectors see every packet before anything is forwarded or recorded.
         let mut action = PacketAction::Pass;
@@ -803,42 +933,53 @@ impl MediaTask {
     }
 
     async fn handle_timeout(&mut self, now: Instant) {
-        // Prompt frames due now.
-        let mut finished_announcement = None;
-        let dest = self.latched[0].or(self.remote[0].map(|r| r.rtp));
-        let pt = self.remote[0].map(|r| r.codec.payload_type());
-        match &mut self.prompt {
-            Prompt::Announcement { player, started_ms } => {
-                while let Some(frame) = player.poll_frame(now) {
-                    if let (Some(dest), Some(pt)) = (dest, pt) {
-                        send_frame(&self.socks[0].rtp, &mut self.send_buf, dest, pt, frame.marker,
-                            &mut self.out_seq, &mut self.out_ts, self.out_ssrc, &frame.payload);
-                    }
-                }
-                if player.is_done() {
-                    finished_announcement = Some(*started_ms);
+        // Prompt frames due now, toward each side.
+        let mut announcement_done = None;
+        let mut consent_done = false;
+        for side in [Leg::Caller, Leg::Agent] {
+            let i = idx(side);
+            let dest = self.latched[i].or(self.remote[i].map(|r| r.rtp));
+            let codec = self.remote[i].map(|r| r.codec);
+            let Some(player) = self.prompt[i].player_mut() else { continue };
+            while let Some(frame) = player.poll_frame(now) {
+                if let (Some(dest), Some(codec)) = (dest, codec) {
+                    send_frame(&self.socks[i].rtp, &mut self.send_buf, dest, codec.payload_type(), frame.marker,
+                        &mut self.out[i], &frame.payload);
                 }
             }
-            Prompt::Ringback { player } => {
-                while let Some(frame) = player.poll_frame(now) {
-                    if let (Some(dest), Some(pt)) = (dest, pt) {
-                        send_frame(&self.socks[0].rtp, &mut self.send_buf, dest, pt, frame.marker,
-                            &mut self.out_seq, &mut self.out_ts, self.out_ssrc, &frame.payload);
-                    }
-                }
-                if player.is_done() {
-                    // Loop the cadence until the bridge.
-                    if let Some(r) = self.remote[0] {
-                        *player = AnnouncementPlayer::new(ringback(), r.codec, now);
-                    }
-                }
+            if !player.is_done() {
+                continue;
             }
-            Prompt::None => {}
+            match &mut self.prompt[i] {
+                Prompt::Announcement { started_ms, .. } => {
+                    announcement_done = Some(*started_ms);
+                    self.prompt[i] = Prompt::None;
+                }
+                Prompt::Consent { .. } => {
+                    consent_done = true;
+                    self.prompt[i] = Prompt::None;
+                }
+                Prompt::Loop { player, tone } => {
+                    if let Some(codec) = codec {
+                        *player = AnnouncementPlayer::new(tone(), codec, now);
+                    }
+                }
+                Prompt::None => {}
+            }
         }
-        if let Some(started_ms) = finished_announcement {
-            self.prompt = Prompt::None;
+        if let Some(started_ms) = announcement_done {
             let ev = MediaEvent::AnnouncementDone { call: self.call.clone(), started_ms, ended_ms: crate::store::now_ms() };
             self.send_event(ev).await;
+        }
+        if consent_done {
+            self.send_event(MediaEvent::ConsentPromptDone { call: self.call.clone() }).await;
+        }
+        if let Some(c) = &mut self.consent {
+            c.trk.handle_timeout(now);
+            c.poll(&mut self.consent_found);
+        }
+        for key in std::mem::take(&mut self.consent_found) {
+            self.send_event(MediaEvent::ConsentKey { call: self.call.clone(), key }).await;
         }
         if let Some(tracks) = &mut self.tracks {
             for t in tracks.iter_mut() {
@@ -937,24 +1078,13 @@ impl MediaTask {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn send_frame(
-    sock: &UdpSocket,
-    buf: &mut Vec<u8>,
-    dest: SocketAddr,
-    pt: u8,
-    marker: bool,
-    seq: &mut u16,
-    ts: &mut u32,
-    ssrc: Ssrc,
-    payload: &[u8],
-) {
+fn send_frame(sock: &UdpSocket, buf: &mut Vec<u8>, dest: SocketAddr, pt: u8, marker: bool, out: &mut OutStream, payload: &[u8]) {
     buf.clear();
-    if rtp::write_rtp(buf, marker, pt, *seq, *ts, ssrc, payload).is_ok() {
+    if rtp::write_rtp(buf, marker, pt, out.seq, out.ts, out.ssrc, payload).is_ok() {
         let _ = sock.try_send_to(buf, dest);
     }
-    *seq = seq.wrapping_add(1);
-    *ts = ts.wrapping_add(payload.len() as u32);
+    out.seq = out.seq.wrapping_add(1);
+    out.ts = out.ts.wrapping_add(payload.len() as u32);
 }
 
 impl Recorder {
@@ -1118,33 +1248,33 @@ impl Recorder {
 }
 
 
-/// UK ringback (400 + 450 Hz, 0.4 s on, 0.2 s off, 0.4 s on, 2 s off) as 8 kHz samples.
+/// A tone cadence as 8 kHz samples: (on, milliseconds) steps of `freqs` summed.
+fn cadence(freqs: &[f64], steps: &[(bool, u32)]) -> Arc<[i16]> {
+    let total: u32 = steps.iter().map(|(_, ms)| ms * 8).sum();
+    let mut out = Vec::with_capacity(total as usize);
+    let mut n = 0u32;
+    for &(on, ms) in steps {
+        for _ in 0..ms * 8 {
+            let t = n as f64 / 8000.0;
+            let s: f64 = if on { freqs.iter().map(|f| 4000.0 * (2.0 * std::f64::consts::PI * f * t).sin()).sum() } else { 0.0 };
+            out.push(s as i16);
+            n += 1;
+        }
+    }
+    out.into()
+}
+
+/// UK ringback (400 + 450 Hz, 0.4 s on, 0.2 s off, 0.4 s on, 2 s off).
 fn ringback() -> Arc<[i16]> {
-    use std::sync::OnceLock;
-    static TONE: OnceLock<Arc<[i16]>> = OnceLock::new();
-    TONE.get_or_init(|| {
-        let mut out = Vec::with_capacity(3 * 8000);
-        let mut n = 0u32;
-        let mut burst = |out: &mut Vec<i16>, on: bool, ms: u32| {
-            for _ in 0..ms * 8 {
-                let t = n as f64 / 8000.0;
-                let s = if on {
-                    4000.0 * ((2.0 * std::f64::consts::PI * 400.0 * t).sin()
-                        + (2.0 * std::f64::consts::PI * 450.0 * t).sin())
-                } else {
-                    0.0
-                };
-                out.push(s as i16);
-                n += 1;
-            }
-        };
-        burst(&mut out, true, 400);
-        burst(&mut out, false, 200);
-        burst(&mut out, true, 400);
-        burst(&mut out, false, 2000);
-        out.into()
-    })
-    .clone()
+    static TONE: std::sync::OnceLock<Arc<[i16]>> = std::sync::OnceLock::new();
+    TONE.get_or_init(|| cadence(&[400.0, 450.0], &[(true, 400), (false, 200), (true, 400), (false, 2000)])).clone()
+}
+
+/// What the agent of an outbound call hears while the customer is told about recording: a
+/// short 440 Hz pip every 2 s, unlike ringback so the agent knows the customer has answered.
+fn wait_tone() -> Arc<[i16]> {
+    static TONE: std::sync::OnceLock<Arc<[i16]>> = std::sync::OnceLock::new();
+    TONE.get_or_init(|| cadence(&[440.0], &[(true, 150), (false, 1850)])).clone()
 }
 
 /// Ended pauses become gap records on both tracks and spans for the call record.

@@ -4,6 +4,8 @@
 //! ```text
 //! POST /api/calls/{id}/pause     200 {"call_id":…,"state":"paused"}   409 already paused / not connected
 //! POST /api/calls/{id}/resume    200 {"call_id":…,"state":"recording"} 409 not paused
+//! POST /api/calls/{id}/record    200 {"call_id":…,"state":"recording"} 409 line not on-demand,
+//!                                declined by the customer, not connected, already recording
 //! GET  /api/health               200 (no token needed)
 //! ```
 //! Every `/api/calls` request needs `Authorization: Bearer <token>`; tokens are created with
@@ -25,11 +27,32 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::ids::CallId;
 use crate::media::relay::ControlRefused;
 
-/// A pause or resume request from the API, answered by the signalling task.
+/// What an API caller asks of a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Pause,
+    Resume,
+    /// Start recording an on-demand call.
+    Record,
+}
+
+impl Action {
+    fn as_str(self) -> &'static str {
+        match self {
+            Action::Pause => "pause",
+            Action::Resume => "resume",
+            Action::Record => "record",
+        }
+    }
+}
+
+/// A request from the API, answered by the signalling task.
 #[derive(Debug)]
 pub struct ControlRequest {
     pub call: CallId,
-    pub pause: bool,
+    pub action: Action,
+    /// The API token's name (goes on the call record for an on-demand start).
+    pub by: String,
     pub reply: oneshot::Sender<Result<(), ControlError>>,
 }
 
@@ -40,6 +63,8 @@ pub enum ControlError {
     UnknownCall,
     #[error(transparent)]
     Refused(#[from] ControlRefused),
+    #[error(transparent)]
+    NotStarted(crate::call::StartRefused),
     #[error("the gateway is shutting down")]
     Gone,
 }
@@ -86,22 +111,27 @@ fn router(state: AppState) -> Router {
         .route("/api/health", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/api/calls/{id}/pause", post(pause))
         .route("/api/calls/{id}/resume", post(resume))
+        .route("/api/calls/{id}/record", post(record))
         .with_state(state)
 }
 
 async fn pause(state: State<AppState>, headers: HeaderMap, id: Path<String>) -> (StatusCode, Json<serde_json::Value>) {
-    control(state, headers, id, true).await
+    control(state, headers, id, Action::Pause).await
 }
 
 async fn resume(state: State<AppState>, headers: HeaderMap, id: Path<String>) -> (StatusCode, Json<serde_json::Value>) {
-    control(state, headers, id, false).await
+    control(state, headers, id, Action::Resume).await
+}
+
+async fn record(state: State<AppState>, headers: HeaderMap, id: Path<String>) -> (StatusCode, Json<serde_json::Value>) {
+    control(state, headers, id, Action::Record).await
 }
 
 async fn control(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    pause: bool,
+    action: Action,
 ) -> (StatusCode, Json<serde_json::Value>) {
     let err = |status: StatusCode, msg: String| (status, Json(json!({ "error": msg })));
     let Some(who) = bearer(&headers).and_then(|t| state.tokens.check(t)) else {
@@ -112,19 +142,18 @@ async fn control(
     }
     let call = CallId::from_string(id);
     let (tx, rx) = oneshot::channel();
-    let req = ControlRequest { call: call.clone(), pause, reply: tx };
+    let req = ControlRequest { call: call.clone(), action, by: who.to_string(), reply: tx };
     if state.control.send(req).await.is_err() {
         return err(StatusCode::SERVICE_UNAVAILABLE, "the gateway is shutting down".into());
     }
-    let action = if pause { "pause" } else { "resume" };
     match rx.await {
         Ok(Ok(())) => {
-            tracing::info!(call = %call, token = %who, action, "recording control by API");
-            let state = if pause { "paused" } else { "recording" };
+            tracing::info!(call = %call, token = %who, action = action.as_str(), "recording control by API");
+            let state = if action == Action::Pause { "paused" } else { "recording" };
             (StatusCode::OK, Json(json!({ "call_id": call.as_str(), "state": state })))
         }
         Ok(Err(ControlError::UnknownCall)) => err(StatusCode::NOT_FOUND, "no such call in progress".into()),
-        Ok(Err(e @ ControlError::Refused(_))) => err(StatusCode::CONFLICT, e.to_string()),
+        Ok(Err(e @ (ControlError::Refused(_) | ControlError::NotStarted(_)))) => err(StatusCode::CONFLICT, e.to_string()),
         Ok(Err(ControlError::Gone)) | Err(_) => {
             err(StatusCode::SERVICE_UNAVAILABLE, "the gateway is shutting down".into())
         }

@@ -20,7 +20,7 @@ pub mod service;
 pub mod sweeper;
 
 use crate::audit::Role;
-use crate::ids::RecordingId;
+use crate::ids::{CallId, RecordingId};
 use crate::recording::storage::StorageError;
 use crate::store::StoreError;
 
@@ -66,4 +66,111 @@ pub enum RetentionError {
         field: &'static str,
         problem: &'static str,
     },
+    /// The customer declined training use at the consent prompt: the recording may never be
+    /// tagged `training` ([`service::TRAINING_TAG`]).
+    #[error(
+        "recording {recording_id} (call {call_id}): the customer did not consent to training use ({}); the training tag cannot be added",
+        consent_summary(.prompt_sha256.as_deref(), .choice_source.as_deref(), *.at_ms)
+    )]
+    TrainingDeclined {
+        recording_id: RecordingId,
+        call_id: CallId,
+        /// Hex SHA-256 of the consent prompt played.
+        prompt_sha256: Option<String>,
+        /// How the choice was made: `keypad` or `default`.
+        choice_source: Option<String>,
+        /// When the choice was made (Unix ms).
+        at_ms: Option<i64>,
+    },
+}
+
+/// `consent prompt sha256 abcd1234…, choice by keypad at 2026-11-22T10:00:00Z`, from what the
+/// call record holds (one line whatever the columns contain).
+fn consent_summary(
+    prompt_sha256: Option<&str>,
+    source: Option<&str>,
+    at_ms: Option<i64>,
+) -> String {
+    let clean = |s: &str| -> String { s.chars().filter(|c| !c.is_control()).collect() };
+    let prompt = match prompt_sha256.map(clean) {
+        Some(h) if h.chars().count() > 8 => {
+            let short: String = h.chars().take(8).collect();
+            format!("consent prompt sha256 {short}…")
+        }
+        Some(h) => format!("consent prompt sha256 {h}"),
+        None => "no consent prompt hash recorded".to_string(),
+    };
+    let mut choice = match source {
+        Some(s) => format!("choice by {}", clean(s)),
+        None => "choice".to_string(),
+    };
+    if let Some(ms) = at_ms {
+        choice.push_str(&format!(" at {}", rfc3339_utc(ms)));
+    }
+    format!("{prompt}, {choice}")
+}
+
+/// Unix milliseconds as `YYYY-MM-DDTHH:MM:SSZ` (UTC, proleptic Gregorian; H. Hinnant's
+/// `civil_from_days`, as `callgate calls list` uses).
+fn rfc3339_utc(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let z = secs.div_euclid(86_400) + 719_468;
+    let sod = secs.rem_euclid(86_400);
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        sod / 3600,
+        sod % 3600 / 60,
+        sod % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_formatting() {
+        assert_eq!(rfc3339_utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339_utc(1_700_000_000_123), "2023-11-14T22:13:20Z");
+        assert_eq!(rfc3339_utc(951_825_600_000), "2000-02-29T12:00:00Z");
+        assert_eq!(rfc3339_utc(-1000), "1969-12-31T23:59:59Z");
+    }
+
+    #[test]
+    fn training_declined_message_names_the_consent() {
+        let e = RetentionError::TrainingDeclined {
+            recording_id: RecordingId::from_string("rec-1"),
+            call_id: CallId::from_string("call-1"),
+            prompt_sha256: Some("abcd1234ef".repeat(6)),
+            choice_source: Some("default".into()),
+            at_ms: Some(1_795_341_600_000),
+        };
+        assert_eq!(
+            e.to_string(),
+            "recording rec-1 (call call-1): the customer did not consent to training use \
+             (consent prompt sha256 abcd1234…, choice by default at 2026-11-22T10:00:00Z); \
+             the training tag cannot be added"
+        );
+        let e = RetentionError::TrainingDeclined {
+            recording_id: RecordingId::from_string("rec-1"),
+            call_id: CallId::from_string("call-1"),
+            prompt_sha256: None,
+            choice_source: Some("key\npad".into()),
+            at_ms: None,
+        };
+        let msg = e.to_string();
+        assert!(!msg.contains('\n'), "{msg}");
+        assert!(
+            msg.contains("(no consent prompt hash recorded, choice by keypad)"),
+            "{msg}"
+        );
+    }
 }

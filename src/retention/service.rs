@@ -15,6 +15,9 @@
 //! | subject access, erasure, restriction | dpo |
 //! | read the audit log | investigator, dpo, admin |
 //! | run the sweeper by hand | admin, dpo (and the gateway itself) |
+//!
+//! Whatever the role, `training` is refused on a recording whose customer declined training
+//! use at the consent prompt ([`RetentionError::TrainingDeclined`]).
 
 use serde_json::json;
 
@@ -27,7 +30,10 @@ use crate::recording::storage::Storage;
 use crate::store::{AuditTx, HoldRow, RetentionRow, Store, TagRow, Tombstone, deletion_state};
 
 /// Tags any role that plays recordings may add or remove.
-pub const ROUTINE_TAGS: [&str; 2] = ["training", "complaint"];
+pub const ROUTINE_TAGS: [&str; 2] = [TRAINING_TAG, "complaint"];
+
+/// The tag a customer may refuse at the consent prompt (see [`tag_add`]).
+pub const TRAINING_TAG: &str = "training";
 
 /// Longest note, reason or case reference accepted (characters).
 pub const MAX_TEXT: usize = 2000;
@@ -180,6 +186,30 @@ fn check_tag(cfg: &RetentionConfig, tag: &str) -> Result<(), RetentionError> {
     })
 }
 
+/// Refuses the `training` tag on a recording whose call's customer declined training use at
+/// the consent prompt (`consent_training = false`). Allowed when they agreed, and when no
+/// choice is stored (`None`: the route offered no training choice; its published notice
+/// covers training use). Read under the lock, so it applies to every path that adds tags.
+async fn check_training_consent(
+    tx: &mut AuditTx,
+    rec: &RecordingId,
+    tag: &str,
+) -> Result<(), RetentionError> {
+    if tag != TRAINING_TAG {
+        return Ok(());
+    }
+    match tx.consent_of_recording(rec).await? {
+        Some(c) if c.training == Some(false) => Err(RetentionError::TrainingDeclined {
+            recording_id: rec.clone(),
+            call_id: c.call_id,
+            prompt_sha256: c.prompt_sha256,
+            choice_source: c.source,
+            at_ms: c.at_ms,
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// Result of [`tag_add`].
 #[derive(Clone, Debug)]
 pub enum TagAdded {
@@ -188,7 +218,9 @@ pub enum TagAdded {
     AlreadyTagged(TagRow),
 }
 
-/// Puts `tag` on a recording (with an optional note) and recomputes its expiry.
+/// Puts `tag` on a recording (with an optional note) and recomputes its expiry. `training` is
+/// refused with [`RetentionError::TrainingDeclined`] if the customer declined training use
+/// (like every refusal, not audited: nothing changed).
 pub async fn tag_add(
     store: &Store,
     cfg: &RetentionConfig,
@@ -206,6 +238,10 @@ pub async fn tag_add(
     let policy = Policy::from_config(cfg);
     let mut tx = store.begin_audited(now_ms).await?;
     let row = live_row(&mut tx, rec).await?;
+    if let Err(e) = check_training_consent(&mut tx, rec, tag).await {
+        tx.rollback().await?;
+        return Err(e);
+    }
     if let Some(t) = tx
         .tags_of(rec)
         .await?

@@ -38,6 +38,8 @@ pub mod consent_state {
     pub const DECIDED: &str = "decided";
     /// The call ended before the choice was made.
     pub const ABANDONED: &str = "abandoned";
+    /// The prompts could not be played and the route connects such calls unrecorded.
+    pub const SKIPPED: &str = "skipped";
 }
 
 /// Values of [`CallRecord::announcement_state`].
@@ -487,5 +489,90 @@ impl Store {
             .map(call_from_row)
             .collect::<Result<Vec<_>, _>>()
             .map_err(StoreError::query(op))
+    }
+}
+
+/// The consent choices on the call that made a recording (see [`CallRecord`]'s `consent_*`
+/// fields): what [`crate::retention::service::tag_add`] checks before a `training` tag.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct CallConsent {
+    pub call_id: CallId,
+    /// Hex SHA-256 of the consent prompt played (`None`: the route offers no choices).
+    pub prompt_sha256: Option<String>,
+    /// See [`consent_state`].
+    pub state: Option<String>,
+    pub recording: Option<bool>,
+    pub training: Option<bool>,
+    /// `keypad` or `default`.
+    pub source: Option<String>,
+    pub at_ms: Option<i64>,
+}
+
+/// Calls linked to a recording: by the call row's `recording_id`, or as the call named on the
+/// recording's own row (the gateway writes the two rows separately).
+const CONSENT_OF_RECORDING: &str = "SELECT call_id, consent_prompt_sha256, consent_state, \
+     consent_recording, consent_training, consent_source, consent_at_ms FROM calls \
+     WHERE recording_id = $1 \
+     OR call_id IN (SELECT call_id FROM recordings WHERE recording_id = $1) \
+     ORDER BY started_at_ms, call_id";
+
+fn consent_from_row(r: &AnyRow) -> Result<CallConsent, sqlx::Error> {
+    Ok(CallConsent {
+        call_id: CallId::from_string(r.try_get::<String, _>("call_id")?),
+        prompt_sha256: r.try_get("consent_prompt_sha256")?,
+        state: r.try_get("consent_state")?,
+        recording: r.try_get::<Option<i64>, _>("consent_recording")?.map(|v| v != 0),
+        training: r.try_get::<Option<i64>, _>("consent_training")?.map(|v| v != 0),
+        source: r.try_get("consent_source")?,
+        at_ms: r.try_get("consent_at_ms")?,
+    })
+}
+
+async fn q_consent_of_recording(
+    c: &mut sqlx::AnyConnection,
+    rec: &RecordingId,
+) -> Result<Option<CallConsent>, StoreError> {
+    let op = "consent_of_recording";
+    let rows = sqlx::query(CONSENT_OF_RECORDING)
+        .bind(rec.as_str())
+        .fetch_all(&mut *c)
+        .await
+        .map_err(StoreError::query(op))?;
+    let all = rows
+        .iter()
+        .map(consent_from_row)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(StoreError::query(op))?;
+    // One call per recording in practice; should two rows name it, a refusal wins.
+    Ok(all
+        .iter()
+        .find(|c| c.training == Some(false))
+        .or(all.first())
+        .cloned())
+}
+
+impl Store {
+    /// The consent choices of the call that made recording `rec`; `None` if no call row is
+    /// linked to it.
+    pub async fn consent_of_recording(
+        &self,
+        rec: &RecordingId,
+    ) -> Result<Option<CallConsent>, StoreError> {
+        let mut c = self
+            .pool
+            .acquire()
+            .await
+            .map_err(StoreError::query("consent_of_recording"))?;
+        q_consent_of_recording(&mut c, rec).await
+    }
+}
+
+impl super::AuditTx {
+    /// [`Store::consent_of_recording`], read inside the transaction.
+    pub async fn consent_of_recording(
+        &mut self,
+        rec: &RecordingId,
+    ) -> Result<Option<CallConsent>, StoreError> {
+        q_consent_of_recording(self.conn(), rec).await
     }
 }

@@ -38,6 +38,7 @@ use crate::ids::{KeyId, RecordingId};
 
 pub use calls::{CallRecord, MAX_NUMBER_VARIANTS, PauseSpan, announcement_state, consent_state, recording_state};
 pub use audit::AuditTx;
+pub use calls::CallConsent;
 pub use recordings::RecordingRow;
 pub use retention::{
     Candidate, HoldRow, RetentionRow, TagRow, Tombstone, deletion_state,

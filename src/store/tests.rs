@@ -134,6 +134,8 @@ both_dialects!(
     stale_deletion_is_finished,
     audit_chain_concurrent_and_append_only,
     calls_by_number_spellings,
+    consent_of_recording,
+    training_tag_needs_consent,
 );
 
 fn minimal_call(id: &str, started: i64) -> CallRecord {

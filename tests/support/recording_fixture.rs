@@ -197,6 +197,25 @@ impl Fixture {
     pub fn decrypt(&self, id: &str, out: &Path) -> Output {
         self.run(&["recording", "decrypt", id, "--out", out.to_str().unwrap()])
     }
+    /// Stores the customer's choice at a consent prompt on the call row (recording allowed;
+    /// `training` as given, `None` = the prompt offered no training choice), made by `source`
+    /// (`keypad` or `default`) at `at_ms`. Returns the prompt's SHA-256 (hex).
+    pub fn set_consent(&self, training: Option<bool>, source: &str, at_ms: i64) -> String {
+        let sha = "5eed".repeat(16);
+        rt().block_on(async {
+            let store = Store::connect(&self.db_url).await.unwrap();
+            let mut call = store.get_call(&self.call_id).await.unwrap().unwrap();
+            call.consent_prompt_sha256 = Some(sha.clone());
+            call.consent_state = Some("decided".into());
+            call.consent_recording = Some(true);
+            call.consent_training = training;
+            call.consent_source = Some(source.into());
+            call.consent_at_ms = Some(at_ms);
+            store.upsert_call(&call).await.unwrap();
+            store.close().await;
+        });
+        sha
+    }
 }
 
 pub fn code(o: &Output) -> i32 {

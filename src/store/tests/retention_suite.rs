@@ -13,7 +13,7 @@ use crate::retention::RetentionError;
 use crate::retention::policy::Policy;
 use crate::retention::service::{self, TagAdded};
 use crate::retention::sweeper::{SweepOptions, sweep_once};
-use crate::store::{CallRecord, RecordingRow, Store, recording_state};
+use crate::store::{CallRecord, RecordingRow, Store, consent_state, recording_state};
 
 const DAY: i64 = 86_400_000;
 const T0: i64 = 1_700_000_000_000;
@@ -509,4 +509,200 @@ pub(super) async fn calls_by_number_spellings(ctx: &Ctx) {
     assert_eq!(ctx.store.calls_by_numbers(&v).await.unwrap().len(), 1);
     let v = service::number_variants("+44 1632 960035").unwrap();
     assert!(ctx.store.calls_by_numbers(&v).await.unwrap().is_empty());
+}
+
+/// Sets the consent columns of the call that made recording `n` (see [`make_recording`]).
+async fn set_consent(store: &Store, n: usize, training: Option<bool>, source: &str, at: i64) {
+    let call = CallId::from_string(format!("call-{n:06}"));
+    let mut c = store.get_call(&call).await.unwrap().unwrap();
+    c.consent_prompt_sha256 = Some(format!("{n:02x}").repeat(32));
+    c.consent_state = Some(consent_state::DECIDED.into());
+    c.consent_recording = Some(true);
+    c.consent_training = training;
+    c.consent_source = Some(source.into());
+    c.consent_at_ms = Some(at);
+    store.upsert_call(&c).await.unwrap();
+}
+
+/// `consent_of_recording`: found through the call row's `recording_id` or the recording row's
+/// `call_id`; the booleans and the rest round-trip; `None` without a linked call.
+pub(super) async fn consent_of_recording(ctx: &Ctx) {
+    let store = &ctx.store;
+    let dir = tempfile::tempdir().unwrap();
+    let rec = make_recording(store, dir.path(), 1, T0).await;
+
+    // No prompt on the route: a row, every consent column empty.
+    let c = store.consent_of_recording(&rec).await.unwrap().unwrap();
+    assert_eq!(c.call_id.as_str(), "call-000001");
+    assert_eq!(
+        (
+            c.prompt_sha256,
+            c.state,
+            c.recording,
+            c.training,
+            c.source,
+            c.at_ms
+        ),
+        (None, None, None, None, None, None)
+    );
+
+    set_consent(store, 1, Some(false), "keypad", T0 + 4_000).await;
+    let c = store.consent_of_recording(&rec).await.unwrap().unwrap();
+    assert_eq!(c.prompt_sha256.as_deref(), Some("01".repeat(32).as_str()));
+    assert_eq!(c.state.as_deref(), Some(consent_state::DECIDED));
+    assert_eq!((c.recording, c.training), (Some(true), Some(false)));
+    assert_eq!(c.source.as_deref(), Some("keypad"));
+    assert_eq!(c.at_ms, Some(T0 + 4_000));
+    // Read inside an audited transaction too (what tag_add does).
+    let mut tx = store.begin_audited(T0).await.unwrap();
+    assert_eq!(
+        tx.consent_of_recording(&rec)
+            .await
+            .unwrap()
+            .unwrap()
+            .training,
+        Some(false)
+    );
+    tx.rollback().await.unwrap();
+
+    set_consent(store, 1, Some(true), "default", T0 + 9_000).await;
+    let c = store.consent_of_recording(&rec).await.unwrap().unwrap();
+    assert_eq!(
+        (c.training, c.source.as_deref()),
+        (Some(true), Some("default"))
+    );
+
+    // The call row does not (yet) name the recording: found through the recording's row.
+    let mut call = store
+        .get_call(&CallId::from_string("call-000001"))
+        .await
+        .unwrap()
+        .unwrap();
+    call.recording_id = None;
+    call.consent_training = Some(false);
+    store.upsert_call(&call).await.unwrap();
+    let c = store.consent_of_recording(&rec).await.unwrap().unwrap();
+    assert_eq!(c.training, Some(false));
+
+    // No such recording, and a recording whose call row does not exist.
+    let nothing = RecordingId::from_string("rec-none");
+    assert!(
+        store
+            .consent_of_recording(&nothing)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let orphan = RecordingId::from_string("rec-orphan");
+    store
+        .upsert_recording(&RecordingRow {
+            recording_id: orphan.clone(),
+            call_id: CallId::from_string("call-missing"),
+            location: "x".into(),
+            state: recording_state::OK.into(),
+            bytes: 0,
+            sha256: None,
+            created_at_ms: T0,
+            finished_at_ms: None,
+        })
+        .await
+        .unwrap();
+    assert!(store.consent_of_recording(&orphan).await.unwrap().is_none());
+}
+
+/// A customer who declined training use: `training` is refused (any role, typed error naming
+/// the consent, nothing stored, nothing audited), other tags are not; agreed or not asked:
+/// allowed.
+pub(super) async fn training_tag_needs_consent(ctx: &Ctx) {
+    let store = &ctx.store;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = cfg();
+    let sup = Actor::new("sam", Role::Supervisor);
+    let dpo = Actor::new("dee", Role::Dpo);
+    let now = T0 + DAY;
+    let declined = make_recording(store, dir.path(), 1, T0).await;
+    let agreed = make_recording(store, dir.path(), 2, T0).await;
+    let not_asked = make_recording(store, dir.path(), 3, T0).await;
+    // 2026-11-22T10:00:00Z
+    let decided_at = 1_795_341_600_000;
+    set_consent(store, 1, Some(false), "default", decided_at).await;
+    set_consent(store, 2, Some(true), "keypad", decided_at).await;
+    let seq_before = verify_audit(store).await;
+
+    for actor in [&sup, &dpo] {
+        match service::tag_add(store, &cfg, actor, &declined, "training", None, now).await {
+            Err(e @ RetentionError::TrainingDeclined { .. }) => {
+                let msg = e.to_string();
+                for needle in [
+                    "rec-000001",
+                    "call-000001",
+                    "did not consent to training use",
+                    "consent prompt sha256 01010101…",
+                    "choice by default at 2026-11-22T10:00:00Z",
+                    "the training tag cannot be added",
+                ] {
+                    assert!(msg.contains(needle), "{needle:?} not in {msg:?}");
+                }
+                let RetentionError::TrainingDeclined {
+                    prompt_sha256,
+                    choice_source,
+                    at_ms,
+                    ..
+                } = e
+                else {
+                    unreachable!()
+                };
+                assert_eq!(prompt_sha256, Some("01".repeat(32)));
+                assert_eq!(choice_source.as_deref(), Some("default"));
+                assert_eq!(at_ms, Some(decided_at));
+            }
+            other => panic!(
+                "training on a declined recording ({}): {other:?}",
+                actor.role
+            ),
+        }
+    }
+    // Nothing stored, nothing audited (refusals are not audit entries), expiry untouched.
+    assert!(store.tags_of(&declined).await.unwrap().is_empty());
+    assert_eq!(verify_audit(store).await, seq_before);
+    assert_eq!(count_action(store, action::TAG_ADD).await, 0);
+
+    // Other tags still go on the declined recording.
+    assert!(matches!(
+        service::tag_add(store, &cfg, &sup, &declined, "complaint", None, now)
+            .await
+            .unwrap(),
+        TagAdded::Added(_)
+    ));
+    assert!(matches!(
+        service::tag_add(store, &cfg, &dpo, &declined, "abusive", None, now)
+            .await
+            .unwrap(),
+        TagAdded::Added(_)
+    ));
+    // Agreed at the prompt, or no prompt on the route: training allowed.
+    for rec in [&agreed, &not_asked] {
+        let TagAdded::Added(d) = service::tag_add(store, &cfg, &sup, rec, "training", None, now)
+            .await
+            .unwrap()
+        else {
+            panic!("{rec}: not added")
+        };
+        assert_eq!(d.expires_at_ms, Some(T0 + 365 * DAY));
+    }
+    assert_eq!(count_action(store, action::TAG_ADD).await, 4);
+    // Still refused afterwards (the other tags changed nothing).
+    assert!(matches!(
+        service::tag_add(store, &cfg, &sup, &declined, "training", None, now).await,
+        Err(RetentionError::TrainingDeclined { .. })
+    ));
+    let tags: Vec<String> = store
+        .tags_of(&declined)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.tag)
+        .collect();
+    assert_eq!(tags, ["abusive", "complaint"]);
+    verify_audit(store).await;
 }
