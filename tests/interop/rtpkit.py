@@ -191,6 +191,7 @@ def tones(a):
     t0 = None
     # Place every PCMU packet at its arrival time (packet clock), one 20 ms slot each.
     slots = {}
+    n_before = n_after = 0
     for t, src, _sport, dport, p in read_pcap(a.capture):
         if dport != a.dst_port or (a.src_ip and src != a.src_ip):
             continue
@@ -199,6 +200,11 @@ def tones(a):
         rtp_n += 1
         if t0 is None:
             t0 = t
+        if a.split is not None:
+            if t < a.split:
+                n_before += 1
+            else:
+                n_after += 1
         pt = p[1] & 0x7F
         cc = p[0] & 0x0F
         body = p[12 + 4 * cc:]
@@ -211,7 +217,8 @@ def tones(a):
         slot = int(round((t - t0) * 1000 / PTIME))
         slots[slot] = [ULAW[b] for b in body]
     out = {"rtp_packets": rtp_n, "pcmu_packets": pcmu_n, "event_packets": ev_n,
-           "events": sorted(events), "seconds": 0.0, "tones": {}}
+           "events": sorted(events), "seconds": 0.0, "t0": t0, "tones": {}}
+    split_w = {"before": {}, "after": {}}
     if slots:
         last = max(slots)
         out["seconds"] = round((last + 1) * PTIME / 1000, 2)
@@ -229,9 +236,17 @@ def tones(a):
                     first.setdefault(f, tw)
                     lastseen[f] = round(tw + per_win * PTIME / 1000, 2)
                     wins[f] = wins.get(f, 0) + 1
+                    if a.split is not None:
+                        side = "before" if t0 + (w + per_win) * PTIME / 1000 <= a.split else (
+                            "after" if t0 + w * PTIME / 1000 >= a.split else None)
+                        if side:
+                            split_w[side][str(int(f))] = split_w[side].get(str(int(f)), 0) + 1
         for f in freqs:
             out["tones"][str(int(f))] = {"first_s": first.get(f), "last_s": lastseen.get(f),
                                          "windows": wins.get(f, 0)}
+    if a.split is not None:
+        for side, n in (("before", n_before), ("after", n_after)):
+            out[side] = {"packets": n, "tones": {str(int(f)): split_w[side].get(str(int(f)), 0) for f in freqs}}
     print(json.dumps(out))
     return 0
 
@@ -308,6 +323,7 @@ def main():
     t.add_argument("--src-ip")
     t.add_argument("--window-ms", type=int, default=100)
     t.add_argument("--hz", type=float, action="append")
+    t.add_argument("--split", type=float)
     v = sub.add_parser("invite")
     v.add_argument("src_ip")
     v.add_argument("host")
