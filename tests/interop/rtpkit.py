@@ -9,7 +9,7 @@
       packet, one timestamp, growing duration, three end packets), as a real phone sends it;
       the audio resumes afterwards with the timestamp advanced by the event's length.
 
-  rtpkit.py tones CAPTURE.pcap --dst-port P [--src-ip IP] [--window-ms 100] [--hz F ...]
+  rtpkit.py tones CAPTURE.pcap --dst-port P|LO-HI [--src-ip IP] [--window-ms 100] [--hz F ...]
       Reads a tcpdump capture (any of Ethernet, Linux cooked, raw IP or null/loopback link
       types), keeps UDP datagrams to port P that look like RTP with payload type 0 (PCMU),
       decodes them and prints one JSON object: packet counts (all RTP, PCMU, telephone-event),
@@ -192,8 +192,11 @@ def tones(a):
     # Place every PCMU packet at its arrival time (packet clock), one 20 ms slot each.
     slots = {}
     n_before = n_after = 0
+    lo_port, _, hi_port = a.dst_port.partition("-")
+    lo_port = int(lo_port)
+    hi_port = int(hi_port or lo_port)
     for t, src, _sport, dport, p in read_pcap(a.capture):
-        if dport != a.dst_port or (a.src_ip and src != a.src_ip):
+        if not lo_port <= dport <= hi_port or (a.src_ip and src != a.src_ip):
             continue
         if len(p) < 12 or p[0] >> 6 != 2:
             continue
@@ -319,7 +322,7 @@ def main():
     g.add_argument("--digit-ms", type=int, default=200)
     t = sub.add_parser("tones")
     t.add_argument("capture")
-    t.add_argument("--dst-port", type=int, required=True)
+    t.add_argument("--dst-port", required=True, help="P or LO-HI")
     t.add_argument("--src-ip")
     t.add_argument("--window-ms", type=int, default=100)
     t.add_argument("--hz", type=float, action="append")
