@@ -17,6 +17,7 @@
 #  3. consent, 9 by SIP INFO after the prompt: declined, no file, still bridged with audio
 #     both ways; 3b. 9 by RFC 4733 during the announcement: declined.
 #  4. consent, 1 by RFC 4733 after the prompt: recorded, training consent, `tag add training` ok.
+#     Keypad protection is on ([pci] auto_pause_on_caller_digits): no consent call has a pause.
 #  5. consent, no key: default (recorded, no training consent); `tag add training` refused,
 #     naming consent; the choice waited for the timeout.
 #  6. baresip (DIRECTIONS_BARESIP=0 skips): (a) baresip as the agent's phone dials out to a SIPp
@@ -202,6 +203,10 @@ listen = "127.0.0.1:8470"
 
 [database]
 url = "sqlite://$work/callgate.db?mode=rwc"
+
+# Keypad protection on: a consent key must be taken as a choice, never start a PCI pause.
+[pci]
+auto_pause_on_caller_digits = true
 EOF
 ok "media and config $CFG"
 
@@ -291,7 +296,7 @@ jqcheck() {
     got="$(jq -c '{direction, customer_leg, record_policy, recording_state, recording_id, announcement_state,
                    consent_state, consent_recording, consent_training, consent_source, consent_at_ms,
                    consent_prompt_sha256, answered_at_ms, bridged_at_ms, announcement_started_at_ms,
-                   announcement_ended_at_ms, caller_packets, agent_packets, hangup_cause}' <<<"${r:-null}" 2>/dev/null || echo "$r")"
+                   announcement_ended_at_ms, caller_packets, agent_packets, hangup_cause, pauses}' <<<"${r:-null}" 2>/dev/null || echo "$r")"
     bad "$name: $what; row: ${got:-none}"
   fi
 }
@@ -414,6 +419,7 @@ consent_call() {
 consent_common() { # NAME ROW
   jqcheck "$1" "$2" ".consent_state == \"decided\" and .consent_prompt_sha256 == \"$prompt_sha\"" \
     "consent decided; consent_prompt_sha256 = SHA-256 of consent.wav"
+  jqcheck "$1" "$2" '(.pauses // []) == []' "no PCI pause (consent keys are not card digits; [pci] auto_pause_on_caller_digits is on)"
 }
 
 if want 3; then
