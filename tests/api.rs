@@ -12,7 +12,7 @@ use std::time::Duration;
 use callgate::recording::container::{GapKind, Record};
 use callgate::serve;
 use common::audio::{self, rms};
-use common::phone::{AgentAnswer, AgentPhone, CallerPhone};
+use common::phone::{AgentAnswer, AgentPhone, CallerPhone, EventTx, Tick};
 use common::{CALLER_NUMBER, DIALLED, GatewayEnv, GatewayOpts, SIP_WAIT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -220,6 +220,50 @@ async fn unrecorded_line_refuses_a_start() {
         assert_eq!((c.recording_state.as_str(), c.announcement_state.as_str()), ("not-recorded", "none"), "{c:?}");
         assert!(c.recording_id.is_none());
         assert_eq!(std::fs::read_dir(&env.storage).unwrap().count(), 0, "no recording file");
+    };
+    tokio::time::timeout(Duration::from_secs(40), run).await.expect("test finished in time");
+}
+
+/// The agent starts an on-demand recording from the keypad (`[pci] record_digits`, `*3`, sent
+/// as RFC 4733 events): the call record names `agent-keys`, and no keypad pause is left behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_keys_start_an_on_demand_recording() {
+    let run = async {
+        let env = GatewayEnv::new(&audio::announcement_at(16_000, 0.5));
+        let agent = AgentPhone::start(AgentAnswer::After(Duration::from_millis(100))).await;
+        let target = agent.uri();
+        let opts = GatewayOpts { rtp_ports: (41_400, 41_499), target: &target, trusted: &["127.0.0.0/8"] };
+        let text = env.config_text(&opts).replace("record = true", "record = \"on-demand\"");
+        let config = callgate::config::Config::parse(&text, std::path::Path::new("test.toml")).unwrap();
+        let gw = serve::start(config).await.expect("gateway starts");
+        let mut caller = CallerPhone::new(gw.sip_addr, CALLER_NUMBER).await;
+        let fin = ok(caller.call(DIALLED, Duration::from_secs(10)).await);
+        assert_eq!(fin.status(), Some(200), "{}", caller.summary());
+        ok(agent.wait_until(SIP_WAIT, "ACK", |s| s.acked.is_some()).await);
+        let offer = agent.state().invite.unwrap().msg.sdp().expect("offer to the agent");
+        let te = common::sip::telephone_event_pt(&agent.state().invite.unwrap().msg.body).expect("telephone-event offered");
+        let codec = offer.g711().unwrap();
+        let talk = ok(caller.start_audio(audio::signal_a(3.0)));
+        // The agent keys `*` then `3` (RFC 4733, 5 packets + 3 end packets each), 1 s in.
+        let mut ticks: Vec<Tick> = (0..100).map(|_| Tick { audio: Some(vec![0; 160]), events: vec![] }).collect();
+        for (key, start) in [(10u8, 50usize), (3, 62)] {
+            for n in 0..8usize {
+                ticks[start + n].audio = None;
+                let duration = (160 * (n.min(5) + 1)) as u16;
+                ticks[start + n].events.push(EventTx { event: key, start_tick: start, duration, end: n >= 5, marker: n == 0, volume: 10 });
+            }
+        }
+        let keys = agent.rtp.send_ticks(offer.addr, codec, te, ticks);
+        let _ = keys.await;
+        let _ = talk.await;
+        ok(caller.bye(SIP_WAIT).await);
+        gw.shutdown();
+        gw.join().await.expect("drains");
+        let c = &env.calls().await[0];
+        assert_eq!(c.recording_state, "ok", "{c:?}");
+        assert_eq!(c.recording_started_by.as_deref(), Some("agent-keys"));
+        assert!(c.recording_started_at_ms.unwrap() >= c.bridged_at_ms.unwrap() + 1000);
+        assert!(c.pauses.iter().all(|p| p.trigger != "agent_keys"), "{:?}", c.pauses);
     };
     tokio::time::timeout(Duration::from_secs(40), run).await.expect("test finished in time");
 }

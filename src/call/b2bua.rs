@@ -742,6 +742,11 @@ impl<H: MediaHost> B2bua<H> {
                 self.feed(&call, Input::MediaTimeout(side(dir, leg)))
             }
             MediaEvent::ConsentKey { call, key } => self.feed(&call, Input::ConsentKey(key)),
+            MediaEvent::RecordRequested { call } => {
+                if let Err(e) = self.start_recording(now, &call, "agent-keys") {
+                    tracing::info!(call = %call, reason = %e, "agent's record keys refused");
+                }
+            }
             MediaEvent::ConsentPromptDone { call } => self.feed(&call, Input::ConsentPromptDone),
             MediaEvent::Finished { call, report } => {
                 let Some(ctx) = self.calls.get_mut(&call) else { return };

@@ -217,6 +217,8 @@ pub enum ControlRefused {
 #[derive(Debug)]
 pub enum MediaEvent {
     AnnouncementDone { call: CallId, started_ms: i64, ended_ms: i64 },
+    /// The agent keyed `record_digits` (an on-demand start; the engine decides).
+    RecordRequested { call: CallId },
     /// The customer pressed one of the consent keys (other keys are never reported).
     ConsentKey { call: CallId, key: ConsentKey },
     ConsentPromptDone { call: CallId },
@@ -980,6 +982,9 @@ impl MediaTask {
         }
         for key in std::mem::take(&mut self.consent_found) {
             self.send_event(MediaEvent::ConsentKey { call: self.call.clone(), key }).await;
+        }
+        if self.pci.as_mut().is_some_and(|p| p.ctl.take_record_request()) {
+            self.send_event(MediaEvent::RecordRequested { call: self.call.clone() }).await;
         }
         if let Some(tracks) = &mut self.tracks {
             for t in tracks.iter_mut() {

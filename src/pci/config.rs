@@ -9,6 +9,9 @@ use super::DigitSeq;
 pub struct PciConfig {
     /// Agent keys this to pause (`pause_digits`, default `"*1"`; empty disables).
     pub pause_digits: DigitSeq,
+    /// Agent keys this to start recording an on-demand line (`record_digits`, default `"*3"`;
+    /// empty disables; refused on other lines).
+    pub record_digits: DigitSeq,
     /// Agent keys this to resume (`resume_digits`, default `"*2"`; empty disables).
     pub resume_digits: DigitSeq,
     /// The caller's first digit pauses the recording (`auto_pause_on_caller_digits`, default true).
@@ -44,6 +47,7 @@ impl Default for PciConfig {
             // Invariant: constant keypad strings within DigitSeq::MAX.
             pause_digits: DigitSeq::parse("*1").unwrap_or_default(),
             resume_digits: DigitSeq::parse("*2").unwrap_or_default(),
+            record_digits: DigitSeq::parse("*3").unwrap_or_default(),
             auto_pause_on_caller_digits: true,
             mask_dtmf_to_agent: true,
             max_pause: Duration::from_secs(600),
@@ -101,6 +105,11 @@ impl PciConfig {
         if self.pause_digits == self.resume_digits && !self.pause_digits.is_empty() {
             return Err(err("resume_digits", "must differ from pause_digits"));
         }
+        if !self.record_digits.is_empty()
+            && (self.record_digits == self.pause_digits || self.record_digits == self.resume_digits)
+        {
+            return Err(err("record_digits", "must differ from pause_digits and resume_digits"));
+        }
         Ok(())
     }
 
@@ -122,6 +131,7 @@ impl PciConfig {
             match key {
                 "pause_digits" => c.pause_digits = seq()?,
                 "resume_digits" => c.resume_digits = seq()?,
+                "record_digits" => c.record_digits = seq()?,
                 "auto_pause_on_caller_digits" => c.auto_pause_on_caller_digits = b()?,
                 "mask_dtmf_to_agent" => c.mask_dtmf_to_agent = b()?,
                 "resume_on_hash" => c.resume_on_hash = b()?,

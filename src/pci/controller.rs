@@ -237,6 +237,8 @@ pub struct PauseController {
     agent_last: Option<Instant>,
     spans: VecDeque<Span>,
     events: VecDeque<PauseEvent>,
+    /// The agent keyed `record_digits` (taken by [`PauseController::take_record_request`]).
+    record_requested: bool,
 }
 
 fn li(leg: Leg) -> usize {
@@ -259,6 +261,7 @@ impl PauseController {
             agent_last: None,
             spans: VecDeque::new(),
             events: VecDeque::new(),
+            record_requested: false,
         }
     }
 
@@ -405,6 +408,11 @@ impl PauseController {
     }
 
     // ---- outputs -----------------------------------------------------------------------------
+
+    /// Whether the agent keyed `record_digits` since the last call (an on-demand start).
+    pub fn take_record_request(&mut self) -> bool {
+        std::mem::take(&mut self.record_requested)
+    }
 
     pub fn poll_event(&mut self) -> Option<PauseEvent> {
         self.events.pop_front()
@@ -669,10 +677,14 @@ impl PauseController {
                     // Not (really) paused yet: the agent may be keying `pause_digits`.
                     _ => {
                         let seq = self.cfg.pause_digits.digits();
+                        let rec = self.cfg.record_digits.digits();
                         if !seq.is_empty() && self.agent_keys.ends_with(seq) {
                             self.agent_keys.clear();
                             let start = at.checked_sub(self.cfg.lead).unwrap_or(at);
                             self.pause(Trigger::AgentKeys, start);
+                        } else if !rec.is_empty() && self.agent_keys.ends_with(rec) {
+                            self.agent_keys.clear();
+                            self.record_requested = true;
                         }
                     }
                 }

@@ -389,3 +389,30 @@ fn arbitrary_input_sequences_never_panic_and_spans_stay_consistent() {
         }
     }
 }
+
+#[test]
+fn agent_record_digits_ask_for_an_on_demand_start_once_and_pause_nothing() {
+    let mut c = cfg();
+    c.auto_pause_on_caller_digits = false;
+    let mut t = T::new(c);
+    t.key(Leg::Agent, '*', 1000, 80);
+    assert!(!t.c.take_record_request(), "not before the sequence is complete");
+    t.key(Leg::Agent, '3', 1150, 80);
+    assert!(t.c.take_record_request());
+    assert!(!t.c.take_record_request(), "taken once");
+    // The `*` held the recording while it could still become `*1`; once it is `*3` nothing is
+    // paused for it (the hold resolved before the delay line reached it, or as a cleared span).
+    t.run_to(4000);
+    assert!(t.ended().iter().all(|e| e.2 == Trigger::Uncertain), "no agent-keys pause");
+    // The caller keying the same sequence is not the agent.
+    t.key(Leg::Caller, '*', 5000, 80);
+    t.key(Leg::Caller, '3', 5150, 80);
+    assert!(!t.c.take_record_request());
+    // Disabled with an empty sequence.
+    let mut c = cfg();
+    c.record_digits = DigitSeq::parse("").unwrap();
+    let mut t = T::new(c);
+    t.key(Leg::Agent, '*', 1000, 80);
+    t.key(Leg::Agent, '3', 1150, 80);
+    assert!(!t.c.take_record_request());
+}
