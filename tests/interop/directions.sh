@@ -20,7 +20,10 @@
 #     Keypad protection is on ([pci] auto_pause_on_caller_digits): no consent call has a pause.
 #  5. consent, no key: default (recorded, no training consent); `tag add training` refused,
 #     naming consent; the choice waited for the timeout.
-#  6. baresip (DIRECTIONS_BARESIP=0 skips): (a) baresip as the agent's phone dials out to a SIPp
+#  7. record = "on-demand": `callgate call record CALL-ID --token T` mid-call starts it (a second
+#     start and a start on the record = false line of check 2 are refused); the call record
+#     says when and who (api:crm); the audio holds only what followed.
+#  6. baresip (DIRECTIONS_BARESIP=0 skips; runs last): (a) baresip as the agent's phone dials out to a SIPp
 #     customer; (b) a SIPp agent dials out to baresip as the customer (auto-answer).
 #
 # Environment:
@@ -29,7 +32,7 @@
 #   DIRECTIONS_SIP_PORT  gateway SIP port on 127.0.0.1, default 5470 (portal 127.0.0.1:8470)
 #   DIRECTIONS_BARESIP=0 skip check 6
 #   DIRECTIONS_KEEP=1    keep the work directory even when everything passed
-#   DIRECTIONS_ONLY      run only these checks, e.g. "0 1 2" (default: all); the consent
+#   DIRECTIONS_ONLY      run only these checks, e.g. "0 1 2" (default: all, 0-7); the consent
 #                        route is configured only when a consent check (3 4 5) is selected
 #
 # Needs: sipp (Debian sip-tester 3.6.1), sox, jq, python3, timeout, tcpdump (as root: checks 1 and
@@ -59,7 +62,7 @@ CONSENT_TIMEOUT_S=3   # after the prompt ends
 CUSTOMER_HZ=440       # the customer's voice (left track)
 AGENT_HZ=660          # the agent's voice (right track)
 OUT_NUMBER=07700900123
-ONLY="${DIRECTIONS_ONLY:-0 1 2 3 4 5 6}"
+ONLY="${DIRECTIONS_ONLY:-0 1 2 3 4 5 7 6}"
 want() { [[ " $ONLY " == *" $1 "* ]]; }
 [[ $BARESIP == 1 ]] || ONLY="${ONLY//6/}"
 
@@ -175,6 +178,12 @@ match = "2002"
 target = "sip:agent@$AGENTS:5182"
 record = false
 
+[[route]]
+match = "2007"
+target = "sip:agent@$AGENTS:5188"
+announcement = "$work/notice.wav"
+record = "on-demand"
+
 $(want 3 || want 4 || want 5 && for n in 1 2 3 4; do cat <<ROUTE
 # consent line; one route (and one SIPp agent port) per consent call, so that a call left
 # hanging by a failed check cannot reach the next check's agent
@@ -200,6 +209,7 @@ kek_file = "$work/kek.key"
 
 [portal]
 listen = "127.0.0.1:8470"
+api_tokens_file = "$work/api-tokens"
 
 [database]
 url = "sqlite://$work/callgate.db?mode=rwc"
@@ -212,6 +222,8 @@ ok "media and config $CFG"
 
 cg() { timeout "${CG_TIMEOUT:-60}" "$BIN" --config "$CFG" "$@"; }
 cg keys init >keys-init.log 2>&1 || abort "callgate keys init: $(tail -n 1 keys-init.log)"
+TOKEN="$(cg api token create crm 2>token.err | grep -o 'cgt_[0-9a-f]*' | head -n 1 || true)"
+[[ -n $TOKEN ]] || abort "callgate api token create crm: $(tail -n 1 token.err)"
 
 # ---------------------------------------------------------------- gateway and capture
 step "start gateway and RTP capture"
@@ -284,6 +296,17 @@ row() {
     sleep 0.5
   done
   echo "$r"
+}
+# live_bridged SELECTOR: waits up to 20 s for the (still running) call to be bridged; prints its
+# call_id or nothing
+live_bridged() {
+  local id=""
+  for _ in $(seq 1 40); do
+    calls_json || true
+    id="$(jq -r "[.[] | select($1) | select(.bridged_at_ms != null)] | first | .call_id // empty" calls.json 2>/dev/null || true)"
+    [[ -n $id ]] && { echo "$id"; return 0; }
+    sleep 0.5
+  done
 }
 by_cid() { echo "(.sip_call_id // \"\" | startswith(\"$1@\"))"; }
 # field-level assertion: jqcheck NAME ROW EXPR DESCRIPTION
@@ -386,8 +409,15 @@ d_ag="$(peer_dir nr-agent agent.ulaw)"; d_ca="$(peer_dir nr-caller customer.ulaw
 peer nr-agent "$d_ag" 60 -sf "$scen/uas_answer.xml" -i "$AGENTS" -mi "$AGENTS" -p 5182 -mp 49030 -m 1 -timeout 50s
 p_ag=$peer_pid; sleep 0.5
 peer nr-caller "$d_ca" 60 -sf "$scen/dir_uac_talk.xml" -s 2002 "$GW" -i "$TRUNK" -mi "$TRUNK" -p 5192 -mp 49040 \
-  -m 1 -d 3000 -key caller 07700900202 -cid_str "dir-norec-%u@%s" -timeout 50s
+  -m 1 -d 4000 -key caller 07700900202 -cid_str "dir-norec-%u@%s" -timeout 50s
 p_ca=$peer_pid
+id="$(live_bridged "$(by_cid dir-norec-1)")"
+if [[ -z $id ]]; then bad "2. call not bridged within 20 s (cannot try an on-demand start)"
+else
+  rc=0; cg call record "$id" --token "$TOKEN" >od-norec.out 2>&1 || rc=$?
+  (( rc != 0 )) && ok "2. call record $id on a record = false line refused (exit $rc): $(tail -n 1 od-norec.out)" \
+    || bad "2. call record $id on a record = false line: exit 0 (want refused)"
+fi
 sipp_verdict "2. caller" "$p_ca" "$d_ca" 60 || true
 sipp_verdict "2. agent" "$p_ag" "$d_ag" 20 || true
 r="$(row "$(by_cid dir-norec-1)")"
@@ -499,6 +529,39 @@ if [[ -n $rec ]]; then
   if (( rc != 0 )) && grep -qi consent tag-c0.err && ! grep -qi "may not tag" tag-c0.err; then ok "5. tag add $rec training refused (exit $rc): $(head -n 1 tag-c0.err)"
   else bad "5. tag add $rec training: exit $rc, stderr '$(head -n 2 tag-c0.err | tr '\n' ' ')' (want non-zero, naming consent)"; fi
 fi
+fi
+
+# ---------------------------------------------------------------- 7. on-demand
+if want 7; then
+step "7. record = \"on-demand\" (2007): started through the API mid-call"
+d_ag="$(peer_dir od-agent agent.ulaw)"; d_ca="$(peer_dir od-caller customer.ulaw)"
+peer od-agent "$d_ag" 60 -sf "$scen/uas_answer.xml" -i "$AGENTS" -mi "$AGENTS" -p 5188 -mp 49150 -m 1 -timeout 50s
+p_ag=$peer_pid; sleep 0.5
+peer od-caller "$d_ca" 60 -sf "$scen/dir_uac_talk.xml" -s 2007 "$GW" -i "$TRUNK" -mi "$TRUNK" -p 5197 -mp 49160 \
+  -m 1 -d 8000 -key caller 07700900207 -cid_str "dir-ondemand-%u@%s" -timeout 50s
+p_ca=$peer_pid
+id="$(live_bridged "$(by_cid dir-ondemand-1)")"
+if [[ -z $id ]]; then bad "7. call not bridged within 20 s"
+else
+  sleep 2   # 2 s of unrecorded conversation first
+  rc=0; cg call record "$id" --token "$TOKEN" >od-start.out 2>&1 || rc=$?
+  (( rc == 0 )) && ok "7. call record $id: exit 0" || bad "7. call record $id: exit $rc: $(tail -n 1 od-start.out)"
+  rc=0; cg call record "$id" --token "$TOKEN" >od-again.out 2>&1 || rc=$?
+  (( rc != 0 )) && ok "7. a second call record is refused (exit $rc): $(tail -n 1 od-again.out)" \
+    || bad "7. a second call record $id: exit 0 (want refused: already recording)"
+fi
+sipp_verdict "7. caller" "$p_ca" "$d_ca" 60 || true
+sipp_verdict "7. agent" "$p_ag" "$d_ag" 20 || true
+r="$(row "$(by_cid dir-ondemand-1)")"
+echo "row: $r"
+jqcheck "7" "$r" '.record_policy == "on-demand" and .recording_state == "ok" and .recording_started_by == "api:crm"' \
+  "record_policy on-demand, recorded, started by api:crm"
+# Started >= 1.5 s after the bridge, and the audio covers only what followed.
+jqcheck "7" "$r" '.recording_started_at_ms != null and .recording_started_at_ms >= .bridged_at_ms + 1500
+                  and .audio_ms != null and .audio_ms <= .ended_at_ms - .recording_started_at_ms + 500
+                  and .audio_ms <= .ended_at_ms - .bridged_at_ms - 1000' \
+  "recording starts when asked (>= 1.5 s after the bridge) and holds only what followed"
+recording_ok "7.ondemand" "$(jq -r '.recording_id // empty' <<<"${r:-null}")"
 fi
 
 # ---------------------------------------------------------------- 6. baresip
