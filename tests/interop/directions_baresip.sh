@@ -48,7 +48,7 @@ baresip_start agent "$AGENTS:5187" 49200-49299 "$work/agent.wav" "sip:1002@$AGEN
 b_a=$bs_pid
 sipp_verdict "6a. SIPp customer of baresip's call" "$p_c" "$d_c" 40 || true
 wait "$b_a" 2>/dev/null || true
-ruser="$(sed -n 's/.*ruri-user=\([^ ]*\).*/\1/p' "$d_c"/*_logs.log 2>/dev/null | head -n 1)"
+ruser="$(sed -n 's/.*ruri-user=\([^ ]*\).*/\1/p' "$d_c"/*_logs.log 2>/dev/null | head -n 1 || true)"
 [[ $ruser == 07700900124 ]] && ok "6a. customer's request-URI user is baresip's dialled 07700900124" \
   || bad "6a. customer's request-URI user '$ruser' (want 07700900124); baresip log: $(grep -E 'call:|terminated|error' "$work/baresip-agent/baresip.log" | tail -n 3 | tr '\n' ' ')"
 r="$(row '.dialled == "07700900124"')"
