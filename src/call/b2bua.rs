@@ -221,6 +221,8 @@ struct CallCtx {
     direction: CallDirection,
     announcement: Option<Result<Arc<Announcement>, String>>,
     consent_prompt: Option<Result<Arc<Announcement>, String>>,
+    /// The announcement was asked to play (an outbound customer who never answered heard none).
+    announcement_started: bool,
     /// Set when the core finished; the entry lingers to absorb late messages.
     finished_at: Option<Instant>,
     media_done: bool,
@@ -530,6 +532,7 @@ impl<H: MediaHost> B2bua<H> {
             remotes: [Some(caller_remote), None],
             direction,
             consent_prompt,
+            announcement_started: false,
             last_offer: [Some(offer), None],
             pending_codec: None,
             codec,
@@ -895,6 +898,7 @@ impl<H: MediaHost> B2bua<H> {
             }
             Command::PlayAnnouncement => {
                 let Some(ctx) = self.calls.get_mut(id) else { return };
+                ctx.announcement_started = true;
                 if ctx.route.consent.is_some() {
                     // Choice keys count from the start of the announcement.
                     ctx.record.consent_state = Some(consent_state::OFFERED.into());
@@ -1040,7 +1044,7 @@ impl<H: MediaHost> B2bua<H> {
                 if r.final_status.is_none() {
                     r.final_status = outcome.final_status.map(i64::from);
                 }
-                if r.announcement_state == announcement_state::NONE && ctx.announcement.is_some() {
+                if r.announcement_state == announcement_state::NONE && ctx.announcement_started {
                     r.announcement_state = announcement_state::INTERRUPTED.into();
                 }
                 if r.bridged_at_ms.is_none() && ctx.route.record != RecordPolicy::Never {
