@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::call::routing::{NoRoute, NumberPattern, Routable, Sources};
-use crate::call::consent::ConsentPolicy;
+use crate::call::consent::{ConsentKeys, ConsentPolicy};
 use crate::call::{AnnouncementFailure, AnswerMode, CallDirection, RecordPolicy};
 
 /// Configuration problems; each names the file and, where it can, the key.
@@ -551,8 +551,7 @@ fn parse_consent(c: RawConsent, record: RecordPolicy) -> Result<ConsentPolicy, (
     }
     Ok(ConsentPolicy {
         prompt: PathBuf::from(c.prompt),
-        decline_digit,
-        training_digit,
+        keys: ConsentKeys { decline: decline_digit, training: training_digit },
         timeout,
         record_by_default: c.record_by_default.unwrap_or(true),
         training_by_default: c.training_by_default.unwrap_or(false),
@@ -736,7 +735,7 @@ mod tests {
         let consent = rent.consent.as_ref().unwrap();
         assert_eq!(consent.timeout, Duration::from_secs(4));
         assert!(consent.record_by_default && !consent.training_by_default);
-        assert_eq!(consent.key_for(crate::pci::Digit::from_char('9').unwrap()), Some(crate::call::consent::ConsentKey::DeclineRecording));
+        assert_eq!(consent.keys.key_for(crate::pci::Digit::from_char('9').unwrap()), Some(crate::call::consent::ConsentKey::DeclineRecording));
     }
 
     #[test]

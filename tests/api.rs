@@ -12,7 +12,7 @@ use std::time::Duration;
 use callgate::recording::container::{GapKind, Record};
 use callgate::serve;
 use common::audio::{self, rms};
-use common::phone::{AgentAnswer, AgentPhone, CallerPhone, EventTx, Tick};
+use common::phone::{AgentAnswer, AgentPhone, CallerPhone, Tick, rfc4733_press};
 use common::{CALLER_NUMBER, DIALLED, GatewayEnv, GatewayOpts, SIP_WAIT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -134,34 +134,66 @@ async fn payment_screen_pauses_and_resumes_the_recording() {
     tokio::time::timeout(Duration::from_secs(40), run).await.expect("test finished in time");
 }
 
+/// A call up through the gateway: the line's config text is `edit`ed from the shared one.
+struct Live {
+    env: GatewayEnv,
+    gw: serve::Running,
+    agent: AgentPhone,
+    caller: CallerPhone,
+    /// The id the agent's INVITE carried (`X-Callgate-Call-Id`).
+    call_id: String,
+    /// An API token created before the gateway started.
+    token: String,
+}
+
+async fn live_call(rtp_ports: (u16, u16), edit: impl Fn(&GatewayEnv, String) -> String) -> Live {
+    let env = GatewayEnv::new(&audio::announcement_at(16_000, 0.5));
+    let token = callgate::portal::tokens::create(&env.dir.path().join("api-tokens"), "desk").unwrap();
+    let agent = AgentPhone::start(AgentAnswer::After(Duration::from_millis(100))).await;
+    let target = agent.uri();
+    let opts = GatewayOpts { rtp_ports, target: &target, trusted: &["127.0.0.0/8"] };
+    let text = edit(&env, env.config_text(&opts));
+    let config = callgate::config::Config::parse(&text, std::path::Path::new("test.toml")).unwrap();
+    let gw = serve::start(config).await.expect("gateway starts");
+    let mut caller = CallerPhone::new(gw.sip_addr, CALLER_NUMBER).await;
+    let fin = ok(caller.call(DIALLED, Duration::from_secs(10)).await);
+    assert_eq!(fin.status(), Some(200), "{}", caller.summary());
+    ok(agent.wait_until(SIP_WAIT, "ACK", |s| s.acked.is_some()).await);
+    let invite = agent.state().invite.expect("INVITE seen");
+    let call_id = invite.msg.header("X-Callgate-Call-Id").expect("call id header").to_string();
+    Live { env, gw, agent, caller, call_id, token }
+}
+
+impl Live {
+    /// The caller hangs up; the gateway drains; the call's record.
+    async fn end(mut self) -> (GatewayEnv, callgate::store::CallRecord) {
+        ok(self.caller.bye(SIP_WAIT).await);
+        self.gw.shutdown();
+        self.gw.join().await.expect("drains");
+        let c = self.env.calls().await.remove(0);
+        (self.env, c)
+    }
+}
+
+fn on_demand(_: &GatewayEnv, text: String) -> String {
+    let text = text.replace("record = true", "record = \"on-demand\"");
+    assert!(text.contains("on-demand"));
+    text
+}
+
 /// An on-demand line (`record = "on-demand"`): nothing is recorded until the agent's desktop
 /// starts it through the API; the call record says when and which token; the recording holds
 /// only what came after.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_demand_line_records_only_after_the_api_starts_it() {
     let run = async {
-        let env = GatewayEnv::new(&audio::announcement_at(16_000, 0.5));
-        let token = callgate::portal::tokens::create(&env.dir.path().join("api-tokens"), "desk").unwrap();
-        let agent = AgentPhone::start(AgentAnswer::After(Duration::from_millis(100))).await;
-        let target = agent.uri();
-        let opts = GatewayOpts { rtp_ports: (40_800, 40_899), target: &target, trusted: &["127.0.0.0/8"] };
-        let text = env.config_text(&opts).replace("record = true", "record = \"on-demand\"");
-        assert!(text.contains("on-demand"));
-        let config = callgate::config::Config::parse(&text, std::path::Path::new("test.toml")).unwrap();
-        let gw = serve::start(config).await.expect("gateway starts");
-        let api = gw.api_addr;
-
-        let mut caller = CallerPhone::new(gw.sip_addr, CALLER_NUMBER).await;
-        let fin = ok(caller.call(DIALLED, Duration::from_secs(10)).await);
-        assert_eq!(fin.status(), Some(200), "{}", caller.summary());
-        ok(agent.wait_until(SIP_WAIT, "ACK", |s| s.acked.is_some()).await);
-        let invite = agent.state().invite.expect("INVITE seen");
-        let call_id = invite.msg.header("X-Callgate-Call-Id").expect("call id header").to_string();
-        let record = format!("/api/calls/{call_id}/record");
+        let live = live_call((40_800, 40_899), on_demand).await;
+        let (api, token) = (live.gw.api_addr, live.token.clone());
+        let record = format!("/api/calls/{}/record", live.call_id);
         assert_eq!(http(api, "POST", &record, None).await.0, 401);
 
         // 1.5 s of talk before anyone starts the recording, then 1.5 s after.
-        let talk = ok(caller.start_audio(audio::signal_a(3.0)));
+        let talk = ok(live.caller.start_audio(audio::signal_a(3.0)));
         tokio::time::sleep(Duration::from_millis(1500)).await;
         let (status, body) = http(api, "POST", &record, Some(&token)).await;
         assert_eq!(status, 200, "{body}");
@@ -170,12 +202,8 @@ async fn on_demand_line_records_only_after_the_api_starts_it() {
         assert_eq!(status, 409, "{body}");
         assert!(body.contains("already"), "{body}");
         let _ = talk.await;
-        ok(caller.bye(SIP_WAIT).await);
-        gw.shutdown();
-        gw.join().await.expect("drains");
+        let (env, c) = live.end().await;
 
-        let calls = env.calls().await;
-        let c = &calls[0];
         assert_eq!(c.record_policy, "on-demand");
         assert_eq!(c.recording_state, "ok", "{c:?}");
         assert_eq!(c.recording_started_by.as_deref(), Some("api:desk"));
@@ -183,7 +211,7 @@ async fn on_demand_line_records_only_after_the_api_starts_it() {
         let bridged = c.bridged_at_ms.expect("bridged");
         assert!(started >= bridged + 1200, "recording started {} ms after the bridge", started - bridged);
         // Only the second half of the talk is in the recording.
-        let (left, _right) = env.decrypt_recording(c).await;
+        let (left, _right) = env.decrypt_recording(&c).await;
         let secs = left.len() as f64 / 8000.0;
         assert!((0.8..2.5).contains(&secs), "recording holds {secs:.2} s");
         assert!(rms(&left) > 300.0, "the caller's speech after the start is recorded");
@@ -195,28 +223,17 @@ async fn on_demand_line_records_only_after_the_api_starts_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unrecorded_line_refuses_a_start() {
     let run = async {
-        let env = GatewayEnv::new(&audio::announcement_at(16_000, 0.5));
-        let token = callgate::portal::tokens::create(&env.dir.path().join("api-tokens"), "desk").unwrap();
-        let agent = AgentPhone::start(AgentAnswer::After(Duration::from_millis(100))).await;
-        let target = agent.uri();
-        let opts = GatewayOpts { rtp_ports: (40_900, 40_999), target: &target, trusted: &["127.0.0.0/8"] };
         // No announcement on an unrecorded line.
-        let ann = format!("announcement = \"{}\"\n", env.announcement.display());
-        let text = env.config_text(&opts).replace("record = true", "record = false").replace(&ann, "");
-        let config = callgate::config::Config::parse(&text, std::path::Path::new("test.toml")).unwrap();
-        let gw = serve::start(config).await.expect("gateway starts");
-        let mut caller = CallerPhone::new(gw.sip_addr, CALLER_NUMBER).await;
-        let fin = ok(caller.call(DIALLED, Duration::from_secs(10)).await);
-        assert_eq!(fin.status(), Some(200), "{}", caller.summary());
-        ok(agent.wait_until(SIP_WAIT, "ACK", |s| s.acked.is_some()).await);
-        let call_id = agent.state().invite.unwrap().msg.header("X-Callgate-Call-Id").unwrap().to_string();
-        let (status, body) = http(gw.api_addr, "POST", &format!("/api/calls/{call_id}/record"), Some(&token)).await;
+        let live = live_call((40_900, 40_999), |env, text| {
+            let ann = format!("announcement = \"{}\"\n", env.announcement.display());
+            text.replace("record = true", "record = false").replace(&ann, "")
+        })
+        .await;
+        let path = format!("/api/calls/{}/record", live.call_id);
+        let (status, body) = http(live.gw.api_addr, "POST", &path, Some(&live.token)).await;
         assert_eq!(status, 409, "{body}");
         assert!(body.contains("not recorded"), "{body}");
-        ok(caller.bye(SIP_WAIT).await);
-        gw.shutdown();
-        gw.join().await.expect("drains");
-        let c = &env.calls().await[0];
+        let (env, c) = live.end().await;
         assert_eq!((c.recording_state.as_str(), c.announcement_state.as_str()), ("not-recorded", "none"), "{c:?}");
         assert!(c.recording_id.is_none());
         assert_eq!(std::fs::read_dir(&env.storage).unwrap().count(), 0, "no recording file");
@@ -229,37 +246,19 @@ async fn unrecorded_line_refuses_a_start() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_keys_start_an_on_demand_recording() {
     let run = async {
-        let env = GatewayEnv::new(&audio::announcement_at(16_000, 0.5));
-        let agent = AgentPhone::start(AgentAnswer::After(Duration::from_millis(100))).await;
-        let target = agent.uri();
-        let opts = GatewayOpts { rtp_ports: (41_400, 41_499), target: &target, trusted: &["127.0.0.0/8"] };
-        let text = env.config_text(&opts).replace("record = true", "record = \"on-demand\"");
-        let config = callgate::config::Config::parse(&text, std::path::Path::new("test.toml")).unwrap();
-        let gw = serve::start(config).await.expect("gateway starts");
-        let mut caller = CallerPhone::new(gw.sip_addr, CALLER_NUMBER).await;
-        let fin = ok(caller.call(DIALLED, Duration::from_secs(10)).await);
-        assert_eq!(fin.status(), Some(200), "{}", caller.summary());
-        ok(agent.wait_until(SIP_WAIT, "ACK", |s| s.acked.is_some()).await);
-        let offer = agent.state().invite.unwrap().msg.sdp().expect("offer to the agent");
-        let te = common::sip::telephone_event_pt(&agent.state().invite.unwrap().msg.body).expect("telephone-event offered");
-        let codec = offer.g711().unwrap();
-        let talk = ok(caller.start_audio(audio::signal_a(3.0)));
-        // The agent keys `*` then `3` (RFC 4733, 5 packets + 3 end packets each), 1 s in.
+        let live = live_call((41_400, 41_499), on_demand).await;
+        let invite = live.agent.state().invite.unwrap();
+        let offer = invite.msg.sdp().expect("offer to the agent");
+        let te = common::sip::telephone_event_pt(&invite.msg.body).expect("telephone-event offered");
+        let talk = ok(live.caller.start_audio(audio::signal_a(3.0)));
+        // The agent keys `*` then `3`, 1 s in.
         let mut ticks: Vec<Tick> = (0..100).map(|_| Tick { audio: Some(vec![0; 160]), events: vec![] }).collect();
-        for (key, start) in [(10u8, 50usize), (3, 62)] {
-            for n in 0..8usize {
-                ticks[start + n].audio = None;
-                let duration = (160 * (n.min(5) + 1)) as u16;
-                ticks[start + n].events.push(EventTx { event: key, start_tick: start, duration, end: n >= 5, marker: n == 0, volume: 10 });
-            }
-        }
-        let keys = agent.rtp.send_ticks(offer.addr, codec, te, ticks);
+        rfc4733_press(&mut ticks, 10, 50, 5);
+        rfc4733_press(&mut ticks, 3, 62, 5);
+        let keys = live.agent.rtp.send_ticks(offer.addr, offer.g711().unwrap(), te, ticks);
         let _ = keys.await;
         let _ = talk.await;
-        ok(caller.bye(SIP_WAIT).await);
-        gw.shutdown();
-        gw.join().await.expect("drains");
-        let c = &env.calls().await[0];
+        let (_env, c) = live.end().await;
         assert_eq!(c.recording_state, "ok", "{c:?}");
         assert_eq!(c.recording_started_by.as_deref(), Some("agent-keys"));
         assert!(c.recording_started_at_ms.unwrap() >= c.bridged_at_ms.unwrap() + 1000);

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use callgate::serve;
 use common::audio::{self, rms};
-use common::phone::{AgentAnswer, AgentPhone, CallerPhone, EventTx, Tick};
+use common::phone::{AgentAnswer, AgentPhone, CallerPhone, Tick, rfc4733_press};
 use common::{CALLER_NUMBER, DIALLED, GatewayEnv, GatewayOpts, SIP_WAIT, dtmf};
 
 fn ok<T>(r: Result<T, String>) -> T {
@@ -59,20 +59,16 @@ async fn consent_call(ports: (u16, u16), keys: Keys) -> Outcome {
         Keys::InBand(k, after) => {
             let mut samples = vec![0i16; (after.as_millis() as usize) * 8];
             samples.extend(dtmf::keyed(k, 120, 80, -10.0));
-            let _ = caller.rtp.send_audio(sdp.addr, codec, samples);
+            // Detached: the keys play while the call goes on.
+            drop(caller.rtp.send_audio(sdp.addr, codec, samples));
         }
         Keys::Rfc4733(k, after) => {
             let te = caller.answer_telephone_event_pt().expect("telephone-event negotiated");
             let code = dtmf::event_code(k).unwrap();
             let start = (after.as_millis() / 20) as usize;
             let mut ticks: Vec<Tick> = (0..start + 12).map(|_| Tick { audio: Some(vec![0; 160]), events: vec![] }).collect();
-            for n in 0..8usize {
-                let end = n >= 5; // 5 packets of the press, then the end packet three times
-                let duration = (160 * (n.min(5) + 1)) as u16;
-                ticks[start + n].audio = None;
-                ticks[start + n].events.push(EventTx { event: code, start_tick: start, duration, end, marker: n == 0, volume: 10 });
-            }
-            let _ = caller.rtp.send_ticks(sdp.addr, codec, te, ticks);
+            rfc4733_press(&mut ticks, code, start, 5);
+            drop(caller.rtp.send_ticks(sdp.addr, codec, te, ticks));
         }
         Keys::None => {}
     }
@@ -100,8 +96,8 @@ fn walk(dir: &std::path::Path) -> usize {
         .unwrap_or(0)
 }
 
-fn bounded<F: std::future::Future<Output = ()>>(f: F) -> impl std::future::Future<Output = ()> {
-    async move { tokio::time::timeout(Duration::from_secs(40), f).await.expect("test finished in time") }
+async fn bounded<F: std::future::Future<Output = ()>>(f: F) {
+    tokio::time::timeout(Duration::from_secs(40), f).await.expect("test finished in time")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

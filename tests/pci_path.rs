@@ -36,7 +36,7 @@ use callgate::recording::container::{GapKind, Record};
 use callgate::store::CallRecord;
 use common::audio::{self, best_alignment_correlation, decode};
 use common::dtmf;
-use common::phone::{AgentAnswer, AgentPhone, CallerPhone, EventTx, RtpRx, Tick};
+use common::phone::{AgentAnswer, AgentPhone, CallerPhone, RtpRx, Tick, rfc4733_press};
 use common::{CALLER_NUMBER, DIALLED, GatewayEnv, GatewayOpts, SIP_WAIT};
 use tokio::time::{Instant, sleep, sleep_until};
 
@@ -339,28 +339,7 @@ fn rfc4733_ticks(sc: &Script) -> Vec<Tick> {
     for &(k, start) in &sc.key_ticks {
         // Invariant: the script only has keypad characters.
         let event = dtmf::event_code(k).expect("keypad key");
-        for j in 0..tone_ticks {
-            let end = j + 1 == tone_ticks;
-            ticks[start + j].audio = None;
-            ticks[start + j].events.push(EventTx {
-                event,
-                start_tick: start,
-                duration: (160 * (j + 1)) as u16,
-                end,
-                marker: j == 0,
-                volume: 10,
-            });
-        }
-        for r in 0..2 {
-            ticks[start + tone_ticks + r].events.push(EventTx {
-                event,
-                start_tick: start,
-                duration: (160 * tone_ticks) as u16,
-                end: true,
-                marker: false,
-                volume: 10,
-            });
-        }
+        rfc4733_press(&mut ticks, event, start, tone_ticks);
     }
     ticks
 }

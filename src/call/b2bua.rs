@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 
 use rsipstack::sip::{self as rsip, Header, HeadersExt, Method, Request, SipMessage};
 
-use crate::call::consent::ConsentSource;
 use crate::call::{Call, CallDirection, CallPolicy, Command, HangupCause, Input, RecordPolicy, StartRefused};
 use crate::config::{Config, Route};
 use crate::ids::{CallId, KeyId, Leg, RecordingId, random_hex};
@@ -42,6 +41,23 @@ pub trait MediaHost {
     fn bridge(&mut self, call: &CallId, recording: Option<RecordingKeys>);
     /// Start recording a bridged call now (on-demand lines).
     fn start_recording(&mut self, call: &CallId, recording: RecordingKeys);
+}
+
+/// A recording starts now (at the bridge or on demand): its identity on the call record, or why
+/// it could not start.
+fn note_recording_start(record: &mut CallRecord, plan: Option<&RecordingKeys>, wall: i64) {
+    match plan {
+        Some(p) => {
+            record.recording_id = Some(p.recording_id.clone());
+            record.key_id = Some(p.key_id.clone());
+            record.recording_state = recording_state::RECORDING.into();
+            record.recording_started_at_ms = Some(wall);
+        }
+        None => {
+            record.recording_state = recording_state::FAILED.into();
+            record.recording_error = Some("no data key could be made".into());
+        }
+    }
 }
 
 /// The media side a SIP leg is on. Media, recordings and call records speak of roles: `Caller`
@@ -502,7 +518,7 @@ impl<H: MediaHost> B2bua<H> {
         }
         if let Some(c) = &route.consent {
             // The media task listens for these keys from the customer until the bridge.
-            self.host.command(&id, MediaCmd::ListenConsent(c.keys()));
+            self.host.command(&id, MediaCmd::ListenConsent(c.keys));
         }
         let policy = CallPolicy {
             direction,
@@ -950,25 +966,15 @@ impl<H: MediaHost> B2bua<H> {
                 r.consent_training = d.training;
                 r.consent_source = Some(d.source.as_str().into());
                 r.consent_at_ms = Some(wall);
-                let how = if d.source == ConsentSource::Keypad { "keypad" } else { "default" };
-                tracing::info!(call = %id, record = d.record, training = ?d.training, how, "consent decided");
+                tracing::info!(call = %id, record = d.record, training = ?d.training, how = d.source.as_str(), "consent decided");
                 self.records.push_back(ctx.record.clone());
             }
             Command::StartRecording => {
                 let plan = self.recording_keys(id);
                 let Some(ctx) = self.calls.get_mut(id) else { return };
-                match plan {
-                    Some(p) => {
-                        ctx.record.recording_id = Some(p.recording_id.clone());
-                        ctx.record.key_id = Some(p.key_id.clone());
-                        ctx.record.recording_state = recording_state::RECORDING.into();
-                        ctx.record.recording_started_at_ms = Some(wall);
-                        self.host.start_recording(id, p);
-                    }
-                    None => {
-                        ctx.record.recording_state = recording_state::FAILED.into();
-                        ctx.record.recording_error = Some("no data key could be made".into());
-                    }
+                note_recording_start(&mut ctx.record, plan.as_ref(), wall);
+                if let Some(p) = plan {
+                    self.host.start_recording(id, p);
                 }
                 self.records.push_back(ctx.record.clone());
             }
@@ -976,15 +982,11 @@ impl<H: MediaHost> B2bua<H> {
                 let plan = if record { self.recording_keys(id) } else { None };
                 let Some(ctx) = self.calls.get_mut(id) else { return };
                 ctx.record.bridged_at_ms = Some(wall);
-                if let Some(p) = &plan {
-                    ctx.record.recording_id = Some(p.recording_id.clone());
-                    ctx.record.key_id = Some(p.key_id.clone());
-                    ctx.record.recording_state = recording_state::RECORDING.into();
-                    ctx.record.recording_started_at_ms = Some(wall);
-                    ctx.record.recording_started_by = Some("route".into());
-                } else if record {
-                    ctx.record.recording_state = recording_state::FAILED.into();
-                    ctx.record.recording_error = Some("no data key could be made".into());
+                if record {
+                    note_recording_start(&mut ctx.record, plan.as_ref(), wall);
+                    if plan.is_some() {
+                        ctx.record.recording_started_by = Some("route".into());
+                    }
                 } else if ctx.record.consent_recording == Some(false) {
                     ctx.record.recording_state = recording_state::DECLINED.into();
                 } else if ctx.route.record == RecordPolicy::OnDemand

@@ -17,10 +17,8 @@ use crate::pci::Digit;
 pub struct ConsentPolicy {
     /// The prompt's audio (WAV).
     pub prompt: PathBuf,
-    /// The key that declines recording (`decline_digit`, e.g. `"9"`).
-    pub decline_digit: Option<Digit>,
-    /// The key that allows training use (`training_digit`, e.g. `"1"`).
-    pub training_digit: Option<Digit>,
+    /// `decline_digit` and `training_digit` (e.g. `"9"`, `"1"`); at least one is set.
+    pub keys: ConsentKeys,
     /// How long after the prompt ends a key is still taken (`timeout`, default 5 s).
     pub timeout: Duration,
     /// No key pressed: recorded? (`record_by_default`, default true: an opt-out).
@@ -64,41 +62,17 @@ pub struct ConsentDecision {
 }
 
 impl ConsentPolicy {
-    /// The meaning of `digit`, if it is one of this prompt's keys.
-    pub fn key_for(&self, digit: Digit) -> Option<ConsentKey> {
-        self.keys().key_for(digit)
-    }
-
     /// The decision for a key, or for no key (`None`: the defaults).
     pub fn decide(&self, key: Option<ConsentKey>) -> ConsentDecision {
-        let d = self.decide_both(key);
-        if self.training_digit.is_none() {
-            return ConsentDecision { training: None, ..d };
-        }
-        d
-    }
-
-    fn decide_both(&self, key: Option<ConsentKey>) -> ConsentDecision {
-        match key {
+        let (record, training, source) = match key {
             // Declining recording declines every use of the recording.
-            Some(ConsentKey::DeclineRecording) => {
-                ConsentDecision { record: false, training: Some(false), source: ConsentSource::Keypad }
-            }
+            Some(ConsentKey::DeclineRecording) => (false, false, ConsentSource::Keypad),
             // Agreeing to training use is agreeing to be recorded.
-            Some(ConsentKey::AllowTraining) => {
-                ConsentDecision { record: true, training: Some(true), source: ConsentSource::Keypad }
-            }
-            None => ConsentDecision {
-                record: self.record_by_default,
-                training: Some(self.record_by_default && self.training_by_default),
-                source: ConsentSource::Default,
-            },
-        }
-    }
-
-    /// The keys the media task listens for.
-    pub fn keys(&self) -> ConsentKeys {
-        ConsentKeys { decline: self.decline_digit, training: self.training_digit }
+            Some(ConsentKey::AllowTraining) => (true, true, ConsentSource::Keypad),
+            None => (self.record_by_default, self.record_by_default && self.training_by_default, ConsentSource::Default),
+        };
+        // A route that never asks about training leaves it open: the published notice covers it.
+        ConsentDecision { record, training: self.keys.training.map(|_| training), source }
     }
 }
 
@@ -110,6 +84,7 @@ pub struct ConsentKeys {
 }
 
 impl ConsentKeys {
+    /// The meaning of `digit`, if it is one of these keys.
     pub fn key_for(&self, digit: Digit) -> Option<ConsentKey> {
         if self.decline == Some(digit) {
             Some(ConsentKey::DeclineRecording)
@@ -128,8 +103,7 @@ mod tests {
     fn policy() -> ConsentPolicy {
         ConsentPolicy {
             prompt: "p.wav".into(),
-            decline_digit: Digit::from_char('9'),
-            training_digit: Digit::from_char('1'),
+            keys: ConsentKeys { decline: Digit::from_char('9'), training: Digit::from_char('1') },
             timeout: Duration::from_secs(5),
             record_by_default: true,
             training_by_default: false,
@@ -138,14 +112,12 @@ mod tests {
 
     #[test]
     fn keys_map_to_choices_and_others_are_ignored() {
-        let p = policy();
-        assert_eq!(p.key_for(Digit::from_char('9').unwrap()), Some(ConsentKey::DeclineRecording));
-        assert_eq!(p.key_for(Digit::from_char('1').unwrap()), Some(ConsentKey::AllowTraining));
+        let k = policy().keys;
+        assert_eq!(k.key_for(Digit::from_char('9').unwrap()), Some(ConsentKey::DeclineRecording));
+        assert_eq!(k.key_for(Digit::from_char('1').unwrap()), Some(ConsentKey::AllowTraining));
         for c in ['0', '2', '5', '*', '#'] {
-            assert_eq!(p.key_for(Digit::from_char(c).unwrap()), None, "{c}");
-            assert_eq!(p.keys().key_for(Digit::from_char(c).unwrap()), None, "{c}");
+            assert_eq!(k.key_for(Digit::from_char(c).unwrap()), None, "{c}");
         }
-        assert_eq!(p.keys().key_for(Digit::from_char('9').unwrap()), Some(ConsentKey::DeclineRecording));
     }
 
     #[test]
@@ -163,7 +135,7 @@ mod tests {
         assert!(!d.record && d.training == Some(false));
         // A route that never asks about training leaves it open (the notice covers it): the
         // training tag must not be refused because of a question nobody was asked.
-        let r = ConsentPolicy { training_digit: None, ..policy() };
+        let r = ConsentPolicy { keys: ConsentKeys { training: None, ..policy().keys }, ..policy() };
         assert_eq!(r.decide(None).training, None);
         assert_eq!(r.decide(Some(ConsentKey::DeclineRecording)).training, None);
     }

@@ -393,10 +393,10 @@ impl Call {
             RecordPolicy::Never => return Err(StartRefused::NeverRecorded),
             RecordPolicy::OnDemand => {}
         }
-        if let ConsentState::Decided(d) = self.consent {
-            if !d.record {
-                return Err(StartRefused::Declined);
-            }
+        if let ConsentState::Decided(d) = self.consent
+            && !d.record
+        {
+            return Err(StartRefused::Declined);
         }
         if self.ann == AnnState::FailedUnrecorded {
             return Err(StartRefused::Unannounced);

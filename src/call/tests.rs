@@ -1,6 +1,6 @@
 //! Deterministic tests of the call state machine: every path, the races, time as input.
 
-use super::consent::{ConsentDecision, ConsentKey, ConsentPolicy, ConsentSource};
+use super::consent::{ConsentDecision, ConsentKey, ConsentKeys, ConsentPolicy, ConsentSource};
 use super::*;
 use Command::*;
 
@@ -468,8 +468,7 @@ fn consent_policy(direction: CallDirection) -> CallPolicy {
         direction,
         consent: Some(ConsentPolicy {
             prompt: "consent.wav".into(),
-            decline_digit: crate::pci::Digit::from_char('9'),
-            training_digit: crate::pci::Digit::from_char('1'),
+            keys: ConsentKeys { decline: crate::pci::Digit::from_char('9'), training: crate::pci::Digit::from_char('1') },
             timeout: Duration::from_secs(5),
             record_by_default: true,
             training_by_default: false,

@@ -331,37 +331,53 @@ impl OutStream {
     }
 }
 
+/// The key detectors of one leg: in-band tones and RFC 4733 events.
+struct KeyDetectors {
+    inband: InbandDetector,
+    events: EventTracker,
+}
+
+impl KeyDetectors {
+    fn new() -> KeyDetectors {
+        KeyDetectors { inband: InbandDetector::new(), events: EventTracker::new() }
+    }
+
+    /// Runs the detector for this packet's kind; `pcm` is scratch space for the decoded audio.
+    fn feed(&mut self, now: Instant, codec: G711, p: &RtpPacket<'_>, is_event: bool, pcm: &mut Vec<i16>) {
+        if is_event {
+            let _ = self.events.handle_packet(now, p.timestamp(), p.marker(), p.payload());
+        } else {
+            pcm.clear();
+            pcm.extend(p.payload().iter().map(|b| codec.decode(*b)));
+            self.inband.push_frame(now, pcm);
+        }
+    }
+}
+
 /// Listens for the consent keys on the customer's side before the bridge. Its detectors move
 /// into keypad protection at the bridge, so the tail of a consent key (RFC 4733 end packets are
 /// repeated) is never taken for a new key press that would start a PCI pause.
 struct ConsentListener {
     keys: ConsentKeys,
-    det: InbandDetector,
-    trk: EventTracker,
+    det: KeyDetectors,
     pcm: Vec<i16>,
 }
 
 impl ConsentListener {
-    /// Runs the detectors on a customer packet; returns a consent key if one was completed.
+    /// Runs the detectors on a customer packet; completed consent keys go to `found`.
     fn packet(&mut self, now: Instant, codec: G711, p: &RtpPacket<'_>, is_event: bool, found: &mut Vec<ConsentKey>) {
-        if is_event {
-            let _ = self.trk.handle_packet(now, p.timestamp(), p.marker(), p.payload());
-        } else {
-            self.pcm.clear();
-            self.pcm.extend(p.payload().iter().map(|b| codec.decode(*b)));
-            self.det.push_frame(now, &self.pcm);
-        }
+        self.det.feed(now, codec, p, is_event, &mut self.pcm);
         self.poll(found);
     }
 
     fn poll(&mut self, found: &mut Vec<ConsentKey>) {
         // Only completed presses of configured keys leave here; every other key is dropped.
-        while let Some(ev) = self.trk.poll_event() {
+        while let Some(ev) = self.det.events.poll_event() {
             if let crate::pci::Rfc4733Event::DigitEnd { digit, .. } = ev {
                 found.extend(self.keys.key_for(digit));
             }
         }
-        while let Some(ev) = self.det.poll_event() {
+        while let Some(ev) = self.det.inband.poll_event() {
             if let crate::pci::InbandEvent::ToneEnd { digit, .. } = ev {
                 found.extend(self.keys.key_for(digit));
             }
@@ -494,8 +510,7 @@ fn discard_output(track: &mut RecordTrack, now: Instant) {
 /// that gives the controller time to decide before audio reaches the recording, the masker.
 struct Pci {
     ctl: PauseController,
-    det: [InbandDetector; 2],
-    trk: [EventTracker; 2],
+    det: [KeyDetectors; 2],
     delay: DelayLine<Delayed>,
     /// Buffers for the delay line's payloads.
     pool: BufPool,
@@ -512,8 +527,7 @@ impl Pci {
             delay: DelayLine::for_frames(cfg.delay),
             pool: BufPool::default(),
             ctl: PauseController::new(cfg.clone()),
-            det: [InbandDetector::new(), InbandDetector::new()],
-            trk: [EventTracker::new(), EventTracker::new()],
+            det: [KeyDetectors::new(), KeyDetectors::new()],
             masker: Masker::new(codec, MaskStyle::ComfortNoise),
             pcm: Vec::with_capacity(320),
             spans: Vec::new(),
@@ -524,19 +538,13 @@ impl Pci {
     /// Runs the detectors on one packet of `leg`.
     fn detect(&mut self, now: Instant, leg: Leg, codec: G711, p: &RtpPacket<'_>, is_event: bool) {
         self.ctl.handle_timeout(now);
-        let i = idx(leg);
-        if is_event {
-            let _ = self.trk[i].handle_packet(now, p.timestamp(), p.marker(), p.payload());
-            while let Some(ev) = self.trk[i].poll_event() {
-                self.ctl.handle_rfc4733(leg, ev);
-            }
-        } else {
-            self.pcm.clear();
-            self.pcm.extend(p.payload().iter().map(|b| codec.decode(*b)));
-            self.det[i].push_frame(now, &self.pcm);
-            while let Some(ev) = self.det[i].poll_event() {
-                self.ctl.handle_inband(leg, ev);
-            }
+        let det = &mut self.det[idx(leg)];
+        det.feed(now, codec, p, is_event, &mut self.pcm);
+        while let Some(ev) = det.events.poll_event() {
+            self.ctl.handle_rfc4733(leg, ev);
+        }
+        while let Some(ev) = det.inband.poll_event() {
+            self.ctl.handle_inband(leg, ev);
         }
     }
 }
@@ -626,7 +634,7 @@ impl MediaTask {
             consider(p.player().and_then(|p| p.poll_timeout()));
         }
         if let Some(c) = &self.consent {
-            consider(c.trk.poll_timeout());
+            consider(c.det.events.poll_timeout());
         }
         // With keypad protection the recording tracks run on the delayed clock.
         let shift = self.pci.as_ref().map(|p| p.delay.delay()).unwrap_or_default();
@@ -639,8 +647,8 @@ impl MediaTask {
         if let Some(pci) = &self.pci {
             consider(pci.ctl.poll_timeout());
             consider(pci.delay.poll_timeout());
-            for t in &pci.trk {
-                consider(t.poll_timeout());
+            for d in &pci.det {
+                consider(d.events.poll_timeout());
             }
         }
         if let Some(tracks) = &self.tracks {
@@ -689,12 +697,7 @@ impl MediaTask {
                 }
             }
             MediaCmd::ListenConsent(keys) => {
-                self.consent = Some(ConsentListener {
-                    keys,
-                    det: InbandDetector::new(),
-                    trk: EventTracker::new(),
-                    pcm: Vec::with_capacity(320),
-                });
+                self.consent = Some(ConsentListener { keys, det: KeyDetectors::new(), pcm: Vec::with_capacity(320) });
             }
             MediaCmd::PlayRingback => self.play_loop(Leg::Caller, ringback),
             MediaCmd::PlayWaitTone => self.play_loop(Leg::Agent, wait_tone),
@@ -709,7 +712,6 @@ impl MediaTask {
                 let mut pci = Pci::new(&self.settings.pci, codec);
                 if let Some(c) = self.consent.take() {
                     pci.det[0] = c.det;
-                    pci.trk[0] = c.trk;
                 }
                 self.pci = Some(pci);
                 if let Some(plan) = recording {
@@ -977,7 +979,7 @@ impl MediaTask {
             self.send_event(MediaEvent::ConsentPromptDone { call: self.call.clone() }).await;
         }
         if let Some(c) = &mut self.consent {
-            c.trk.handle_timeout(now);
+            c.det.events.handle_timeout(now);
             c.poll(&mut self.consent_found);
         }
         for key in std::mem::take(&mut self.consent_found) {
@@ -1010,8 +1012,9 @@ impl MediaTask {
     fn pci_timeout(&mut self, now: Instant) {
         let Some(pci) = &mut self.pci else { return };
         for leg in [Leg::Caller, Leg::Agent] {
-            pci.trk[idx(leg)].handle_timeout(now);
-            while let Some(ev) = pci.trk[idx(leg)].poll_event() {
+            let events = &mut pci.det[idx(leg)].events;
+            events.handle_timeout(now);
+            while let Some(ev) = events.poll_event() {
                 pci.ctl.handle_rfc4733(leg, ev);
             }
         }

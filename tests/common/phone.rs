@@ -202,6 +202,28 @@ pub struct Tick {
     pub events: Vec<EventTx>,
 }
 
+/// Writes one RFC 4733 key press into a tick script, as phones send it: no audio while the tone
+/// lasts (`tone_ticks` ticks from `start`), one event packet per tick with a growing duration
+/// (marker on the first, E bit on the last, one timestamp), then the end packet twice more in
+/// the next ticks beside their audio.
+pub fn rfc4733_press(ticks: &mut [Tick], event: u8, start: usize, tone_ticks: usize) {
+    let packet = |j: usize, end: bool| EventTx {
+        event,
+        start_tick: start,
+        duration: (160 * (j + 1)) as u16,
+        end,
+        marker: j == 0,
+        volume: 10,
+    };
+    for j in 0..tone_ticks {
+        ticks[start + j].audio = None;
+        ticks[start + j].events.push(packet(j, j + 1 == tone_ticks));
+    }
+    for r in 0..2 {
+        ticks[start + tone_ticks + r].events.push(EventTx { marker: false, ..packet(tone_ticks - 1, true) });
+    }
+}
+
 /// What [`RtpEndpoint::send_ticks`] sent.
 #[derive(Clone, Debug, Default)]
 pub struct TickReport {
