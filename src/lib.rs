@@ -3,7 +3,8 @@
 //! A B2BUA between the trunk and the agents. Protocol and policy cores (call state machine,
 //! recording framing, reorder buffer, announcement pacing) are sans-IO: plain structs fed
 //! `(now, input)` that return actions; thin tokio shells do the IO. See `docs/architecture.md`.
-#![forbid(unsafe_code)]
+// `unsafe` only in `media::udp` (recvmmsg), which allows it for itself.
+#![deny(unsafe_code)]
 
 pub mod audit;
 pub mod call;

@@ -22,7 +22,8 @@ use crate::ids::CallId;
 use crate::media::announcement::Announcement;
 use crate::call::StartRefused;
 use crate::portal::{Action, ControlError, ControlRequest};
-use crate::media::relay::{self, MediaCmd, MediaEvent, MediaHandle, MediaSettings, PortPool, RecordingPlan, Syncer};
+use crate::media::reactor::MediaThreads;
+use crate::media::relay::{MediaCmd, MediaEvent, MediaHandle, MediaSettings, PortPool, RecordingPlan, Syncer};
 use crate::recording::keys::Keyring;
 use crate::recording::storage::{DirStorage, Storage};
 use crate::sip::dialog::Local;
@@ -159,6 +160,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         ports: PortPool::new(config.media.rtp_ports.0, config.media.rtp_ports.1),
         bind_ip,
         handles: HashMap::new(),
+        threads: MediaThreads::start().map_err(|e| ServeError::Task(format!("starting the media threads: {e}")))?,
         settings: MediaSettings {
             timeout: config.media.timeout,
             pci: config.pci.clone(),
@@ -318,6 +320,7 @@ pub struct RelayHost {
     ports: Arc<PortPool>,
     bind_ip: IpAddr,
     handles: HashMap<CallId, MediaHandle>,
+    threads: MediaThreads,
     settings: MediaSettings,
     events: mpsc::Sender<MediaEvent>,
     storage: Arc<Storage>,
@@ -368,7 +371,7 @@ impl MediaHost for RelayHost {
     fn open(&mut self, call: &CallId) -> Option<(u16, u16)> {
         let caller = self.ports.bind_pair(self.bind_ip).ok()?;
         let agent = self.ports.bind_pair(self.bind_ip).ok()?;
-        let handle = relay::spawn(call.clone(), caller, agent, self.settings.clone(), self.events.clone());
+        let handle = self.threads.spawn(call.clone(), caller, agent, self.settings.clone(), self.events.clone());
         let ports = (handle.caller_port, handle.agent_port);
         self.handles.insert(call.clone(), handle);
         Some(ports)

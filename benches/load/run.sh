@@ -13,7 +13,10 @@
 #
 # Environment: CALLGATE_BIN (default: cargo build --release, target/release/callgate),
 # LOAD_SIP_PORT (default 5370), LOAD_ANNOUNCE_S (default 1), LOAD_CAPTURE_S (tcpdump window for
-# the latency probe, default 3; 0 = no probe), LOAD_WORK (work directory; default mktemp).
+# the latency probe, default 3; 0 = no probe), LOAD_WORK (work directory; default mktemp),
+# LOAD_AUDIO: `tones` (default: both sides send a continuous loud tone, the worst case for the
+# in-band DTMF detectors) or `conversation` (turn-taking: each side talks 2 s, band-limited noise
+# at about -21 dBFS, then listens 2 s in silence, as in a real call).
 #
 # What happens, per relay (callgate, then rtpengine):
 #   1. the relay starts; its idle RSS is read from /proc/PID/status;
@@ -119,8 +122,19 @@ cd "$work"
 mkdir -p recordings
 say "work dir $work; $CALLS calls at $RATE cps, window ${WINDOW}s, hold ${HOLD_S}s, announcement ${ANNOUNCE_S}s"
 sox -n -r 8000 -c 1 -b 16 notice.wav synth "$ANNOUNCE_S" sine 1000 vol 0.5
-sox -n -r 8000 -c 1 -e mu-law -t raw caller.ulaw synth 4 sine 440 vol 0.5
-sox -n -r 8000 -c 1 -e mu-law -t raw agent.ulaw synth 4 sine 660 vol 0.5
+case "${LOAD_AUDIO:-tones}" in
+  tones)
+    sox -n -r 8000 -c 1 -e mu-law -t raw caller.ulaw synth 4 sine 440 vol 0.5
+    sox -n -r 8000 -c 1 -e mu-law -t raw agent.ulaw synth 4 sine 660 vol 0.5 ;;
+  conversation)
+    # 2 s of speech-band noise (300-3400 Hz, about -21 dBFS) and 2 s of silence; the agent's
+    # turn is the other half of the same 4 s loop.
+    sox -n -r 8000 -c 1 -b 16 talk.wav synth 2 pinknoise sinc 300-3400 vol 0.8
+    sox -n -r 8000 -c 1 -b 16 hush.wav trim 0 2
+    sox talk.wav hush.wav -e mu-law -t raw caller.ulaw
+    sox hush.wav talk.wav -e mu-law -t raw agent.ulaw ;;
+  *) echo "load: LOAD_AUDIO must be tones or conversation" >&2; exit 2 ;;
+esac
 
 CFG="$work/callgate.toml"
 cat >"$CFG" <<EOF

@@ -6,6 +6,8 @@ pub mod g711;
 pub mod rtp;
 pub mod sdp;
 pub mod track;
+pub mod udp;
+pub mod reactor;
 pub mod relay;
 
 /// No-panic tests for everything here that parses peer bytes or reacts to peer timing: thousands

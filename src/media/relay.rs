@@ -13,7 +13,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::net::UdpSocket;
+use std::collections::VecDeque;
+use std::net::UdpSocket;
+
 use tokio::sync::mpsc;
 
 use crate::call::consent::{ConsentKey, ConsentKeys};
@@ -96,9 +98,9 @@ impl PortPool {
                 port
             };
             let bind = |port: u16| -> std::io::Result<UdpSocket> {
-                let s = std::net::UdpSocket::bind(SocketAddr::new(ip, port))?;
+                let s = UdpSocket::bind(SocketAddr::new(ip, port))?;
                 s.set_nonblocking(true)?;
-                UdpSocket::from_std(s)
+                Ok(s)
             };
             match (bind(port), bind(port + 1)) {
                 (Ok(rtp), Ok(rtcp)) => {
@@ -271,21 +273,6 @@ pub struct MediaSettings {
 }
 
 
-/// Starts a call's media task.
-pub fn spawn(
-    call: CallId,
-    caller: PortPair,
-    agent: PortPair,
-    settings: MediaSettings,
-    events: mpsc::Sender<MediaEvent>,
-) -> MediaHandle {
-    let (tx, rx) = mpsc::channel(16);
-    let handle = MediaHandle { cmd: tx, caller_port: caller.port, agent_port: agent.port };
-    let task = MediaTask::new(call, caller, agent, settings, events);
-    tokio::spawn(task.run(rx));
-    handle
-}
-
 /// What plays toward a side before the bridge.
 enum Prompt {
     None,
@@ -412,15 +399,19 @@ struct Recorder {
 /// default 1 s flush); beyond that the recording fails rather than grow without bound.
 const MAX_HELD_CHUNKS: usize = 64;
 
-/// Runs blocking file IO without stalling the other calls' tasks on this worker thread.
+/// Runs blocking file IO without stalling the other calls' tasks on this worker thread (on a
+/// media thread it runs inline: appending a chunk a second to the page cache does not block).
 fn blocking_io<R>(f: impl FnOnce() -> R) -> R {
+    if super::reactor::on_media_thread() {
+        return f();
+    }
     match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
         Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
         _ => f(),
     }
 }
 
-struct MediaTask {
+pub(super) struct MediaTask {
     call: CallId,
     socks: [PortPair; 2],
     settings: MediaSettings,
@@ -446,6 +437,8 @@ struct MediaTask {
     /// Keypad protection, from the bridge on.
     pci: Option<Pci>,
     send_buf: Vec<u8>,
+    /// Events waiting for room in the signalling channel.
+    pending: VecDeque<MediaEvent>,
 }
 
 /// A packet waiting in the recording delay line (an empty payload marks a telephone-event).
@@ -554,7 +547,7 @@ fn idx(leg: Leg) -> usize {
 }
 
 impl MediaTask {
-    fn new(
+    pub(super) fn new(
         call: CallId,
         caller: PortPair,
         agent: PortPair,
@@ -581,49 +574,11 @@ impl MediaTask {
             tracks: None,
             pci: None,
             send_buf: Vec::with_capacity(256),
+            pending: VecDeque::new(),
         }
     }
 
-    async fn run(mut self, mut rx: mpsc::Receiver<MediaCmd>) {
-        let mut bufs = [[0u8; 2048]; 4];
-        let mut tick = tokio::time::interval(Duration::from_millis(500));
-        // One timer for the whole call, moved only when the deadline changes: a fresh
-        // `sleep_until` per packet registered and removed a timer-wheel entry each time.
-        let far = || tokio::time::Instant::now() + Duration::from_secs(3600);
-        let sleep = tokio::time::sleep_until(far());
-        tokio::pin!(sleep);
-        loop {
-            let deadline = self.poll_timeout().map(tokio::time::Instant::from_std);
-            let want = match deadline {
-                Some(d) => d,
-                // Nothing due: leave the timer alone while its deadline is still ahead (at worst
-                // one spurious wake-up, after which it moves an hour out).
-                None if sleep.deadline() > tokio::time::Instant::now() => sleep.deadline(),
-                None => far(),
-            };
-            if want != sleep.deadline() {
-                sleep.as_mut().reset(want);
-            }
-            let [b0, b1, b2, b3] = &mut bufs;
-            tokio::select! {
-                cmd = rx.recv() => match cmd {
-                    Some(MediaCmd::Stop { reason }) => { self.stop(reason).await; return; }
-                    // The signalling task dropped us without Stop: finish the recording anyway.
-                    None => { self.stop(EndReason::Failed).await; return; }
-                    Some(cmd) => self.command(cmd).await,
-                },
-                r = self.socks[0].rtp.recv_from(b0) => if let Ok((n, src)) = r { self.on_rtp(Leg::Caller, &b0[..n], src) },
-                r = self.socks[1].rtp.recv_from(b1) => if let Ok((n, src)) = r { self.on_rtp(Leg::Agent, &b1[..n], src) },
-                r = self.socks[0].rtcp.recv_from(b2) => if let Ok((n, src)) = r { self.on_rtcp(Leg::Caller, &b2[..n], src) },
-                r = self.socks[1].rtcp.recv_from(b3) => if let Ok((n, src)) = r { self.on_rtcp(Leg::Agent, &b3[..n], src) },
-                _ = &mut sleep => {},
-                _ = tick.tick() => self.check_media_timeout(Instant::now()).await,
-            }
-            self.handle_timeout(Instant::now()).await;
-        }
-    }
-
-    fn poll_timeout(&self) -> Option<Instant> {
+    pub(super) fn poll_timeout(&self) -> Option<Instant> {
         let mut t: Option<Instant> = None;
         let mut consider = |x: Option<Instant>| {
             if let Some(x) = x {
@@ -659,7 +614,7 @@ impl MediaTask {
         t
     }
 
-    async fn command(&mut self, cmd: MediaCmd) {
+    pub(super) fn command(&mut self, cmd: MediaCmd) {
         match cmd {
             MediaCmd::SetRemote { leg, remote } => {
                 if self.remote[idx(leg)].map(|r| r.rtp) != Some(remote.rtp) {
@@ -675,11 +630,10 @@ impl MediaTask {
             }
             MediaCmd::PlayAnnouncement(a) => {
                 let Some(remote) = self.remote[0] else {
-                    self.send_event(MediaEvent::AnnouncementFailed {
+                    self.emit(MediaEvent::AnnouncementFailed {
                         call: self.call.clone(),
                         cause: "no caller media address".into(),
-                    })
-                    .await;
+                    });
                     return;
                 };
                 let player = AnnouncementPlayer::for_announcement(&a, remote.codec, Instant::now());
@@ -715,12 +669,12 @@ impl MediaTask {
                 }
                 self.pci = Some(pci);
                 if let Some(plan) = recording {
-                    self.recorder = Some(self.start_recording(*plan, now).await);
+                    self.recorder = Some(self.start_recording(*plan, now));
                 }
             }
             MediaCmd::StartRecording { plan } => {
                 if self.bridged.is_some() && self.recorder.is_none() {
-                    self.recorder = Some(self.start_recording(*plan, Instant::now()).await);
+                    self.recorder = Some(self.start_recording(*plan, Instant::now()));
                 }
             }
             MediaCmd::Info { leg, digit } => {
@@ -752,7 +706,7 @@ impl MediaTask {
         }
     }
 
-    async fn start_recording(&mut self, plan: RecordingPlan, now: Instant) -> Recorder {
+    fn start_recording(&mut self, plan: RecordingPlan, now: Instant) -> Recorder {
         let codecs = [
             self.remote[0].map(|r| r.codec).unwrap_or(G711::Pcmu),
             self.remote[1].map(|r| r.codec).unwrap_or(G711::Pcmu),
@@ -824,7 +778,7 @@ impl MediaTask {
         rec
     }
 
-    fn on_rtp(&mut self, leg: Leg, pkt: &[u8], src: SocketAddr) {
+    pub(super) fn on_rtp(&mut self, leg: Leg, pkt: &[u8], src: SocketAddr) {
         let now = Instant::now();
         if rtp::is_rtcp(pkt) {
             // rtcp-mux peers send RTCP on the RTP port.
@@ -862,7 +816,7 @@ impl MediaTask {
         if let Some(dest) = self.latched[idx(other)].or(self.remote[idx(other)].map(|r| r.rtp)) {
             match action {
                 PacketAction::Pass => {
-                    let _ = self.socks[idx(other)].rtp.try_send_to(pkt, dest);
+                    let _ = self.socks[idx(other)].rtp.send_to(pkt, dest);
                 }
                 PacketAction::ReplacePayload => {
                     // The caller is keying: the agent hears comfort noise, never the tones.
@@ -874,7 +828,7 @@ impl MediaTask {
                     let ok = rtp::write_rtp(&mut self.send_buf, p.marker(), p.payload_type(), p.sequence(),
                         p.timestamp(), p.ssrc(), &masked);
                     if ok.is_ok() {
-                        let _ = self.socks[idx(other)].rtp.try_send_to(&self.send_buf, dest);
+                        let _ = self.socks[idx(other)].rtp.send_to(&self.send_buf, dest);
                     }
                 }
                 PacketAction::Drop => {}
@@ -921,7 +875,7 @@ impl MediaTask {
         }
     }
 
-    fn on_rtcp(&mut self, leg: Leg, pkt: &[u8], src: SocketAddr) {
+    pub(super) fn on_rtcp(&mut self, leg: Leg, pkt: &[u8], src: SocketAddr) {
         if pkt.len() < 8 {
             return;
         }
@@ -932,11 +886,11 @@ impl MediaTask {
         let other = leg.other();
         let dest = self.latched_rtcp[idx(other)].or(self.remote[idx(other)].map(|r| r.rtcp));
         if let Some(dest) = dest {
-            let _ = self.socks[idx(other)].rtcp.try_send_to(pkt, dest);
+            let _ = self.socks[idx(other)].rtcp.send_to(pkt, dest);
         }
     }
 
-    async fn handle_timeout(&mut self, now: Instant) {
+    pub(super) fn handle_timeout(&mut self, now: Instant) {
         // Prompt frames due now, toward each side.
         let mut announcement_done = None;
         let mut consent_done = false;
@@ -973,20 +927,20 @@ impl MediaTask {
         }
         if let Some(started_ms) = announcement_done {
             let ev = MediaEvent::AnnouncementDone { call: self.call.clone(), started_ms, ended_ms: crate::store::now_ms() };
-            self.send_event(ev).await;
+            self.emit(ev);
         }
         if consent_done {
-            self.send_event(MediaEvent::ConsentPromptDone { call: self.call.clone() }).await;
+            self.emit(MediaEvent::ConsentPromptDone { call: self.call.clone() });
         }
         if let Some(c) = &mut self.consent {
             c.det.events.handle_timeout(now);
             c.poll(&mut self.consent_found);
         }
         for key in std::mem::take(&mut self.consent_found) {
-            self.send_event(MediaEvent::ConsentKey { call: self.call.clone(), key }).await;
+            self.emit(MediaEvent::ConsentKey { call: self.call.clone(), key });
         }
         if self.pci.as_mut().is_some_and(|p| p.ctl.take_record_request()) {
-            self.send_event(MediaEvent::RecordRequested { call: self.call.clone() }).await;
+            self.emit(MediaEvent::RecordRequested { call: self.call.clone() });
         }
         if let Some(tracks) = &mut self.tracks {
             for t in tracks.iter_mut() {
@@ -1028,7 +982,7 @@ impl MediaTask {
         }
     }
 
-    async fn check_media_timeout(&mut self, now: Instant) {
+    pub(super) fn check_media_timeout(&mut self, now: Instant) {
         if self.timed_out || self.bridged.is_none() {
             return;
         }
@@ -1037,13 +991,20 @@ impl MediaTask {
             let silent = self.last_rx[idx(leg)].is_some_and(|t| now.duration_since(t) > self.settings.timeout);
             if silent && !held {
                 self.timed_out = true;
-                self.send_event(MediaEvent::MediaTimeout { call: self.call.clone(), leg }).await;
+                self.emit(MediaEvent::MediaTimeout { call: self.call.clone(), leg });
                 return;
             }
         }
     }
 
-    async fn stop(mut self, reason: EndReason) {
+    /// Ends the call's media: reports what is still queued, finishes the recording (file sync
+    /// and database: runs on the async runtime, off the media thread), reports `Finished`.
+    pub(super) async fn stop(mut self, reason: EndReason) {
+        // The sockets go back to the pool now; nothing more is relayed.
+        drop(self.socks);
+        for ev in std::mem::take(&mut self.pending) {
+            let _ = self.events.send(ev).await;
+        }
         let now = Instant::now();
         let mut report = MediaReport {
             caller_packets: self.packets[0],
@@ -1077,19 +1038,41 @@ impl MediaTask {
             report.recording = Some(rec.finish(now, reason, &paused).await);
         }
         let ev = MediaEvent::Finished { call: self.call.clone(), report };
-        self.send_event(ev).await;
+        let _ = self.events.send(ev).await;
     }
 
-    async fn send_event(&self, ev: MediaEvent) {
-        // Bounded: a stalled signalling task slows media reporting, never grows memory.
-        let _ = self.events.send(ev).await;
+    /// Queues an event for the signalling task. A call produces a handful (announcement done,
+    /// a few keys, a timeout), never one per packet, so the queue is bounded by the call itself.
+    fn emit(&mut self, ev: MediaEvent) {
+        self.pending.push_back(ev);
+    }
+
+    /// Hands queued events to the (bounded) signalling channel; what does not fit waits for the
+    /// next pass. Returns whether some are still waiting.
+    pub(super) fn flush_events(&mut self) -> bool {
+        while let Some(ev) = self.pending.pop_front() {
+            match self.events.try_send(ev) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(ev)) => {
+                    self.pending.push_front(ev);
+                    return true;
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => self.pending.clear(),
+            }
+        }
+        false
+    }
+
+    /// The call's sockets, for the media thread's poller.
+    pub(super) fn sockets(&self) -> [&UdpSocket; 4] {
+        [&self.socks[0].rtp, &self.socks[1].rtp, &self.socks[0].rtcp, &self.socks[1].rtcp]
     }
 }
 
 fn send_frame(sock: &UdpSocket, buf: &mut Vec<u8>, dest: SocketAddr, pt: u8, marker: bool, out: &mut OutStream, payload: &[u8]) {
     buf.clear();
     if rtp::write_rtp(buf, marker, pt, out.seq, out.ts, out.ssrc, payload).is_ok() {
-        let _ = sock.try_send_to(buf, dest);
+        let _ = sock.send_to(buf, dest);
     }
     out.seq = out.seq.wrapping_add(1);
     out.ts = out.ts.wrapping_add(payload.len() as u32);

@@ -1,0 +1,407 @@
+//! Media threads: the IO shell that drives every call's [`MediaTask`].
+//!
+//! One thread per core owns the RTP/RTCP sockets of its calls and waits on all of them with one
+//! edge-triggered epoll (mio). When woken it drains each ready socket with `recvmmsg`, runs the
+//! call's sans-IO media core on the packets, and keeps every call's next deadline in one heap,
+//! so a thousand calls cost one `epoll_wait` per wake-up instead of a task wake-up (and a futex)
+//! per packet. Signalling reaches a call through its bounded command channel; the channel wakes
+//! the media thread with the call's slot. Work that may block on a disk or a database
+//! (finishing a recording) moves to the async runtime.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::{Duration, Instant};
+
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Token};
+use tokio::sync::mpsc;
+
+use super::udp::{BATCH, RecvBatch};
+use super::relay::{MediaCmd, MediaEvent, MediaHandle, MediaSettings, MediaTask, PortPair};
+use crate::ids::{CallId, Leg};
+use crate::recording::container::EndReason;
+
+/// Commands queued per call (signalling sends a handful per call; a full queue drops one).
+const CMD_QUEUE: usize = 16;
+/// How often every call's media timeout is checked.
+const TIMEOUT_CHECK: Duration = Duration::from_millis(500);
+const WAKE: Token = Token(usize::MAX);
+
+thread_local! {
+    /// Set on media threads: their blocking file IO runs inline (the thread is ours).
+    static ON_MEDIA_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether the current thread is a media thread.
+pub(super) fn on_media_thread() -> bool {
+    ON_MEDIA_THREAD.with(|f| f.get())
+}
+
+/// What other threads hand to a media thread.
+enum Inbound {
+    Call(Box<MediaTask>, mpsc::Receiver<MediaCmd>),
+    /// A call's command channel has something (or was closed).
+    Ready { slot: usize, epoch: u32 },
+}
+
+struct Shared {
+    waker: mio::Waker,
+    inbox: Mutex<Vec<Inbound>>,
+    stop: AtomicBool,
+    /// Calls on this thread (for placing new ones).
+    calls: AtomicUsize,
+}
+
+impl Shared {
+    fn push(&self, m: Inbound) {
+        let first = match self.inbox.lock() {
+            Ok(mut q) => {
+                q.push(m);
+                q.len() == 1
+            }
+            Err(_) => return,
+        };
+        // One wake-up per batch of messages: later pushes find the thread already woken.
+        if first {
+            let _ = self.waker.wake();
+        }
+    }
+}
+
+/// Wakes the media thread when a call's command channel becomes ready.
+struct SlotWaker {
+    shared: Arc<Shared>,
+    slot: usize,
+    epoch: u32,
+}
+
+impl Wake for SlotWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.shared.push(Inbound::Ready { slot: self.slot, epoch: self.epoch });
+    }
+}
+
+/// The media threads of one gateway. Dropping it stops them; calls still up are finished
+/// (recordings sealed) on the async runtime.
+pub struct MediaThreads {
+    threads: Vec<Arc<Shared>>,
+}
+
+impl MediaThreads {
+    /// One thread per available core; must be called inside a tokio runtime (the threads hand
+    /// recording finishes and database writes to it).
+    pub fn start() -> io::Result<MediaThreads> {
+        let n = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 64);
+        Self::with_threads(n)
+    }
+
+    pub fn with_threads(n: usize) -> io::Result<MediaThreads> {
+        let rt = tokio::runtime::Handle::current();
+        let mut threads = Vec::with_capacity(n);
+        for i in 0..n {
+            let poll = mio::Poll::new()?;
+            let waker = mio::Waker::new(poll.registry(), WAKE)?;
+            let shared = Arc::new(Shared {
+                waker,
+                inbox: Mutex::new(Vec::new()),
+                stop: AtomicBool::new(false),
+                calls: AtomicUsize::new(0),
+            });
+            let (sh, rt) = (shared.clone(), rt.clone());
+            std::thread::Builder::new().name(format!("callgate-media-{i}")).spawn(move || {
+                let _guard = rt.enter();
+                ON_MEDIA_THREAD.with(|f| f.set(true));
+                MediaLoop::new(poll, sh, rt).run();
+            })?;
+            threads.push(shared);
+        }
+        Ok(MediaThreads { threads })
+    }
+
+    /// Starts a call's media on the least-loaded thread.
+    pub fn spawn(
+        &self,
+        call: CallId,
+        caller: PortPair,
+        agent: PortPair,
+        settings: MediaSettings,
+        events: mpsc::Sender<MediaEvent>,
+    ) -> MediaHandle {
+        let (tx, rx) = mpsc::channel(CMD_QUEUE);
+        let handle = MediaHandle { cmd: tx, caller_port: caller.port, agent_port: agent.port };
+        let task = Box::new(MediaTask::new(call, caller, agent, settings, events));
+        let shared = self
+            .threads
+            .iter()
+            .min_by_key(|t| t.calls.load(Ordering::Relaxed))
+            .expect("at least one media thread");
+        shared.calls.fetch_add(1, Ordering::Relaxed);
+        shared.push(Inbound::Call(task, rx));
+        handle
+    }
+}
+
+impl Drop for MediaThreads {
+    fn drop(&mut self) {
+        for t in &self.threads {
+            t.stop.store(true, Ordering::Release);
+            let _ = t.waker.wake();
+        }
+    }
+}
+
+/// One call on a media thread.
+struct Slot {
+    task: Box<MediaTask>,
+    rx: mpsc::Receiver<MediaCmd>,
+    waker: Waker,
+    epoch: u32,
+    /// The deadline this call has in the heap (others there for it are stale).
+    deadline: Option<Instant>,
+    /// Already in this pass's work list.
+    touched: bool,
+}
+
+struct MediaLoop {
+    poll: mio::Poll,
+    shared: Arc<Shared>,
+    rt: tokio::runtime::Handle,
+    slots: Vec<Option<Slot>>,
+    free: Vec<usize>,
+    epochs: Vec<u32>,
+    timers: BinaryHeap<Reverse<(Instant, usize, u32)>>,
+    work: Vec<usize>,
+    /// Calls with events still waiting for room in the signalling channel.
+    backlog: Vec<usize>,
+    batch: RecvBatch,
+}
+
+impl MediaLoop {
+    fn new(poll: mio::Poll, shared: Arc<Shared>, rt: tokio::runtime::Handle) -> MediaLoop {
+        MediaLoop {
+            poll,
+            shared,
+            rt,
+            slots: Vec::new(),
+            free: Vec::new(),
+            epochs: Vec::new(),
+            timers: BinaryHeap::new(),
+            work: Vec::new(),
+            backlog: Vec::new(),
+            batch: RecvBatch::new(),
+        }
+    }
+
+    fn run(mut self) {
+        let mut events = Events::with_capacity(1024);
+        let mut next_check = Instant::now() + TIMEOUT_CHECK;
+        loop {
+            let now = Instant::now();
+            let mut wait = next_check.saturating_duration_since(now);
+            if let Some(Reverse((t, _, _))) = self.timers.peek() {
+                wait = wait.min(t.saturating_duration_since(now));
+            }
+            // Events waiting for the signalling channel: look again soon.
+            if !self.backlog.is_empty() {
+                wait = wait.min(Duration::from_millis(5));
+            }
+            if let Err(e) = self.poll.poll(&mut events, Some(wait)) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    tracing::error!(error = %e, "media thread poll failed");
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+            if self.shared.stop.load(Ordering::Acquire) {
+                break;
+            }
+            for ev in events.iter() {
+                if ev.token() != WAKE {
+                    self.read(ev.token().0);
+                }
+            }
+            self.take_inbox();
+            let now = Instant::now();
+            while let Some(&Reverse((t, slot, epoch))) = self.timers.peek() {
+                if t > now {
+                    break;
+                }
+                self.timers.pop();
+                if let Some(s) = self.slot_mut(slot, epoch)
+                    && s.deadline == Some(t)
+                {
+                    s.deadline = None;
+                    self.touch(slot);
+                }
+            }
+            if now >= next_check {
+                next_check = now + TIMEOUT_CHECK;
+                for i in 0..self.slots.len() {
+                    if let Some(s) = &mut self.slots[i] {
+                        s.task.check_media_timeout(now);
+                        self.touch(i);
+                    }
+                }
+            }
+            for i in std::mem::take(&mut self.backlog) {
+                self.touch(i);
+            }
+            let work = std::mem::take(&mut self.work);
+            for &i in &work {
+                self.service(i, now);
+            }
+            self.work = work;
+            self.work.clear();
+        }
+        self.shutdown();
+    }
+
+    fn slot_mut(&mut self, slot: usize, epoch: u32) -> Option<&mut Slot> {
+        self.slots.get_mut(slot)?.as_mut().filter(|s| s.epoch == epoch)
+    }
+
+    fn touch(&mut self, slot: usize) {
+        if let Some(Some(s)) = self.slots.get_mut(slot)
+            && !s.touched
+        {
+            s.touched = true;
+            self.work.push(slot);
+        }
+    }
+
+    /// Drains one ready socket (edge-triggered: until the kernel has nothing left).
+    fn read(&mut self, token: usize) {
+        let (slot, which) = (token >> 2, token & 3);
+        let Some(Some(s)) = self.slots.get_mut(slot) else { return };
+        let leg = if which % 2 == 0 { Leg::Caller } else { Leg::Agent };
+        let rtcp = which >= 2;
+        loop {
+            let fd = s.task.sockets()[which].as_raw_fd();
+            let n = match self.batch.recv(fd) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // ICMP errors (port unreachable from a peer that went away) surface here.
+                Err(_) => continue,
+            };
+            for k in 0..n {
+                let (pkt, src) = self.batch.get(k);
+                let Some(src) = src else { continue };
+                if rtcp {
+                    s.task.on_rtcp(leg, pkt, src);
+                } else {
+                    s.task.on_rtp(leg, pkt, src);
+                }
+            }
+            // Fewer than asked: the queue was empty; a later datagram raises a new edge.
+            if n < BATCH {
+                break;
+            }
+        }
+        if !s.touched {
+            s.touched = true;
+            self.work.push(slot);
+        }
+    }
+
+    fn take_inbox(&mut self) {
+        let msgs = match self.shared.inbox.lock() {
+            Ok(mut q) => std::mem::take(&mut *q),
+            Err(_) => return,
+        };
+        for m in msgs {
+            match m {
+                Inbound::Call(task, rx) => self.add(task, rx),
+                Inbound::Ready { slot, epoch } => {
+                    if self.slot_mut(slot, epoch).is_some() {
+                        self.touch(slot);
+                    }
+                }
+            }
+        }
+    }
+
+    fn add(&mut self, task: Box<MediaTask>, rx: mpsc::Receiver<MediaCmd>) {
+        let slot = self.free.pop().unwrap_or_else(|| {
+            self.slots.push(None);
+            self.epochs.push(0);
+            self.slots.len() - 1
+        });
+        self.epochs[slot] = self.epochs[slot].wrapping_add(1);
+        let epoch = self.epochs[slot];
+        let registered = task.sockets().iter().enumerate().try_for_each(|(k, sock)| {
+            let fd = sock.as_raw_fd();
+            self.poll.registry().register(&mut SourceFd(&fd), Token(slot << 2 | k), Interest::READABLE)
+        });
+        let waker = Waker::from(Arc::new(SlotWaker { shared: self.shared.clone(), slot, epoch }));
+        self.slots[slot] = Some(Slot { task, rx, waker, epoch, deadline: None, touched: false });
+        if let Err(e) = registered {
+            tracing::error!(error = %e, "could not watch a call's media sockets");
+            self.remove(slot, EndReason::Failed);
+            return;
+        }
+        self.touch(slot);
+    }
+
+    /// Commands, due timers, queued events and the next deadline of one call.
+    fn service(&mut self, slot: usize, now: Instant) {
+        let Some(Some(s)) = self.slots.get_mut(slot) else { return };
+        s.touched = false;
+        let mut cx = Context::from_waker(&s.waker);
+        let mut end = None;
+        loop {
+            match s.rx.poll_recv(&mut cx) {
+                Poll::Ready(Some(MediaCmd::Stop { reason })) => {
+                    end = Some(reason);
+                    break;
+                }
+                Poll::Ready(Some(cmd)) => s.task.command(cmd),
+                // The signalling side dropped us without Stop: finish the recording anyway.
+                Poll::Ready(None) => {
+                    end = Some(EndReason::Failed);
+                    break;
+                }
+                Poll::Pending => break,
+            }
+        }
+        if let Some(reason) = end {
+            self.remove(slot, reason);
+            return;
+        }
+        s.task.handle_timeout(now);
+        if s.task.flush_events() {
+            self.backlog.push(slot);
+        }
+        let next = s.task.poll_timeout();
+        if next != s.deadline {
+            s.deadline = next;
+            if let Some(t) = next {
+                self.timers.push(Reverse((t, slot, s.epoch)));
+            }
+        }
+    }
+
+    /// Takes a call off this thread and finishes it on the async runtime.
+    fn remove(&mut self, slot: usize, reason: EndReason) {
+        let Some(s) = self.slots.get_mut(slot).and_then(Option::take) else { return };
+        for sock in s.task.sockets() {
+            let _ = self.poll.registry().deregister(&mut SourceFd(&sock.as_raw_fd()));
+        }
+        self.free.push(slot);
+        self.shared.calls.fetch_sub(1, Ordering::Relaxed);
+        self.rt.spawn(s.task.stop(reason));
+    }
+
+    fn shutdown(&mut self) {
+        for i in 0..self.slots.len() {
+            self.remove(i, EndReason::Failed);
+        }
+    }
+}

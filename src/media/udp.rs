@@ -1,0 +1,135 @@
+//! The media threads' socket calls: `recvmmsg` reads a batch of datagrams with their sources in
+//! one system call. The crate's only `unsafe` lives here (the quinn-udp model: syscalls and
+//! their pointer juggling in one small module, safe API outside).
+#![allow(unsafe_code)]
+
+use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+
+/// Datagrams read per `recvmmsg`.
+pub const BATCH: usize = 16;
+/// Largest datagram kept (RTP/RTCP on a LAN or trunk; longer ones are truncated and dropped).
+pub const DATAGRAM: usize = 2048;
+
+/// Buffers for one `recvmmsg` call.
+pub struct RecvBatch {
+    bufs: Box<[[u8; DATAGRAM]; BATCH]>,
+    addrs: [libc::sockaddr_storage; BATCH],
+    lens: [usize; BATCH],
+    addr_lens: [libc::socklen_t; BATCH],
+    truncated: [bool; BATCH],
+}
+
+impl RecvBatch {
+    pub fn new() -> RecvBatch {
+        RecvBatch {
+            bufs: Box::new([[0; DATAGRAM]; BATCH]),
+            // SAFETY: sockaddr_storage is plain old data; all-zero is a valid (AF_UNSPEC) value.
+            addrs: unsafe { std::mem::zeroed() },
+            lens: [0; BATCH],
+            addr_lens: [0; BATCH],
+            truncated: [false; BATCH],
+        }
+    }
+
+    /// Reads up to [`BATCH`] datagrams without blocking.
+    pub fn recv(&mut self, fd: i32) -> io::Result<usize> {
+        let mut iovs: [libc::iovec; BATCH] = std::array::from_fn(|i| libc::iovec {
+            iov_base: self.bufs[i].as_mut_ptr().cast(),
+            iov_len: DATAGRAM,
+        });
+        // SAFETY: mmsghdr is plain old data; the fields that matter are set below.
+        let mut msgs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+        for i in 0..BATCH {
+            let h = &mut msgs[i].msg_hdr;
+            h.msg_name = (&mut self.addrs[i] as *mut libc::sockaddr_storage).cast();
+            h.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            h.msg_iov = &mut iovs[i];
+            h.msg_iovlen = 1;
+        }
+        // SAFETY: every pointer in `msgs` points into `self` or `iovs`, alive for the call, with
+        // the lengths given; the kernel writes at most those lengths.
+        let n = unsafe {
+            libc::recvmmsg(fd, msgs.as_mut_ptr(), BATCH as libc::c_uint, libc::MSG_DONTWAIT, std::ptr::null_mut())
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let n = n as usize;
+        for i in 0..n {
+            self.lens[i] = msgs[i].msg_len as usize;
+            self.addr_lens[i] = msgs[i].msg_hdr.msg_namelen;
+            self.truncated[i] = msgs[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
+        }
+        Ok(n)
+    }
+
+    /// Datagram `i` of the last read and its source (`None`: truncated or not IP).
+    pub fn get(&self, i: usize) -> (&[u8], Option<SocketAddr>) {
+        let pkt = &self.bufs[i][..self.lens[i].min(DATAGRAM)];
+        if self.truncated[i] {
+            return (pkt, None);
+        }
+        (pkt, sockaddr(&self.addrs[i], self.addr_lens[i]))
+    }
+}
+
+fn sockaddr(s: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<SocketAddr> {
+    let len = len as usize;
+    match s.ss_family as libc::c_int {
+        libc::AF_INET if len >= std::mem::size_of::<libc::sockaddr_in>() => {
+            // SAFETY: the family says the storage holds a sockaddr_in, which fits in it.
+            let a = unsafe { &*(s as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            let ip = Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
+            Some(SocketAddr::V4(SocketAddrV4::new(ip, u16::from_be(a.sin_port))))
+        }
+        libc::AF_INET6 if len >= std::mem::size_of::<libc::sockaddr_in6>() => {
+            // SAFETY: as above, for sockaddr_in6.
+            let a = unsafe { &*(s as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            let ip = Ipv6Addr::from(a.sin6_addr.s6_addr);
+            Some(SocketAddr::V6(SocketAddrV6::new(ip, u16::from_be(a.sin6_port), a.sin6_flowinfo, a.sin6_scope_id)))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::UdpSocket;
+    use std::os::fd::AsRawFd;
+    use std::time::Duration;
+
+    #[test]
+    fn recv_batch_reads_several_datagrams_with_their_sources() {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx.set_nonblocking(true).unwrap();
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut batch = RecvBatch::new();
+        assert_eq!(batch.recv(rx.as_raw_fd()).unwrap_err().kind(), io::ErrorKind::WouldBlock);
+        for i in 0..(BATCH + 3) {
+            tx.send_to(&[i as u8; 12], rx.local_addr().unwrap()).unwrap();
+        }
+        let n = batch.recv(rx.as_raw_fd()).unwrap();
+        assert_eq!(n, BATCH);
+        for k in 0..n {
+            let (pkt, src) = batch.get(k);
+            assert_eq!(pkt, &[k as u8; 12]);
+            assert_eq!(src, Some(tx.local_addr().unwrap()));
+        }
+        assert_eq!(batch.recv(rx.as_raw_fd()).unwrap(), 3);
+        assert_eq!(batch.get(2).0, &[(BATCH + 2) as u8; 12]);
+    }
+
+    #[test]
+    fn ipv6_sources_are_decoded() {
+        let Ok(rx) = UdpSocket::bind("[::1]:0") else { return }; // no IPv6 on this host
+        rx.set_nonblocking(true).unwrap();
+        let tx = UdpSocket::bind("[::1]:0").unwrap();
+        tx.send_to(b"hello", rx.local_addr().unwrap()).unwrap();
+        std::thread::sleep(Duration::from_millis(10));
+        let mut batch = RecvBatch::new();
+        assert_eq!(batch.recv(rx.as_raw_fd()).unwrap(), 1);
+        assert_eq!(batch.get(0), (&b"hello"[..], Some(tx.local_addr().unwrap())));
+    }
+}
