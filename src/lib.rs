@@ -3,7 +3,7 @@
 //! A B2BUA between the trunk and the agents. Protocol and policy cores (call state machine,
 //! recording framing, reorder buffer, announcement pacing) are sans-IO: plain structs fed
 //! `(now, input)` that return actions; thin tokio shells do the IO. See `docs/architecture.md`.
-// `unsafe` only in `media::udp` (recvmmsg), which allows it for itself.
+// `unsafe` only in `sys` (recvmmsg, syncfs), which allows it for itself.
 #![deny(unsafe_code)]
 
 pub mod audit;
@@ -20,3 +20,4 @@ pub mod retention;
 pub mod serve;
 pub mod sip;
 pub mod store;
+pub mod sys;

@@ -6,7 +6,6 @@ pub mod g711;
 pub mod rtp;
 pub mod sdp;
 pub mod track;
-pub mod udp;
 pub mod reactor;
 pub mod relay;
 

@@ -21,7 +21,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Token};
 use tokio::sync::mpsc;
 
-use super::udp::{BATCH, RecvBatch};
+use crate::sys::{BATCH, RecvBatch};
 use super::relay::{MediaCmd, MediaEvent, MediaHandle, MediaSettings, MediaTask, PortPair};
 use crate::ids::{CallId, Leg};
 use crate::recording::container::EndReason;

@@ -138,14 +138,7 @@ impl Syncer {
         };
         let n = batch.len();
         if n > 0 {
-            let _ = tokio::task::spawn_blocking(move || {
-                for f in batch {
-                    if let Err(e) = f.sync_data() {
-                        tracing::warn!(error = %e, "recording sync failed");
-                    }
-                }
-            })
-            .await;
+            let _ = tokio::task::spawn_blocking(move || sync_files(&batch)).await;
         }
         n
     }
@@ -157,6 +150,37 @@ impl Syncer {
             tokio::select! {
                 _ = tick.tick() => { self.sync_all().await; }
                 _ = stop.changed() => { self.sync_all().await; return; }
+            }
+        }
+    }
+}
+
+/// From this many dirty recordings on one filesystem, one `syncfs` replaces their `fdatasync`s:
+/// each `fdatasync` flushes the disk's cache on its own (a thousand calls, a thousand flushes a
+/// second); `syncfs` writes them all back and flushes once. Below it, per-file syncs avoid
+/// flushing other programs' data on a shared filesystem for the sake of a few files.
+pub const SYNCFS_FROM: usize = 8;
+
+/// Makes `files` durable: grouped per filesystem, `syncfs` for large groups, `fdatasync` else.
+fn sync_files(files: &[Arc<std::fs::File>]) {
+    use std::os::unix::fs::MetadataExt;
+    let mut by_dev: HashMap<u64, Vec<&std::fs::File>> = HashMap::new();
+    for f in files {
+        match f.metadata() {
+            Ok(m) => by_dev.entry(m.dev()).or_default().push(f),
+            Err(e) => tracing::warn!(error = %e, "recording sync failed"),
+        }
+    }
+    for group in by_dev.values() {
+        if group.len() >= SYNCFS_FROM {
+            if let Err(e) = crate::sys::syncfs(group[0]) {
+                tracing::warn!(error = %e, files = group.len(), "recording sync failed");
+            }
+            continue;
+        }
+        for f in group {
+            if let Err(e) = f.sync_data() {
+                tracing::warn!(error = %e, "recording sync failed");
             }
         }
     }
@@ -399,6 +423,9 @@ struct Recorder {
 /// default 1 s flush); beyond that the recording fails rather than grow without bound.
 const MAX_HELD_CHUNKS: usize = 64;
 
+/// How late recording-path work may run (see [`MediaTask::poll_timeout`]): one packet interval.
+const LAZY_SLACK: Duration = Duration::from_millis(20);
+
 /// Runs blocking file IO without stalling the other calls' tasks on this worker thread (on a
 /// media thread it runs inline: appending a chunk a second to the page cache does not block).
 fn blocking_io<R>(f: impl FnOnce() -> R) -> R {
@@ -578,40 +605,47 @@ impl MediaTask {
         }
     }
 
+    /// When the call next needs [`handle_timeout`](Self::handle_timeout). Prompt pacing and
+    /// keypad timers are exact. The recording path (delay line, reorder tracks, the writer's
+    /// flush) only moves audio toward the file, where a little later is always safe (more time
+    /// for the pause decision, never less): its deadlines get [`LAZY_SLACK`], so while packets
+    /// flow every 20 ms they do that work and the timer itself rarely fires.
     pub(super) fn poll_timeout(&self) -> Option<Instant> {
-        let mut t: Option<Instant> = None;
-        let mut consider = |x: Option<Instant>| {
-            if let Some(x) = x {
-                t = Some(t.map_or(x, |t| t.min(x)));
+        fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+            match (a, b) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
             }
-        };
+        }
+        let mut exact: Option<Instant> = None;
+        let mut lazy: Option<Instant> = None;
         for p in &self.prompt {
-            consider(p.player().and_then(|p| p.poll_timeout()));
+            exact = earliest(exact, p.player().and_then(|p| p.poll_timeout()));
         }
         if let Some(c) = &self.consent {
-            consider(c.det.events.poll_timeout());
+            exact = earliest(exact, c.det.events.poll_timeout());
         }
         // With keypad protection the recording tracks run on the delayed clock.
         let shift = self.pci.as_ref().map(|p| p.delay.delay()).unwrap_or_default();
         if let Some(rec) = &self.recorder {
-            consider(rec.writer.as_ref().and_then(|w| w.poll_timeout()));
+            lazy = earliest(lazy, rec.writer.as_ref().and_then(|w| w.poll_timeout()));
             for tr in &rec.tracks {
-                consider(tr.poll_timeout().map(|t| t + shift));
+                lazy = earliest(lazy, tr.poll_timeout().map(|t| t + shift));
             }
         }
         if let Some(pci) = &self.pci {
-            consider(pci.ctl.poll_timeout());
-            consider(pci.delay.poll_timeout());
+            exact = earliest(exact, pci.ctl.poll_timeout());
+            lazy = earliest(lazy, pci.delay.poll_timeout());
             for d in &pci.det {
-                consider(d.events.poll_timeout());
+                exact = earliest(exact, d.events.poll_timeout());
             }
         }
         if let Some(tracks) = &self.tracks {
             for tr in tracks {
-                consider(tr.poll_timeout());
+                lazy = earliest(lazy, tr.poll_timeout());
             }
         }
-        t
+        earliest(exact, lazy.map(|t| t + LAZY_SLACK))
     }
 
     pub(super) fn command(&mut self, cmd: MediaCmd) {

@@ -1,15 +1,26 @@
-//! The media threads' socket calls: `recvmmsg` reads a batch of datagrams with their sources in
-//! one system call. The crate's only `unsafe` lives here (the quinn-udp model: syscalls and
-//! their pointer juggling in one small module, safe API outside).
+//! System calls the standard library lacks, behind safe functions. The crate's only `unsafe`
+//! lives here (the quinn-udp model: syscalls and their pointer juggling in one small module).
+//!
+//! * [`RecvBatch`]: `recvmmsg`, a batch of datagrams with their sources in one call (media
+//!   threads);
+//! * [`syncfs`]: one flush for every dirty file of a filesystem (the recording syncer).
 #![allow(unsafe_code)]
 
 use std::io;
+use std::os::fd::AsRawFd;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
 /// Datagrams read per `recvmmsg`.
 pub const BATCH: usize = 16;
 /// Largest datagram kept (RTP/RTCP on a LAN or trunk; longer ones are truncated and dropped).
 pub const DATAGRAM: usize = 2048;
+
+/// Writes back every dirty file of the filesystem holding `f`, data and metadata, and flushes
+/// the device: what `fdatasync` does for one file, once for all of them.
+pub fn syncfs(f: &std::fs::File) -> io::Result<()> {
+    // SAFETY: a plain syscall on a file descriptor that `f` keeps open for the call.
+    if unsafe { libc::syncfs(f.as_raw_fd()) } == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+}
 
 /// Buffers for one `recvmmsg` call.
 pub struct RecvBatch {
@@ -97,7 +108,6 @@ fn sockaddr(s: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<SocketAd
 mod tests {
     use super::*;
     use std::net::UdpSocket;
-    use std::os::fd::AsRawFd;
     use std::time::Duration;
 
     #[test]
