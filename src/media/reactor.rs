@@ -11,7 +11,7 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
@@ -168,6 +168,11 @@ struct Slot {
     deadline: Option<Instant>,
     /// Already in this pass's work list.
     touched: bool,
+    /// The command channel woke us: poll it (polling it on every packet touched its memory
+    /// for nothing: a cache miss per packet).
+    commands: bool,
+    /// The sockets' descriptors, kept here so a read does not chase pointers into the task.
+    fds: [RawFd; 4],
 }
 
 struct MediaLoop {
@@ -283,8 +288,7 @@ impl MediaLoop {
         let leg = if which % 2 == 0 { Leg::Caller } else { Leg::Agent };
         let rtcp = which >= 2;
         loop {
-            let fd = s.task.sockets()[which].as_raw_fd();
-            let n = match self.batch.recv(fd) {
+            let n = match self.batch.recv(s.fds[which]) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -320,7 +324,8 @@ impl MediaLoop {
             match m {
                 Inbound::Call(task, rx) => self.add(task, rx),
                 Inbound::Ready { slot, epoch } => {
-                    if self.slot_mut(slot, epoch).is_some() {
+                    if let Some(s) = self.slot_mut(slot, epoch) {
+                        s.commands = true;
                         self.touch(slot);
                     }
                 }
@@ -341,7 +346,8 @@ impl MediaLoop {
             self.poll.registry().register(&mut SourceFd(&fd), Token(slot << 2 | k), Interest::READABLE)
         });
         let waker = Waker::from(Arc::new(SlotWaker { shared: self.shared.clone(), slot, epoch }));
-        self.slots[slot] = Some(Slot { task, rx, waker, epoch, deadline: None, touched: false });
+        let fds = task.sockets().map(|s| s.as_raw_fd());
+        self.slots[slot] = Some(Slot { task, rx, waker, epoch, deadline: None, touched: false, commands: true, fds });
         if let Err(e) = registered {
             tracing::error!(error = %e, "could not watch a call's media sockets");
             self.remove(slot, EndReason::Failed);
@@ -356,7 +362,8 @@ impl MediaLoop {
         s.touched = false;
         let mut cx = Context::from_waker(&s.waker);
         let mut end = None;
-        loop {
+        // Drained until it answers Pending, which arms the waker again.
+        while s.commands {
             match s.rx.poll_recv(&mut cx) {
                 Poll::Ready(Some(MediaCmd::Stop { reason })) => {
                     end = Some(reason);
@@ -368,7 +375,7 @@ impl MediaLoop {
                     end = Some(EndReason::Failed);
                     break;
                 }
-                Poll::Pending => break,
+                Poll::Pending => s.commands = false,
             }
         }
         if let Some(reason) = end {
@@ -391,8 +398,8 @@ impl MediaLoop {
     /// Takes a call off this thread and finishes it on the async runtime.
     fn remove(&mut self, slot: usize, reason: EndReason) {
         let Some(s) = self.slots.get_mut(slot).and_then(Option::take) else { return };
-        for sock in s.task.sockets() {
-            let _ = self.poll.registry().deregister(&mut SourceFd(&sock.as_raw_fd()));
+        for fd in s.fds {
+            let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
         }
         self.free.push(slot);
         self.shared.calls.fetch_sub(1, Ordering::Relaxed);
