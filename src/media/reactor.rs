@@ -412,3 +412,126 @@ impl MediaLoop {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+
+    use super::*;
+    use crate::ids::Ssrc;
+    use crate::media::announcement::Announcement;
+    use crate::media::g711::G711;
+    use crate::media::relay::{PortPool, Remote};
+    use crate::media::rtp::{self, RtpPacket};
+    use crate::pci::PciConfig;
+
+    const LO: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+    fn settings() -> MediaSettings {
+        MediaSettings { timeout: Duration::from_secs(30), pci: PciConfig::default(), reorder_window: Duration::from_millis(60) }
+    }
+
+    fn peer() -> UdpSocket {
+        let s = UdpSocket::bind((LO, 0)).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(1))).unwrap();
+        s
+    }
+
+    fn remote(s: &UdpSocket) -> Remote {
+        let a = s.local_addr().unwrap();
+        Remote { rtp: a, rtcp: SocketAddr::new(a.ip(), a.port() + 1), codec: G711::Pcmu, telephone_event: Some(101), on_hold: false }
+    }
+
+    /// Reads what arrived within `for_`: (packets, sequence numbers).
+    fn drain(s: &UdpSocket, for_: Duration) -> Vec<u16> {
+        let end = Instant::now() + for_;
+        let mut seqs = Vec::new();
+        let mut buf = [0u8; 2048];
+        while Instant::now() < end {
+            if let Ok(n) = s.recv(&mut buf)
+                && let Ok(p) = RtpPacket::parse(&buf[..n])
+            {
+                seqs.push(p.sequence());
+            }
+        }
+        seqs
+    }
+
+    /// Forty calls on one media thread: each plays a 1 s announcement toward its caller with no
+    /// packet coming in (pacing is timer-driven: the deadline heap), then is bridged and relays
+    /// both ways, then ends when its handle is dropped, reporting `Finished`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_thread_paces_relays_and_finishes_many_calls() {
+        const CALLS: usize = 40;
+        let threads = MediaThreads::with_threads(1).unwrap();
+        let pool = PortPool::new(41000, 41999);
+        let (ev_tx, mut ev_rx) = mpsc::channel(1024);
+        let announcement = Arc::new(Announcement::from_samples_8k(vec![1000; 8000]));
+        let mut calls = Vec::new();
+        for _ in 0..CALLS {
+            let (caller, agent) = (pool.bind_pair(LO).unwrap(), pool.bind_pair(LO).unwrap());
+            let (cp, ap) = (caller.port, agent.port);
+            let h = threads.spawn(CallId::new_random(), caller, agent, settings(), ev_tx.clone());
+            let (c, a) = (peer(), peer());
+            h.cmd.try_send(MediaCmd::SetRemote { leg: Leg::Caller, remote: remote(&c) }).unwrap();
+            h.cmd.try_send(MediaCmd::SetRemote { leg: Leg::Agent, remote: remote(&a) }).unwrap();
+            h.cmd.try_send(MediaCmd::PlayAnnouncement(announcement.clone())).unwrap();
+            calls.push((h, c, a, cp, ap));
+        }
+        // The announcement: 50 frames in 1 s toward each caller, in order, none toward agents.
+        // (The frames wait in the peers' socket buffers, read after the announcement's second.)
+        tokio::time::sleep(Duration::from_millis(1300)).await;
+        let heard: Vec<Vec<u16>> = calls.iter().map(|c| drain(&c.1, Duration::from_millis(5))).collect();
+        let to_agents: usize = calls.iter().map(|c| drain(&c.2, Duration::from_millis(1)).len()).sum();
+        assert_eq!(to_agents, 0, "the announcement is for callers only");
+        for (i, seqs) in heard.iter().enumerate() {
+            assert_eq!(seqs.len(), 50, "call {i}: {} announcement frames", seqs.len());
+            assert!(seqs.windows(2).all(|w| w[1] == w[0].wrapping_add(1)), "call {i}: out of order");
+        }
+        let mut done = 0;
+        while let Ok(Some(ev)) = tokio::time::timeout(Duration::from_millis(200), ev_rx.recv()).await {
+            if matches!(ev, MediaEvent::AnnouncementDone { .. }) {
+                done += 1;
+            }
+            if done == CALLS {
+                break;
+            }
+        }
+        assert_eq!(done, CALLS, "every call reports its announcement done");
+        // Bridged: ten packets each way per call arrive at the other side.
+        for (h, ..) in &calls {
+            h.cmd.try_send(MediaCmd::Bridge { recording: None }).unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let ssrc = Ssrc(7);
+        for k in 0..10u16 {
+            for (_, c, a, cp, ap) in &calls {
+                let mut pkt = Vec::new();
+                rtp::write_rtp(&mut pkt, false, 0, 100 + k, 160 * k as u32, ssrc, &[0xff; 160]).unwrap();
+                c.send_to(&pkt, (LO, *cp)).unwrap();
+                a.send_to(&pkt, (LO, *ap)).unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        for (i, (_, c, a, ..)) in calls.iter().enumerate() {
+            let to_agent = drain(a, Duration::from_millis(30));
+            let to_caller = drain(c, Duration::from_millis(30));
+            assert_eq!(to_agent, (100..110).collect::<Vec<u16>>(), "call {i} caller → agent");
+            assert_eq!(to_caller, (100..110).collect::<Vec<u16>>(), "call {i} agent → caller");
+        }
+        // Dropping the handles ends every call: each reports Finished with its packet counts.
+        drop(calls.drain(..).map(|c| c.0).collect::<Vec<_>>());
+        let mut finished = 0;
+        while let Ok(Some(ev)) = tokio::time::timeout(Duration::from_secs(2), ev_rx.recv()).await {
+            if let MediaEvent::Finished { report, .. } = ev {
+                assert_eq!((report.caller_packets, report.agent_packets), (10, 10));
+                finished += 1;
+                if finished == CALLS {
+                    break;
+                }
+            }
+        }
+        assert_eq!(finished, CALLS);
+        assert_eq!(threads.threads[0].calls.load(Ordering::Relaxed), 0, "every call left its thread");
+    }
+}
