@@ -479,9 +479,35 @@ mod tests {
             calls.push((h, c, a, cp, ap));
         }
         // The announcement: 50 frames in 1 s toward each caller, in order, none toward agents.
-        // (The frames wait in the peers' socket buffers, read after the announcement's second.)
-        tokio::time::sleep(Duration::from_millis(1300)).await;
-        let heard: Vec<Vec<u16>> = calls.iter().map(|c| drain(&c.1, Duration::from_millis(5))).collect();
+        // Read as the frames arrive (every socket polled each millisecond) to check the pacing.
+        let socks: Vec<UdpSocket> = calls.iter().map(|c| c.1.try_clone().unwrap()).collect();
+        let arrivals: Vec<Vec<(Instant, u16)>> = tokio::task::spawn_blocking(move || {
+            let mut got = vec![Vec::new(); socks.len()];
+            let mut buf = [0u8; 2048];
+            for s in &socks {
+                s.set_nonblocking(true).unwrap();
+            }
+            let t0 = Instant::now();
+            while t0.elapsed() < Duration::from_millis(1300) {
+                for (i, s) in socks.iter().enumerate() {
+                    while let Ok(n) = s.recv(&mut buf) {
+                        if let Ok(p) = RtpPacket::parse(&buf[..n]) {
+                            got[i].push((Instant::now(), p.sequence()));
+                        }
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            got
+        })
+        .await
+        .unwrap();
+        for (i, a) in arrivals.iter().enumerate() {
+            // 20 ms frames: a late timer shows as a long gap (the 500 ms sweep would also send them).
+            let worst = a.windows(2).map(|w| w[1].0 - w[0].0).max().unwrap_or_default();
+            assert!(worst < Duration::from_millis(120), "call {i}: {worst:?} between announcement frames");
+        }
+        let heard: Vec<Vec<u16>> = arrivals.iter().map(|a| a.iter().map(|x| x.1).collect()).collect();
         let to_agents: usize = calls.iter().map(|c| drain(&c.2, Duration::from_millis(1)).len()).sum();
         assert_eq!(to_agents, 0, "the announcement is for callers only");
         for (i, seqs) in heard.iter().enumerate() {
