@@ -1,7 +1,7 @@
 //! In-band DTMF detection on 8 kHz linear audio (decoded G.711), ITU-T Q.24 style.
 //!
 //! Audio is cut into blocks of [`BLOCK`] samples (13.125 ms). Each block is measured with the
-//! Goertzel algorithm at the eight DTMF frequencies and classified:
+//! Goertzel algorithm at the eight DTMF frequencies (one [`GoertzelBank`] pass) and classified:
 //!
 //! * **hit** (a DTMF digit is present across the block): the strongest row tone and the strongest
 //!   column tone together carry at least [`HIT_RATIO`] of the block's total energy (this rejects
@@ -28,7 +28,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use super::Digit;
-use super::goertzel::{Goertzel, block_energy};
+use super::goertzel::{GoertzelBank, LANES, block_energy};
 
 /// Samples per second.
 pub const RATE: u32 = 8000;
@@ -113,9 +113,11 @@ enum Tone {
 /// [`push_frame`](Self::push_frame), drain [`poll_event`](Self::poll_event).
 #[derive(Debug)]
 pub struct InbandDetector {
-    rows: [Goertzel; 4],
-    cols: [Goertzel; 4],
-    buf: Vec<f32>,
+    /// Row frequencies in lanes 0..4, columns in 4..8.
+    bank: GoertzelBank,
+    /// The block being filled: `buf[..filled]`, scaled to ±1.
+    buf: [f32; BLOCK],
+    filled: usize,
     block_start: Option<Instant>,
     tone: Tone,
     suspect_open: bool,
@@ -141,11 +143,12 @@ fn db(ratio: f32) -> f32 {
 
 impl InbandDetector {
     pub fn new() -> InbandDetector {
-        let g = |f: f32| Goertzel::new(f, RATE as f32);
+        let freqs: [f32; LANES] =
+            std::array::from_fn(|k| if k < 4 { ROWS[k] } else { COLS[k - 4] });
         InbandDetector {
-            rows: ROWS.map(g),
-            cols: COLS.map(g),
-            buf: Vec::with_capacity(BLOCK),
+            bank: GoertzelBank::new(freqs, RATE as f32),
+            buf: [0.0; BLOCK],
+            filled: 0,
             block_start: None,
             tone: Tone::Idle {
                 since_hit: u32::MAX,
@@ -171,15 +174,23 @@ impl InbandDetector {
     /// Feeds decoded audio; `at` is the capture time of `samples[0]`. Any length works; frames
     /// must come in order.
     pub fn push_frame(&mut self, at: Instant, samples: &[i16]) {
-        for (i, &s) in samples.iter().enumerate() {
-            if self.buf.is_empty() {
-                self.block_start = Some(at + sample_offset(i));
+        // Whole runs up to the next block boundary: no per-sample bookkeeping.
+        let mut done = 0;
+        while done < samples.len() {
+            if self.filled == 0 {
+                self.block_start = Some(at + sample_offset(done));
             }
-            self.buf.push(s as f32 / 32768.0);
-            if self.buf.len() == BLOCK {
-                let class = self.classify();
-                self.buf.clear();
-                // Invariant: block_start is set whenever the first sample of a block is pushed.
+            let take = (BLOCK - self.filled).min(samples.len() - done);
+            let dst = &mut self.buf[self.filled..self.filled + take];
+            for (d, &s) in dst.iter_mut().zip(&samples[done..done + take]) {
+                *d = s as f32 / 32768.0;
+            }
+            self.filled += take;
+            done += take;
+            if self.filled == BLOCK {
+                self.filled = 0;
+                let class = self.classify(&self.buf);
+                // Invariant: block_start is set whenever the first sample of a block is stored.
                 let start = self.block_start.unwrap_or(at);
                 self.on_block(start, class);
             }
@@ -204,14 +215,14 @@ impl InbandDetector {
         self.events.push_back(ev);
     }
 
-    fn classify(&self) -> Class {
-        let b = &self.buf[..];
-        let energy = block_energy(b);
+    fn classify(&self, block: &[f32; BLOCK]) -> Class {
+        let energy = block_energy(block);
         if energy <= 0.0 {
             return Class::Quiet;
         }
-        let rp = self.rows.map(|g| g.power(b));
-        let cp = self.cols.map(|g| g.power(b));
+        let p = self.bank.powers(block);
+        let rp = [p[0], p[1], p[2], p[3]];
+        let cp = [p[4], p[5], p[6], p[7]];
         let (ri, r) = strongest(&rp);
         let (ci, c) = strongest(&cp);
         let ratio = (r + c) / energy;
@@ -227,7 +238,7 @@ impl InbandDetector {
         let rel_row = rel(&rp, ri, r);
         let rel_col = rel(&cp, ci, c);
         let twist = db(r / c.max(1e-20)); // > 0: normal twist (row louder)
-        let n = b.len() as f32;
+        let n = BLOCK as f32;
         // Mean square of full-scale-normalised sine of 0 dBm0: (peak/32768)² / 2.
         let ms0 = (DBM0_PEAK / 32768.0).powi(2) / 2.0;
         let level = |p: f32| db((p / n) / ms0);

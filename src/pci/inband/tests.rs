@@ -205,3 +205,56 @@ fn arbitrary_frame_sizes_and_reset() {
     det.reset();
     assert!(det.poll_event().is_none());
 }
+
+#[test]
+fn events_do_not_depend_on_how_audio_is_cut_into_frames() {
+    // One sample per frame is the reference: each block's start is then the `at` of its first
+    // sample's frame, with no offset arithmetic.
+    let pcm = Sig::new()
+        .silence(3.0)
+        .keys("2580")
+        .dtmf_levels('7', 60.0, -33.0, -33.0)
+        .silence(50.0)
+        .plus_noise(-45.0, 11)
+        .pcm();
+    let base = Instant::now();
+    let events = |sizes: &[usize]| {
+        let mut det = InbandDetector::new();
+        let (mut n, mut k, mut out) = (0, 0, Vec::new());
+        while n < pcm.len() {
+            let end = (n + sizes[k % sizes.len()]).min(pcm.len());
+            let at = base + Duration::from_secs(1) + Duration::from_nanos(n as u64 * 125_000);
+            det.push_frame(at, &pcm[n..end]);
+            while let Some(ev) = det.poll_event() {
+                out.push(ev);
+            }
+            (n, k) = (end, k + 1);
+        }
+        out
+    };
+    let want = events(&[1]);
+    assert_eq!(want.len(), 18, "{want:?}");
+    // Every event falls on a block boundary of the stream.
+    for ev in &want {
+        let at = match *ev {
+            InbandEvent::Suspect { at }
+            | InbandEvent::SuspectCleared { at }
+            | InbandEvent::ToneStart { at }
+            | InbandEvent::ToneEnd { at, .. } => at,
+        };
+        // `at` may be a block before the stream's start, so measured from `base`, 1 s earlier.
+        let ns = at.duration_since(base).as_nanos() as i128 - 1_000_000_000;
+        assert_eq!(ns % BLOCK_DUR.as_nanos() as i128, 0, "{ev:?}");
+    }
+    for sizes in [
+        &[160][..],
+        &[105],
+        &[104],
+        &[106],
+        &[210],
+        &[1000],
+        &[0, 7, 1, 160, 33, 105, 2],
+    ] {
+        assert_eq!(events(sizes), want, "frames of {sizes:?}");
+    }
+}
