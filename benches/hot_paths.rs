@@ -14,7 +14,10 @@
 //! * `recording/write_per_packet`: `RecordTrack` push + poll, `RecordingWriter::push_audio`,
 //!   and the once-a-second seal (AES-256-GCM) and output amortised over the 50 packets of that
 //!   second; track buffers recycled as the relay does.
-//! * `dtmf/inband_per_frame`: G.711 decode of 160 samples + `InbandDetector::push_frame`.
+//! * `dtmf/inband_per_frame`: G.711 decode of 160 samples + `InbandDetector::push_frame`, on a
+//!   loud 440 Hz tone (every block goes through the Goertzel filters).
+//! * `dtmf/inband_quiet_frame`: the same on line noise at -50 dBm0 (a pause, or the direction
+//!   of the party who is listening: most frames of a conversation on each leg).
 //! * `dtmf/rfc4733_per_packet`: `EventTracker::handle_packet` + `poll_event` on an event stream.
 
 use std::hint::black_box;
@@ -172,7 +175,22 @@ impl Record {
     }
 }
 
-/// In-band DTMF detection of one 20 ms frame (speech-like tone, no digit).
+/// Low-level white noise, µ-law (-50 dBm0: the noise floor of a quiet line), from a fixed seed.
+fn line_noise(k: usize) -> [u8; 160] {
+    // xorshift64: deterministic and dependency-free; uniform in ±88 has an RMS of 51, i.e. a
+    // 0 dBm0 sine's RMS (22,700 / √2) 50 dB down.
+    let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ (k as u64 + 1);
+    let mut p = [0u8; 160];
+    for b in p.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = G711::Pcmu.encode((x % 177) as i16 - 88);
+    }
+    p
+}
+
+/// In-band DTMF detection of one 20 ms frame (no digit).
 struct Inband {
     det: InbandDetector,
     now: Instant,
@@ -182,8 +200,16 @@ struct Inband {
 }
 
 impl Inband {
+    /// A loud speech-like tone.
     fn new() -> Inband {
-        Inband { det: InbandDetector::new(), now: Instant::now(), frames: (0..50).map(tone).collect(), pcm: Vec::with_capacity(160), k: 0 }
+        Inband::with(tone)
+    }
+    /// Line noise only.
+    fn quiet() -> Inband {
+        Inband::with(line_noise)
+    }
+    fn with(frame: fn(usize) -> [u8; 160]) -> Inband {
+        Inband { det: InbandDetector::new(), now: Instant::now(), frames: (0..50).map(frame).collect(), pcm: Vec::with_capacity(160), k: 0 }
     }
     fn step(&mut self) -> usize {
         self.now += FRAME;
@@ -247,6 +273,8 @@ fn benches(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1));
     let mut i = Inband::new();
     g.bench_function("inband_per_frame", |b| b.iter(|| black_box(i.step())));
+    let mut q = Inband::quiet();
+    g.bench_function("inband_quiet_frame", |b| b.iter(|| black_box(q.step())));
     let mut e = Events::new();
     g.bench_function("rfc4733_per_packet", |b| b.iter(|| black_box(e.step())));
     g.finish();
@@ -269,6 +297,7 @@ fn callgrind(name: &str, n: u64) {
         "delay_line_pooled" => { let mut s = Delay::new(true); for _ in 0..n { acc += s.step() as u64; } }
         "write_per_packet" => { let mut s = Record::new(); for _ in 0..n { acc += s.step(); } }
         "inband_per_frame" => { let mut s = Inband::new(); for _ in 0..n { acc += s.step() as u64; } }
+        "inband_quiet_frame" => { let mut s = Inband::quiet(); for _ in 0..n { acc += s.step() as u64; } }
         "rfc4733_per_packet" => { let mut s = Events::new(); for _ in 0..n { acc += s.step() as u64; } }
         other => {
             eprintln!("unknown loop {other}");

@@ -1,7 +1,7 @@
 //! In-band DTMF detection on 8 kHz linear audio (decoded G.711), ITU-T Q.24 style.
 //!
 //! Audio is cut into blocks of [`BLOCK`] samples (13.125 ms). Each block is measured with the
-//! Goertzel algorithm at the eight DTMF frequencies and classified:
+//! Goertzel algorithm at the eight DTMF frequencies (one [`GoertzelBank`] pass) and classified:
 //!
 //! * **hit** (a DTMF digit is present across the block): the strongest row tone and the strongest
 //!   column tone together carry at least [`HIT_RATIO`] of the block's total energy (this rejects
@@ -12,7 +12,9 @@
 //!   ([`SUSPECT_RATIO`], [`SUSPECT_MIN_LEVEL_DBM0`], [`SUSPECT_REL_PEAK_DB`], twist limits plus
 //!   [`SUSPECT_TWIST_SLACK_DB`]). Every hit
 //!   is also suspect.
-//! * **quiet**: neither.
+//! * **quiet**: neither. A block with too little energy for any tone to reach the suspect level
+//!   is quiet without running the filters (see [`InbandDetector::gate_energy`]): on a call most
+//!   blocks of each direction are pauses or the listening party's line noise.
 //!
 //! A digit is accepted after [`ACCEPT_BLOCKS`] consecutive hits of the same key (a 40 ms tone
 //! always contains two whole blocks; a 20 ms tone never yields two hits), ends after
@@ -28,7 +30,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use super::Digit;
-use super::goertzel::{Goertzel, block_energy};
+use super::goertzel::{GoertzelBank, LANES, block_energy};
 
 /// Samples per second.
 pub const RATE: u32 = 8000;
@@ -70,6 +72,9 @@ pub const MIN_GAP_BLOCKS: u32 = 3;
 pub const CLEAR_BLOCKS: u32 = 2;
 /// Queued events kept if the owner never drains (it should after every frame).
 pub const MAX_PENDING: usize = 256;
+/// How far below the Cauchy–Schwarz bound the energy gate sits (see
+/// [`InbandDetector::gate_energy`]): 3 dB, where float rounding is parts per million.
+pub const GATE_MARGIN: f32 = 0.5;
 
 /// What the detector reports. Times are capture times (see the module docs of `pci`).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -113,9 +118,13 @@ enum Tone {
 /// [`push_frame`](Self::push_frame), drain [`poll_event`](Self::poll_event).
 #[derive(Debug)]
 pub struct InbandDetector {
-    rows: [Goertzel; 4],
-    cols: [Goertzel; 4],
-    buf: Vec<f32>,
+    /// Row frequencies in lanes 0..4, columns in 4..8.
+    bank: GoertzelBank,
+    /// [`Self::gate_energy`], computed once.
+    gate: f32,
+    /// The block being filled: `buf[..filled]`, scaled to ±1.
+    buf: [f32; BLOCK],
+    filled: usize,
     block_start: Option<Instant>,
     tone: Tone,
     suspect_open: bool,
@@ -139,13 +148,20 @@ fn db(ratio: f32) -> f32 {
     10.0 * ratio.max(1e-20).log10()
 }
 
+/// Mean square of full-scale-normalised sine of 0 dBm0: (peak/32768)² / 2.
+fn ms0() -> f32 {
+    (DBM0_PEAK / 32768.0).powi(2) / 2.0
+}
+
 impl InbandDetector {
     pub fn new() -> InbandDetector {
-        let g = |f: f32| Goertzel::new(f, RATE as f32);
+        let freqs: [f32; LANES] =
+            std::array::from_fn(|k| if k < 4 { ROWS[k] } else { COLS[k - 4] });
         InbandDetector {
-            rows: ROWS.map(g),
-            cols: COLS.map(g),
-            buf: Vec::with_capacity(BLOCK),
+            bank: GoertzelBank::new(freqs, RATE as f32),
+            gate: Self::gate_energy(),
+            buf: [0.0; BLOCK],
+            filled: 0,
             block_start: None,
             tone: Tone::Idle {
                 since_hit: u32::MAX,
@@ -171,15 +187,23 @@ impl InbandDetector {
     /// Feeds decoded audio; `at` is the capture time of `samples[0]`. Any length works; frames
     /// must come in order.
     pub fn push_frame(&mut self, at: Instant, samples: &[i16]) {
-        for (i, &s) in samples.iter().enumerate() {
-            if self.buf.is_empty() {
-                self.block_start = Some(at + sample_offset(i));
+        // Whole runs up to the next block boundary: no per-sample bookkeeping.
+        let mut done = 0;
+        while done < samples.len() {
+            if self.filled == 0 {
+                self.block_start = Some(at + sample_offset(done));
             }
-            self.buf.push(s as f32 / 32768.0);
-            if self.buf.len() == BLOCK {
-                let class = self.classify();
-                self.buf.clear();
-                // Invariant: block_start is set whenever the first sample of a block is pushed.
+            let take = (BLOCK - self.filled).min(samples.len() - done);
+            let dst = &mut self.buf[self.filled..self.filled + take];
+            for (d, &s) in dst.iter_mut().zip(&samples[done..done + take]) {
+                *d = s as f32 / 32768.0;
+            }
+            self.filled += take;
+            done += take;
+            if self.filled == BLOCK {
+                self.filled = 0;
+                let class = self.classify(&self.buf);
+                // Invariant: block_start is set whenever the first sample of a block is stored.
                 let start = self.block_start.unwrap_or(at);
                 self.on_block(start, class);
             }
@@ -204,14 +228,38 @@ impl InbandDetector {
         self.events.push_back(ev);
     }
 
-    fn classify(&self) -> Class {
-        let b = &self.buf[..];
-        let energy = block_energy(b);
+    /// Block energy below which a block is quiet whatever its spectrum.
+    ///
+    /// By Cauchy–Schwarz a Goertzel output at any frequency has |X|² ≤ N·Σx², so a filter's
+    /// power 2|X|²/N is at most 2·E (E = Σx², the block energy). A suspect or hit block needs
+    /// both tones at [`SUSPECT_MIN_LEVEL_DBM0`] (resp. [`MIN_LEVEL_DBM0`]) or more, i.e. a power
+    /// of at least `p_min` (inverting the dBm0 `level` that classification uses); when
+    /// 2·E < `p_min` no filter can reach it and the block is quiet. [`GATE_MARGIN`] puts the gate
+    /// well clear of float rounding in E, in the filters and in `level` (measured on decoded
+    /// audio: the f32 powers are within 1e-6 · 2E of exact ones).
+    pub fn gate_energy() -> f32 {
+        let min_dbm0 = SUSPECT_MIN_LEVEL_DBM0.min(MIN_LEVEL_DBM0);
+        let p_min = BLOCK as f32 * ms0() * 10f32.powf(min_dbm0 / 10.0);
+        GATE_MARGIN * p_min / 2.0
+    }
+
+    fn classify(&self, block: &[f32; BLOCK]) -> Class {
+        let energy = block_energy(block);
+        if energy < self.gate {
+            return Class::Quiet;
+        }
+        let p = self.bank.powers(block);
+        let rows = [p[0], p[1], p[2], p[3]];
+        let cols = [p[4], p[5], p[6], p[7]];
+        Self::classify_powers(energy, BLOCK as f32, rows, cols)
+    }
+
+    /// The decision from the block's energy, its length and the filter powers (no gate: with the
+    /// scalar filters this is the classification as it was before the bank and the gate).
+    fn classify_powers(energy: f32, n: f32, rp: [f32; 4], cp: [f32; 4]) -> Class {
         if energy <= 0.0 {
             return Class::Quiet;
         }
-        let rp = self.rows.map(|g| g.power(b));
-        let cp = self.cols.map(|g| g.power(b));
         let (ri, r) = strongest(&rp);
         let (ci, c) = strongest(&cp);
         let ratio = (r + c) / energy;
@@ -227,9 +275,7 @@ impl InbandDetector {
         let rel_row = rel(&rp, ri, r);
         let rel_col = rel(&cp, ci, c);
         let twist = db(r / c.max(1e-20)); // > 0: normal twist (row louder)
-        let n = b.len() as f32;
-        // Mean square of full-scale-normalised sine of 0 dBm0: (peak/32768)² / 2.
-        let ms0 = (DBM0_PEAK / 32768.0).powi(2) / 2.0;
+        let ms0 = ms0();
         let level = |p: f32| db((p / n) / ms0);
         let (lr, lc) = (level(r), level(c));
         let hit = ratio >= HIT_RATIO

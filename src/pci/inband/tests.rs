@@ -205,3 +205,160 @@ fn arbitrary_frame_sizes_and_reset() {
     det.reset();
     assert!(det.poll_event().is_none());
 }
+
+/// The classification as it was before the filter bank and the energy gate: scalar filters, no
+/// gate.
+fn classify_reference(block: &[f32]) -> Class {
+    use crate::pci::goertzel::{Goertzel, block_energy};
+    let g = |f: f32| Goertzel::new(f, RATE as f32).power(block);
+    InbandDetector::classify_powers(
+        block_energy(block),
+        block.len() as f32,
+        ROWS.map(g),
+        COLS.map(g),
+    )
+}
+
+fn to_block(x: &[f64]) -> [f32; BLOCK] {
+    std::array::from_fn(|i| x[i].round().clamp(-32768.0, 32767.0) as f32 / 32768.0)
+}
+
+#[test]
+fn energy_gate_changes_no_classification() {
+    use crate::pci::goertzel::block_energy;
+    use crate::pci::testsig::{Rng, amp};
+    let det = InbandDetector::new();
+    let gate = InbandDetector::gate_energy();
+    let mut blocks: Vec<[f32; BLOCK]> = Vec::new();
+    // DTMF pairs through the suspect and hit level limits in 0.1 dB steps, at several twists,
+    // starting at random phases: the quietest blocks that can be suspect.
+    let mut rng = Rng::new(5);
+    for (i, key) in "123A456B789C*0#D".chars().enumerate() {
+        let d = Digit::from_char(key).unwrap();
+        let (r, c) = d.row_col();
+        for step in 0..=200 {
+            let row_db = -45.0 + 0.1 * step as f64;
+            let col_db = row_db + [-4.0, -2.0, 0.0, 1.0, 3.0][(i + step) % 5];
+            let (ar, ac) = (amp(row_db), amp(col_db));
+            let (pr, pc) = (rng.uniform() * 3.2, rng.uniform() * 3.2);
+            let w = |f: f32| 2.0 * std::f64::consts::PI * f as f64 / 8000.0;
+            let x: Vec<f64> = (0..BLOCK)
+                .map(|n| {
+                    ar * (w(ROWS[r]) * n as f64 + pr).sin()
+                        + ac * (w(COLS[c]) * n as f64 + pc).sin()
+                })
+                .collect();
+            blocks.push(to_block(&x));
+        }
+    }
+    // Speech, music, single tones, noise and silence cut into blocks.
+    let mut long = vec![
+        Sig::new().keys("159#").plus_noise(-45.0, 2),
+        Sig::new()
+            .sine(941.0, 500.0, -40.0)
+            .sine(1336.0, 500.0, -36.0),
+        Sig::new().chord(&[698.46, 1174.66], 1000.0, -30.0),
+        Sig::new().silence(100.0),
+    ];
+    for seed in 1..=8 {
+        long.push(speech(2000.0, seed));
+        long.push(Sig::new().noise(500.0, -60.0 + 3.0 * seed as f64, seed));
+    }
+    for sig in &long {
+        for x in sig.pcm().chunks_exact(BLOCK) {
+            blocks.push(std::array::from_fn(|i| x[i] as f32 / 32768.0));
+        }
+    }
+    // Every shape scaled so its energy sits just below, at and just above the gate.
+    let shapes = blocks.clone();
+    for b in shapes.iter().step_by(7) {
+        let e = block_energy(b);
+        if e <= 0.0 {
+            continue;
+        }
+        for f in [0.98f32, 0.999, 1.0, 1.001, 1.02, 2.0] {
+            let g = (gate * f / e).sqrt();
+            blocks.push(b.map(|x| x * g));
+        }
+    }
+
+    let (mut gated, mut near_above, mut suspect, mut hit) = (0, 0, 0, 0);
+    let mut quietest_non_quiet = f32::INFINITY;
+    for (i, b) in blocks.iter().enumerate() {
+        let want = classify_reference(b);
+        assert_eq!(det.classify(b), want, "block {i}");
+        let e = block_energy(b);
+        match want {
+            Class::Quiet if e < gate => gated += 1,
+            Class::Quiet if e < 1.05 * gate => near_above += 1,
+            Class::Quiet => {}
+            Class::Suspect => suspect += 1,
+            Class::Hit(_) => hit += 1,
+        }
+        if want != Class::Quiet {
+            quietest_non_quiet = quietest_non_quiet.min(e);
+        }
+    }
+    // The corpus must exercise both sides of the gate and reach down to the quietest blocks
+    // that can be suspect: two tones at the suspect level carry about 2·p_min = 8·gate.
+    assert!(gated > 1000 && near_above > 1000, "{gated} {near_above}");
+    assert!(suspect > 1000 && hit > 200, "{suspect} {hit}");
+    assert!(
+        quietest_non_quiet < 10.0 * gate,
+        "quietest suspect block {:.1} dB above the gate",
+        db(quietest_non_quiet / gate)
+    );
+}
+
+#[test]
+fn events_do_not_depend_on_how_audio_is_cut_into_frames() {
+    // One sample per frame is the reference: each block's start is then the `at` of its first
+    // sample's frame, with no offset arithmetic.
+    let pcm = Sig::new()
+        .silence(3.0)
+        .keys("2580")
+        .dtmf_levels('7', 60.0, -33.0, -33.0)
+        .silence(50.0)
+        .plus_noise(-45.0, 11)
+        .pcm();
+    let base = Instant::now();
+    let events = |sizes: &[usize]| {
+        let mut det = InbandDetector::new();
+        let (mut n, mut k, mut out) = (0, 0, Vec::new());
+        while n < pcm.len() {
+            let end = (n + sizes[k % sizes.len()]).min(pcm.len());
+            let at = base + Duration::from_secs(1) + Duration::from_nanos(n as u64 * 125_000);
+            det.push_frame(at, &pcm[n..end]);
+            while let Some(ev) = det.poll_event() {
+                out.push(ev);
+            }
+            (n, k) = (end, k + 1);
+        }
+        out
+    };
+    let want = events(&[1]);
+    assert_eq!(want.len(), 18, "{want:?}");
+    // Every event falls on a block boundary of the stream.
+    for ev in &want {
+        let at = match *ev {
+            InbandEvent::Suspect { at }
+            | InbandEvent::SuspectCleared { at }
+            | InbandEvent::ToneStart { at }
+            | InbandEvent::ToneEnd { at, .. } => at,
+        };
+        // `at` may be a block before the stream's start, so measured from `base`, 1 s earlier.
+        let ns = at.duration_since(base).as_nanos() as i128 - 1_000_000_000;
+        assert_eq!(ns % BLOCK_DUR.as_nanos() as i128, 0, "{ev:?}");
+    }
+    for sizes in [
+        &[160][..],
+        &[105],
+        &[104],
+        &[106],
+        &[210],
+        &[1000],
+        &[0, 7, 1, 160, 33, 105, 2],
+    ] {
+        assert_eq!(events(sizes), want, "frames of {sizes:?}");
+    }
+}
