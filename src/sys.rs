@@ -31,6 +31,12 @@ pub struct RecvBatch {
     truncated: [bool; BATCH],
 }
 
+impl Default for RecvBatch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl RecvBatch {
     pub fn new() -> RecvBatch {
         RecvBatch {
@@ -67,10 +73,10 @@ impl RecvBatch {
             return Err(io::Error::last_os_error());
         }
         let n = n as usize;
-        for i in 0..n {
-            self.lens[i] = msgs[i].msg_len as usize;
-            self.addr_lens[i] = msgs[i].msg_hdr.msg_namelen;
-            self.truncated[i] = msgs[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
+        for (i, m) in msgs.iter().take(n).enumerate() {
+            self.lens[i] = m.msg_len as usize;
+            self.addr_lens[i] = m.msg_hdr.msg_namelen;
+            self.truncated[i] = m.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
         }
         Ok(n)
     }

@@ -218,11 +218,11 @@ impl MediaLoop {
             if !self.backlog.is_empty() {
                 wait = wait.min(Duration::from_millis(5));
             }
-            if let Err(e) = self.poll.poll(&mut events, Some(wait)) {
-                if e.kind() != io::ErrorKind::Interrupted {
-                    tracing::error!(error = %e, "media thread poll failed");
-                    std::thread::sleep(Duration::from_millis(10));
-                }
+            if let Err(e) = self.poll.poll(&mut events, Some(wait))
+                && e.kind() != io::ErrorKind::Interrupted
+            {
+                tracing::error!(error = %e, "media thread poll failed");
+                std::thread::sleep(Duration::from_millis(10));
             }
             if self.shared.stop.load(Ordering::Acquire) {
                 break;
