@@ -287,13 +287,23 @@ impl MediaLoop {
         let Some(Some(s)) = self.slots.get_mut(slot) else { return };
         let leg = if which % 2 == 0 { Leg::Caller } else { Leg::Agent };
         let rtcp = which >= 2;
+        // A pending socket error is returned once and cleared; more in a row means the socket
+        // is broken, and spinning on it would starve every other call on this thread.
+        let mut errors = 0;
         loop {
             let n = match self.batch.recv(s.fds[which]) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 // ICMP errors (port unreachable from a peer that went away) surface here.
-                Err(_) => continue,
+                Err(_) if errors < 4 => {
+                    errors += 1;
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "media socket read failed");
+                    break;
+                }
             };
             for k in 0..n {
                 let (pkt, src) = self.batch.get(k);

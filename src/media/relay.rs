@@ -423,6 +423,9 @@ struct Recorder {
 /// default 1 s flush); beyond that the recording fails rather than grow without bound.
 const MAX_HELD_CHUNKS: usize = 64;
 
+/// Events a call keeps while the signalling channel is full.
+const MAX_PENDING_EVENTS: usize = 64;
+
 /// How late recording-path work may run (see [`MediaTask::poll_timeout`]): one packet interval.
 const LAZY_SLACK: Duration = Duration::from_millis(20);
 
@@ -1076,8 +1079,13 @@ impl MediaTask {
     }
 
     /// Queues an event for the signalling task. A call produces a handful (announcement done,
-    /// a few keys, a timeout), never one per packet, so the queue is bounded by the call itself.
+    /// a few keys, a timeout), never one per packet; the cap holds against a peer sending key
+    /// events as fast as it can while signalling is stalled.
     fn emit(&mut self, ev: MediaEvent) {
+        if self.pending.len() >= MAX_PENDING_EVENTS {
+            tracing::warn!(call = %self.call, "signalling is not taking media events; one dropped");
+            return;
+        }
         self.pending.push_back(ev);
     }
 
