@@ -89,6 +89,7 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
 
 /// Binds everything and starts the gateway in the current runtime.
 pub async fn start(config: Config) -> Result<Running, ServeError> {
+    check_open_files(config.media.rtp_ports);
     let store = Store::connect(&config.database.url).await?;
     let (keyring, created) = Keyring::load_or_create_dev(&config.keys.kek_file)?;
     if created {
@@ -192,6 +193,27 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         result
     });
     Ok(Running { sip_addr, api_addr, stop: stop_tx, task })
+}
+
+/// Every call holds four sockets (RTP and RTCP toward each side): raise the open-files limit as
+/// far as allowed, and say so if it still caps the calls below what the port range allows.
+fn check_open_files(ports: (u16, u16)) {
+    let by_ports = (u64::from(ports.1.saturating_sub(ports.0)) + 1) / 4;
+    match crate::sys::raise_open_files_limit() {
+        Ok(limit) => {
+            // Headroom for SIP over TCP, the database, recording files and the API.
+            let by_files = limit.saturating_sub(256) / 4;
+            if by_files < by_ports {
+                tracing::warn!(
+                    open_files = limit,
+                    calls = by_files,
+                    "the open-files limit allows only about this many concurrent calls; raise it \
+                     (LimitNOFILE= in the systemd unit, ulimit -Hn) for more"
+                );
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "could not read or raise the open-files limit"),
+    }
 }
 
 /// Calls left "recording" by a crash: their files lack the final chunk.

@@ -3,7 +3,9 @@
 //!
 //! * [`RecvBatch`]: `recvmmsg`, a batch of datagrams with their sources in one call (media
 //!   threads);
-//! * [`syncfs`]: one flush for every dirty file of a filesystem (the recording syncer).
+//! * [`syncfs`]: one flush for every dirty file of a filesystem (the recording syncer);
+//! * [`raise_open_files_limit`]: every call holds four sockets, so the usual soft limit of 1,024
+//!   open files would cap a gateway at about 250 calls.
 #![allow(unsafe_code)]
 
 use std::io;
@@ -20,6 +22,24 @@ pub const DATAGRAM: usize = 2048;
 pub fn syncfs(f: &std::fs::File) -> io::Result<()> {
     // SAFETY: a plain syscall on a file descriptor that `f` keeps open for the call.
     if unsafe { libc::syncfs(f.as_raw_fd()) } == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+}
+
+/// Raises the soft limit on open files to the hard limit; returns the limit now in force.
+pub fn raise_open_files_limit() -> io::Result<u64> {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes one rlimit into the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        let want = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
+        // SAFETY: setrlimit reads one rlimit from the struct we pass.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &want) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        lim = want;
+    }
+    Ok(lim.rlim_cur as u64)
 }
 
 /// Buffers for one `recvmmsg` call.
@@ -135,6 +155,14 @@ mod tests {
         }
         assert_eq!(batch.recv(rx.as_raw_fd()).unwrap(), 3);
         assert_eq!(batch.get(2).0, &[(BATCH + 2) as u8; 12]);
+    }
+
+    #[test]
+    fn open_files_limit_is_raised_to_the_hard_limit() {
+        let now = raise_open_files_limit().unwrap();
+        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
+        assert_eq!((now, lim.rlim_cur), (lim.rlim_max as u64, lim.rlim_max));
     }
 
     #[test]
