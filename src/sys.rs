@@ -159,10 +159,18 @@ mod tests {
 
     #[test]
     fn open_files_limit_is_raised_to_the_hard_limit() {
+        let get = || {
+            let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+            assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
+            lim
+        };
+        // Lower the soft limit first (still roomy for the other tests in this process), so
+        // the raise has something to do wherever the test runs.
+        let hard = get().rlim_max;
+        let low = libc::rlimit { rlim_cur: (hard / 2).max(1024).min(hard), rlim_max: hard };
+        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &low) }, 0);
         let now = raise_open_files_limit().unwrap();
-        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
-        assert_eq!((now, lim.rlim_cur), (lim.rlim_max as u64, lim.rlim_max));
+        assert_eq!((now, get().rlim_cur), (hard as u64, hard));
     }
 
     #[test]
