@@ -39,6 +39,7 @@ pub fn raise_open_files_limit() -> io::Result<u64> {
         }
         lim = want;
     }
+    #[allow(clippy::unnecessary_cast)] // rlim_t is not u64 on every target
     Ok(lim.rlim_cur as u64)
 }
 
@@ -170,7 +171,7 @@ mod tests {
         let low = libc::rlimit { rlim_cur: (hard / 2).max(1024).min(hard), rlim_max: hard };
         assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &low) }, 0);
         let now = raise_open_files_limit().unwrap();
-        assert_eq!((now, get().rlim_cur), (hard as u64, hard));
+        assert_eq!((now as libc::rlim_t, get().rlim_cur), (hard, hard));
     }
 
     #[test]
