@@ -10,6 +10,10 @@
 #   -w WINDOW_S      steady-state window in which CPU and RSS are measured (default 10)
 #   --no-rtpengine   callgate only (the CI smoke)
 #   --keep           keep the work directory (kept anyway on failure)
+#   --hold S         sustained-rate mode: every call ends S seconds after it is answered, so the
+#                    rate is kept up for CALLS/CPS seconds with about CPS*(S+1) calls up at once;
+#                    no steady-state window (calls come and go): CPU is reported per call
+#                    (setup, announcement, S s of media, teardown); callgate only
 #
 # Environment: CALLGATE_BIN (default: cargo build --release, target/release/callgate),
 # LOAD_SIP_PORT (default 5370), LOAD_ANNOUNCE_S (default 1), LOAD_CAPTURE_S (tcpdump window for
@@ -51,6 +55,7 @@ RATE=50
 WINDOW=10
 RTPE=1
 KEEP=0
+HOLD_FIXED=""
 while (( $# )); do
   case "$1" in
     -n) CALLS=$2; shift 2 ;;
@@ -58,6 +63,7 @@ while (( $# )); do
     -w) WINDOW=$2; shift 2 ;;
     --no-rtpengine) RTPE=0; shift ;;
     --keep) KEEP=1; shift ;;
+    --hold) HOLD_FIXED=$2; RTPE=0; shift 2 ;;
     -h|--help) sed -n '2,40p' "${BASH_SOURCE[0]}"; exit 0 ;;
     *) echo "load: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
@@ -69,6 +75,7 @@ SETTLE_S=3
 RAMP_S=$(( (CALLS + RATE - 1) / RATE ))
 # Every call must still be up at the end of the window and the capture.
 HOLD_S=$(( RAMP_S + ANNOUNCE_S + SETTLE_S + WINDOW + CAPTURE_S + 4 ))
+if [[ -n $HOLD_FIXED ]]; then HOLD_S=$HOLD_FIXED; fi
 CLK_TCK=$(getconf CLK_TCK)
 RELAY_LO=30000
 RELAY_HI=39999
@@ -202,25 +209,34 @@ run_phase() {
       -p $((uas_port + 10)) -mp 50000 -m "$CALLS" -l "$CALLS" -r "$RATE" -d $((HOLD_S * 1000)) \
       -timeout $((HOLD_S + 240))s "${sipp_common[@]}" >uac.out 2>&1) &
   local uac=$!; pids+=("$uac")
-  sleep $((RAMP_S + ANNOUNCE_S + SETTLE_S))
-  kill -0 "$pid" 2>/dev/null || { bad "$name died during the ramp"; return 1; }
-  local c0 c1 t0 t1 r0 r1
-  c0=$(cpu_ticks "$pid"); t0=$(date +%s.%N); r0=$(rss_kib "$pid")
-  sleep "$WINDOW"
-  c1=$(cpu_ticks "$pid"); t1=$(date +%s.%N); r1=$(rss_kib "$pid")
-  ph_rss_peak=$(( r0 > r1 ? r0 : r1 ))
-  ph_cpu_s=$(awk -v a="$c0" -v b="$c1" -v k="$CLK_TCK" 'BEGIN {printf "%.3f", (b - a) / k}')
-  ph_callsec=$(awk -v a="$t0" -v b="$t1" -v n="$CALLS" 'BEGIN {printf "%.1f", (b - a) * n}')
-  ph_lat='{}'
-  if (( have_tcpdump )); then
-    timeout $((CAPTURE_S + 5)) tcpdump -i lo -n -U -B 65536 --time-stamp-precision=nano -s 128 -w "$name/rtp.pcap" \
-      "udp and portrange $RELAY_LO-$RELAY_HI" >"$name/tcpdump.log" 2>&1 &
-    local cap=$!; pids+=("$cap")
-    sleep "$CAPTURE_S"
-    kill -INT "$cap" 2>/dev/null || true; wait "$cap" 2>/dev/null || true
-    ph_lat=$(timeout 300 python3 "$tool" latency "$name/rtp.pcap" "$RELAY_LO" "$RELAY_HI" 2>"$name/latency.err" || echo '{}')
+  ph_cpu_call=""
+  if [[ -n $HOLD_FIXED ]]; then
+    # Calls come and go: CPU from the first INVITE to the last BYE, per call.
+    local h0; h0=$(cpu_ticks "$pid")
+    local rc=0; wait "$uac" || rc=$?
+    ph_cpu_call=$(awk -v a="$h0" -v b="$(cpu_ticks "$pid")" -v k="$CLK_TCK" -v n="$CALLS" 'BEGIN {printf "%.3f", (b - a) / k / n * 1000}')
+    ph_rss_peak=$(rss_kib "$pid"); ph_cpu_s=""; ph_callsec=""; ph_lat='{}'
+  else
+    sleep $((RAMP_S + ANNOUNCE_S + SETTLE_S))
+    kill -0 "$pid" 2>/dev/null || { bad "$name died during the ramp"; return 1; }
+    local c0 c1 t0 t1 r0 r1
+    c0=$(cpu_ticks "$pid"); t0=$(date +%s.%N); r0=$(rss_kib "$pid")
+    sleep "$WINDOW"
+    c1=$(cpu_ticks "$pid"); t1=$(date +%s.%N); r1=$(rss_kib "$pid")
+    ph_rss_peak=$(( r0 > r1 ? r0 : r1 ))
+    ph_cpu_s=$(awk -v a="$c0" -v b="$c1" -v k="$CLK_TCK" 'BEGIN {printf "%.3f", (b - a) / k}')
+    ph_callsec=$(awk -v a="$t0" -v b="$t1" -v n="$CALLS" 'BEGIN {printf "%.1f", (b - a) * n}')
+    ph_lat='{}'
+    if (( have_tcpdump )); then
+      timeout $((CAPTURE_S + 5)) tcpdump -i lo -n -U -B 65536 --time-stamp-precision=nano -s 128 -w "$name/rtp.pcap" \
+        "udp and portrange $RELAY_LO-$RELAY_HI" >"$name/tcpdump.log" 2>&1 &
+      local cap=$!; pids+=("$cap")
+      sleep "$CAPTURE_S"
+      kill -INT "$cap" 2>/dev/null || true; wait "$cap" 2>/dev/null || true
+      ph_lat=$(timeout 300 python3 "$tool" latency "$name/rtp.pcap" "$RELAY_LO" "$RELAY_HI" 2>"$name/latency.err" || echo '{}')
+    fi
+    local rc=0; wait "$uac" || rc=$?
   fi
-  local rc=0; wait "$uac" || rc=$?
   ph_wall=$(awk -v a="$t_start" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}')
   ph_succ=$(sipp_stat "$name/uac.out" 'Successful call'); ph_fail=$(sipp_stat "$name/uac.out" 'Failed call')
   (( rc == 0 )) || bad "$name: SIPp caller exit $rc (successful $ph_succ, failed $ph_fail); see $work/$name/uac.out"
@@ -239,7 +255,7 @@ python3 "$root/tests/interop/sip_probe.py" ready 127.0.0.1 "$SIP_PORT" 20 >/dev/
   || { bad "gateway not answering SIP on 127.0.0.1:$SIP_PORT"; tail -n 20 callgate.log; exit 1; }
 run_phase callgate "$gw" "$SIP_PORT" $((SIP_PORT + 1)) || true
 cg_cpu=$ph_cpu_s; cg_cs=$ph_callsec; cg_idle=$ph_rss_idle; cg_peak=$ph_rss_peak
-cg_succ=$ph_succ; cg_fail=$ph_fail; cg_lat=$ph_lat; cg_wall=$ph_wall
+cg_succ=$ph_succ; cg_fail=$ph_fail; cg_lat=$ph_lat; cg_wall=$ph_wall; cg_cpu_call=$ph_cpu_call
 # Last hangups: final chunks sealed, call rows written. Under load the database writes lag
 # behind the calls; wait (up to 120 s) until no row is still open, and report how long it took.
 t_settle=$(date +%s.%N)
@@ -299,7 +315,7 @@ fi
 # ---------------------------------------------------------------- summary
 python3 - "$CALLS" "$RATE" "$WINDOW" "$cg_cpu" "$cg_cs" "$cg_idle" "$cg_peak" "$cg_succ" "$cg_fail" \
   "$cg_lat" "$cg_calls" "$v_ok" "$n_rec" "$re_cpu" "$re_cs" "$re_idle" "$re_peak" "$re_succ" "$re_fail" \
-  "$re_lat" "$re_del" "$fail" "$settle_s" >summary.json <<'EOF'
+  "$re_lat" "$re_del" "$fail" "$settle_s" "$cg_cpu_call" "${HOLD_FIXED:-}" >summary.json <<'EOF'
 import json, sys
 a = sys.argv[1:]
 def f(x):
@@ -323,17 +339,21 @@ s = {"calls": calls, "rate_cps": rate, "window_s": window,
      "callgate": relay(*a[3:9], a[9]), "callgate_calls": cg_calls,
      "recordings_verified": int(a[11]), "recordings": int(a[12]),
      "rtpengine": relay(*a[13:19], a[19]), "rtpengine_delete": j(a[20]), "failures": int(a[21]),
-     "callgate_records_settle_s": f(a[22])}
+     "callgate_records_settle_s": f(a[22]),
+     "hold_s": f(a[24]), "callgate_cpu_ms_per_call": f(a[23])}
 if s["callgate"] and s["rtpengine"] and s["rtpengine"]["cpu_ms_per_call_s"]:
     s["ratio_cpu_callgate_over_rtpengine"] = round(
         s["callgate"]["cpu_ms_per_call_s"] / s["rtpengine"]["cpu_ms_per_call_s"], 2)
 print(json.dumps(s, indent=1))
 EOF
 echo
-echo "=== load summary ($CALLS calls, $RATE cps, ${WINDOW}s window) ==="
+if [[ -n $HOLD_FIXED ]]; then echo "=== load summary ($CALLS calls, $RATE cps, each held ${HOLD_FIXED}s) ==="
+else echo "=== load summary ($CALLS calls, $RATE cps, ${WINDOW}s window) ==="; fi
 jq -r '
   def row(n; r): "\(n): CPU \(r.cpu_s) s over \(r.call_s) call-s = \(r.cpu_ms_per_call_s) ms CPU per call-second (\(r.calls_per_core) calls per core); RSS idle \(r.rss_idle_kib) KiB, peak \(r.rss_peak_kib) KiB, \(r.rss_per_call_kib) KiB per call; SIPp \(r.sipp_successful) ok / \(r.sipp_failed) failed; added latency p50 \(r.latency.p50_us) us, p99 \(r.latency.p99_us) us, max \(r.latency.max_us) us over \(r.latency.matched) packets, never left \(r.latency.unmatched_in), >20 ms \(r.latency.late_20ms)";
-  (if .callgate then row("callgate (recorded)"; .callgate) else "callgate: no figures" end),
+  (if .callgate then row("callgate (recorded)"; .callgate)
+   elif .hold_s then "callgate (recorded, calls held \(.hold_s) s): CPU \(.callgate_cpu_ms_per_call) ms per call (setup, announcement, media, teardown)"
+   else "callgate: no figures" end),
   "callgate calls: \(.callgate_calls | {answered, bridged, recording_ok, announcement_played, caller_packets, caller_lost, agent_packets, agent_lost, arrival_cps, invite_to_bridge_ms_p50, invite_to_bridge_ms_max, causes} | tojson)",
   "recordings verified: \(.recordings_verified) of \(.recordings); call records settled \(.callgate_records_settle_s) s after the last call ended",
   (if .rtpengine then row("rtpengine (relay only)"; .rtpengine) else empty end),
