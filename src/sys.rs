@@ -9,8 +9,8 @@
 #![allow(unsafe_code)]
 
 use std::io;
-use std::os::fd::AsRawFd;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::AsRawFd;
 
 /// Datagrams read per `recvmmsg`.
 pub const BATCH: usize = 16;
@@ -21,18 +21,28 @@ pub const DATAGRAM: usize = 2048;
 /// the device: what `fdatasync` does for one file, once for all of them.
 pub fn syncfs(f: &std::fs::File) -> io::Result<()> {
     // SAFETY: a plain syscall on a file descriptor that `f` keeps open for the call.
-    if unsafe { libc::syncfs(f.as_raw_fd()) } == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+    if unsafe { libc::syncfs(f.as_raw_fd()) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// Raises the soft limit on open files to the hard limit; returns the limit now in force.
 pub fn raise_open_files_limit() -> io::Result<u64> {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: getrlimit writes one rlimit into the struct we pass.
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
         return Err(io::Error::last_os_error());
     }
     if lim.rlim_cur < lim.rlim_max {
-        let want = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
+        let want = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
         // SAFETY: setrlimit reads one rlimit from the struct we pass.
         if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &want) } != 0 {
             return Err(io::Error::last_os_error());
@@ -88,7 +98,13 @@ impl RecvBatch {
         // SAFETY: every pointer in `msgs` points into `self` or `iovs`, alive for the call, with
         // the lengths given; the kernel writes at most those lengths.
         let n = unsafe {
-            libc::recvmmsg(fd, msgs.as_mut_ptr(), BATCH as libc::c_uint, libc::MSG_DONTWAIT, std::ptr::null_mut())
+            libc::recvmmsg(
+                fd,
+                msgs.as_mut_ptr(),
+                BATCH as libc::c_uint,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
         };
         if n < 0 {
             return Err(io::Error::last_os_error());
@@ -119,13 +135,21 @@ fn sockaddr(s: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<SocketAd
             // SAFETY: the family says the storage holds a sockaddr_in, which fits in it.
             let a = unsafe { &*(s as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
             let ip = Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
-            Some(SocketAddr::V4(SocketAddrV4::new(ip, u16::from_be(a.sin_port))))
+            Some(SocketAddr::V4(SocketAddrV4::new(
+                ip,
+                u16::from_be(a.sin_port),
+            )))
         }
         libc::AF_INET6 if len >= std::mem::size_of::<libc::sockaddr_in6>() => {
             // SAFETY: as above, for sockaddr_in6.
             let a = unsafe { &*(s as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
             let ip = Ipv6Addr::from(a.sin6_addr.s6_addr);
-            Some(SocketAddr::V6(SocketAddrV6::new(ip, u16::from_be(a.sin6_port), a.sin6_flowinfo, a.sin6_scope_id)))
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                ip,
+                u16::from_be(a.sin6_port),
+                a.sin6_flowinfo,
+                a.sin6_scope_id,
+            )))
         }
         _ => None,
     }
@@ -143,9 +167,13 @@ mod tests {
         rx.set_nonblocking(true).unwrap();
         let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
         let mut batch = RecvBatch::new();
-        assert_eq!(batch.recv(rx.as_raw_fd()).unwrap_err().kind(), io::ErrorKind::WouldBlock);
+        assert_eq!(
+            batch.recv(rx.as_raw_fd()).unwrap_err().kind(),
+            io::ErrorKind::WouldBlock
+        );
         for i in 0..(BATCH + 3) {
-            tx.send_to(&[i as u8; 12], rx.local_addr().unwrap()).unwrap();
+            tx.send_to(&[i as u8; 12], rx.local_addr().unwrap())
+                .unwrap();
         }
         let n = batch.recv(rx.as_raw_fd()).unwrap();
         assert_eq!(n, BATCH);
@@ -161,14 +189,20 @@ mod tests {
     #[test]
     fn open_files_limit_is_raised_to_the_hard_limit() {
         let get = || {
-            let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+            let mut lim = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
             assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
             lim
         };
         // Lower the soft limit first (still roomy for the other tests in this process), so
         // the raise has something to do wherever the test runs.
         let hard = get().rlim_max;
-        let low = libc::rlimit { rlim_cur: (hard / 2).max(1024).min(hard), rlim_max: hard };
+        let low = libc::rlimit {
+            rlim_cur: (hard / 2).max(1024).min(hard),
+            rlim_max: hard,
+        };
         assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &low) }, 0);
         let now = raise_open_files_limit().unwrap();
         assert_eq!((now as libc::rlim_t, get().rlim_cur), (hard, hard));
@@ -176,13 +210,18 @@ mod tests {
 
     #[test]
     fn ipv6_sources_are_decoded() {
-        let Ok(rx) = UdpSocket::bind("[::1]:0") else { return }; // no IPv6 on this host
+        let Ok(rx) = UdpSocket::bind("[::1]:0") else {
+            return;
+        }; // no IPv6 on this host
         rx.set_nonblocking(true).unwrap();
         let tx = UdpSocket::bind("[::1]:0").unwrap();
         tx.send_to(b"hello", rx.local_addr().unwrap()).unwrap();
         std::thread::sleep(Duration::from_millis(10));
         let mut batch = RecvBatch::new();
         assert_eq!(batch.recv(rx.as_raw_fd()).unwrap(), 1);
-        assert_eq!(batch.get(0), (&b"hello"[..], Some(tx.local_addr().unwrap())));
+        assert_eq!(
+            batch.get(0),
+            (&b"hello"[..], Some(tx.local_addr().unwrap()))
+        );
     }
 }

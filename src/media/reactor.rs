@@ -2,11 +2,11 @@
 //!
 //! One thread per core owns the RTP/RTCP sockets of its calls and waits on all of them with one
 //! edge-triggered epoll (mio). When woken it drains each ready socket with `recvmmsg`, runs the
-//! call's sans-IO media core on the packets, and keeps every call's next deadline in one heap,
-//! so a thousand calls cost one `epoll_wait` per wake-up instead of a task wake-up (and a futex)
-//! per packet. Signalling reaches a call through its bounded command channel; the channel wakes
-//! the media thread with the call's slot. Work that may block on a disk or a database
-//! (finishing a recording) moves to the async runtime.
+//! call's media core (`MediaTask`, which relays on the call's own sockets) on the packets, and
+//! keeps every call's next deadline in one heap, so a thousand calls cost one `epoll_wait` per
+//! wake-up instead of a task wake-up (and a futex) per packet. Signalling reaches a call through
+//! its bounded command channel; the channel wakes the media thread with the call's slot. Work
+//! that may block on a disk or a database (finishing a recording) moves to the async runtime.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -21,10 +21,10 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Token};
 use tokio::sync::mpsc;
 
-use crate::sys::{BATCH, RecvBatch};
 use super::relay::{MediaCmd, MediaEvent, MediaHandle, MediaSettings, MediaTask, PortPair};
 use crate::ids::{CallId, Leg};
 use crate::recording::container::EndReason;
+use crate::sys::{BATCH, RecvBatch};
 
 /// Commands queued per call (signalling sends a handful per call; a full queue drops one).
 const CMD_QUEUE: usize = 16;
@@ -46,7 +46,10 @@ pub(super) fn on_media_thread() -> bool {
 enum Inbound {
     Call(Box<MediaTask>, mpsc::Receiver<MediaCmd>),
     /// A call's command channel has something (or was closed).
-    Ready { slot: usize, epoch: u32 },
+    Ready {
+        slot: usize,
+        epoch: u32,
+    },
 }
 
 struct Shared {
@@ -85,7 +88,10 @@ impl Wake for SlotWaker {
         self.wake_by_ref();
     }
     fn wake_by_ref(self: &Arc<Self>) {
-        self.shared.push(Inbound::Ready { slot: self.slot, epoch: self.epoch });
+        self.shared.push(Inbound::Ready {
+            slot: self.slot,
+            epoch: self.epoch,
+        });
     }
 }
 
@@ -99,7 +105,10 @@ impl MediaThreads {
     /// One thread per available core; must be called inside a tokio runtime (the threads hand
     /// recording finishes and database writes to it).
     pub fn start() -> io::Result<MediaThreads> {
-        let n = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 64);
+        let n = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .clamp(1, 64);
         Self::with_threads(n)
     }
 
@@ -116,11 +125,13 @@ impl MediaThreads {
                 calls: AtomicUsize::new(0),
             });
             let (sh, rt) = (shared.clone(), rt.clone());
-            std::thread::Builder::new().name(format!("callgate-media-{i}")).spawn(move || {
-                let _guard = rt.enter();
-                ON_MEDIA_THREAD.with(|f| f.set(true));
-                MediaLoop::new(poll, sh, rt).run();
-            })?;
+            std::thread::Builder::new()
+                .name(format!("callgate-media-{i}"))
+                .spawn(move || {
+                    let _guard = rt.enter();
+                    ON_MEDIA_THREAD.with(|f| f.set(true));
+                    MediaLoop::new(poll, sh, rt).run();
+                })?;
             threads.push(shared);
         }
         Ok(MediaThreads { threads })
@@ -136,7 +147,11 @@ impl MediaThreads {
         events: mpsc::Sender<MediaEvent>,
     ) -> MediaHandle {
         let (tx, rx) = mpsc::channel(CMD_QUEUE);
-        let handle = MediaHandle { cmd: tx, caller_port: caller.port, agent_port: agent.port };
+        let handle = MediaHandle {
+            cmd: tx,
+            caller_port: caller.port,
+            agent_port: agent.port,
+        };
         let task = Box::new(MediaTask::new(call, caller, agent, settings, events));
         let shared = self
             .threads
@@ -269,7 +284,10 @@ impl MediaLoop {
     }
 
     fn slot_mut(&mut self, slot: usize, epoch: u32) -> Option<&mut Slot> {
-        self.slots.get_mut(slot)?.as_mut().filter(|s| s.epoch == epoch)
+        self.slots
+            .get_mut(slot)?
+            .as_mut()
+            .filter(|s| s.epoch == epoch)
     }
 
     fn touch(&mut self, slot: usize) {
@@ -284,8 +302,14 @@ impl MediaLoop {
     /// Drains one ready socket (edge-triggered: until the kernel has nothing left).
     fn read(&mut self, token: usize) {
         let (slot, which) = (token >> 2, token & 3);
-        let Some(Some(s)) = self.slots.get_mut(slot) else { return };
-        let leg = if which % 2 == 0 { Leg::Caller } else { Leg::Agent };
+        let Some(Some(s)) = self.slots.get_mut(slot) else {
+            return;
+        };
+        let leg = if which % 2 == 0 {
+            Leg::Caller
+        } else {
+            Leg::Agent
+        };
         let rtcp = which >= 2;
         // A pending socket error is returned once and cleared; more in a row means the socket
         // is broken, and spinning on it would starve every other call on this thread.
@@ -353,11 +377,28 @@ impl MediaLoop {
         let epoch = self.epochs[slot];
         let registered = task.sockets().iter().enumerate().try_for_each(|(k, sock)| {
             let fd = sock.as_raw_fd();
-            self.poll.registry().register(&mut SourceFd(&fd), Token(slot << 2 | k), Interest::READABLE)
+            self.poll.registry().register(
+                &mut SourceFd(&fd),
+                Token(slot << 2 | k),
+                Interest::READABLE,
+            )
         });
-        let waker = Waker::from(Arc::new(SlotWaker { shared: self.shared.clone(), slot, epoch }));
+        let waker = Waker::from(Arc::new(SlotWaker {
+            shared: self.shared.clone(),
+            slot,
+            epoch,
+        }));
         let fds = task.sockets().map(|s| s.as_raw_fd());
-        self.slots[slot] = Some(Slot { task, rx, waker, epoch, deadline: None, touched: false, commands: true, fds });
+        self.slots[slot] = Some(Slot {
+            task,
+            rx,
+            waker,
+            epoch,
+            deadline: None,
+            touched: false,
+            commands: true,
+            fds,
+        });
         if let Err(e) = registered {
             tracing::error!(error = %e, "could not watch a call's media sockets");
             self.remove(slot, EndReason::Failed);
@@ -368,7 +409,9 @@ impl MediaLoop {
 
     /// Commands, due timers, queued events and the next deadline of one call.
     fn service(&mut self, slot: usize, now: Instant) {
-        let Some(Some(s)) = self.slots.get_mut(slot) else { return };
+        let Some(Some(s)) = self.slots.get_mut(slot) else {
+            return;
+        };
         s.touched = false;
         let mut cx = Context::from_waker(&s.waker);
         let mut end = None;
@@ -407,7 +450,9 @@ impl MediaLoop {
 
     /// Takes a call off this thread and finishes it on the async runtime.
     fn remove(&mut self, slot: usize, reason: EndReason) {
-        let Some(s) = self.slots.get_mut(slot).and_then(Option::take) else { return };
+        let Some(s) = self.slots.get_mut(slot).and_then(Option::take) else {
+            return;
+        };
         for fd in s.fds {
             let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
         }
@@ -438,7 +483,11 @@ mod tests {
     const LO: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
     fn settings() -> MediaSettings {
-        MediaSettings { timeout: Duration::from_secs(30), pci: PciConfig::default(), reorder_window: Duration::from_millis(60) }
+        MediaSettings {
+            timeout: Duration::from_secs(30),
+            pci: PciConfig::default(),
+            reorder_window: Duration::from_millis(60),
+        }
     }
 
     fn peer() -> UdpSocket {
@@ -449,7 +498,13 @@ mod tests {
 
     fn remote(s: &UdpSocket) -> Remote {
         let a = s.local_addr().unwrap();
-        Remote { rtp: a, rtcp: SocketAddr::new(a.ip(), a.port() + 1), codec: G711::Pcmu, telephone_event: Some(101), on_hold: false }
+        Remote {
+            rtp: a,
+            rtcp: SocketAddr::new(a.ip(), a.port() + 1),
+            codec: G711::Pcmu,
+            telephone_event: Some(101),
+            on_hold: false,
+        }
     }
 
     /// Reads what arrived within `for_`: (packets, sequence numbers).
@@ -481,11 +536,29 @@ mod tests {
         for _ in 0..CALLS {
             let (caller, agent) = (pool.bind_pair(LO).unwrap(), pool.bind_pair(LO).unwrap());
             let (cp, ap) = (caller.port, agent.port);
-            let h = threads.spawn(CallId::new_random(), caller, agent, settings(), ev_tx.clone());
+            let h = threads.spawn(
+                CallId::new_random(),
+                caller,
+                agent,
+                settings(),
+                ev_tx.clone(),
+            );
             let (c, a) = (peer(), peer());
-            h.cmd.try_send(MediaCmd::SetRemote { leg: Leg::Caller, remote: remote(&c) }).unwrap();
-            h.cmd.try_send(MediaCmd::SetRemote { leg: Leg::Agent, remote: remote(&a) }).unwrap();
-            h.cmd.try_send(MediaCmd::PlayAnnouncement(announcement.clone())).unwrap();
+            h.cmd
+                .try_send(MediaCmd::SetRemote {
+                    leg: Leg::Caller,
+                    remote: remote(&c),
+                })
+                .unwrap();
+            h.cmd
+                .try_send(MediaCmd::SetRemote {
+                    leg: Leg::Agent,
+                    remote: remote(&a),
+                })
+                .unwrap();
+            h.cmd
+                .try_send(MediaCmd::PlayAnnouncement(announcement.clone()))
+                .unwrap();
             calls.push((h, c, a, cp, ap));
         }
         // The announcement: 50 frames in 1 s toward each caller, in order, none toward agents.
@@ -514,18 +587,41 @@ mod tests {
         .unwrap();
         for (i, a) in arrivals.iter().enumerate() {
             // 20 ms frames: a late timer shows as a long gap (the 500 ms sweep would also send them).
-            let worst = a.windows(2).map(|w| w[1].0 - w[0].0).max().unwrap_or_default();
-            assert!(worst < Duration::from_millis(120), "call {i}: {worst:?} between announcement frames");
+            let worst = a
+                .windows(2)
+                .map(|w| w[1].0 - w[0].0)
+                .max()
+                .unwrap_or_default();
+            assert!(
+                worst < Duration::from_millis(120),
+                "call {i}: {worst:?} between announcement frames"
+            );
         }
-        let heard: Vec<Vec<u16>> = arrivals.iter().map(|a| a.iter().map(|x| x.1).collect()).collect();
-        let to_agents: usize = calls.iter().map(|c| drain(&c.2, Duration::from_millis(1)).len()).sum();
+        let heard: Vec<Vec<u16>> = arrivals
+            .iter()
+            .map(|a| a.iter().map(|x| x.1).collect())
+            .collect();
+        let to_agents: usize = calls
+            .iter()
+            .map(|c| drain(&c.2, Duration::from_millis(1)).len())
+            .sum();
         assert_eq!(to_agents, 0, "the announcement is for callers only");
         for (i, seqs) in heard.iter().enumerate() {
-            assert_eq!(seqs.len(), 50, "call {i}: {} announcement frames", seqs.len());
-            assert!(seqs.windows(2).all(|w| w[1] == w[0].wrapping_add(1)), "call {i}: out of order");
+            assert_eq!(
+                seqs.len(),
+                50,
+                "call {i}: {} announcement frames",
+                seqs.len()
+            );
+            assert!(
+                seqs.windows(2).all(|w| w[1] == w[0].wrapping_add(1)),
+                "call {i}: out of order"
+            );
         }
         let mut done = 0;
-        while let Ok(Some(ev)) = tokio::time::timeout(Duration::from_millis(200), ev_rx.recv()).await {
+        while let Ok(Some(ev)) =
+            tokio::time::timeout(Duration::from_millis(200), ev_rx.recv()).await
+        {
             if matches!(ev, MediaEvent::AnnouncementDone { .. }) {
                 done += 1;
             }
@@ -536,14 +632,25 @@ mod tests {
         assert_eq!(done, CALLS, "every call reports its announcement done");
         // Bridged: ten packets each way per call arrive at the other side.
         for (h, ..) in &calls {
-            h.cmd.try_send(MediaCmd::Bridge { recording: None }).unwrap();
+            h.cmd
+                .try_send(MediaCmd::Bridge { recording: None })
+                .unwrap();
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
         let ssrc = Ssrc(7);
         for k in 0..10u16 {
             for (_, c, a, cp, ap) in &calls {
                 let mut pkt = Vec::new();
-                rtp::write_rtp(&mut pkt, false, 0, 100 + k, 160 * k as u32, ssrc, &[0xff; 160]).unwrap();
+                rtp::write_rtp(
+                    &mut pkt,
+                    false,
+                    0,
+                    100 + k,
+                    160 * k as u32,
+                    ssrc,
+                    &[0xff; 160],
+                )
+                .unwrap();
                 c.send_to(&pkt, (LO, *cp)).unwrap();
                 a.send_to(&pkt, (LO, *ap)).unwrap();
             }
@@ -552,8 +659,16 @@ mod tests {
         for (i, (_, c, a, ..)) in calls.iter().enumerate() {
             let to_agent = drain(a, Duration::from_millis(30));
             let to_caller = drain(c, Duration::from_millis(30));
-            assert_eq!(to_agent, (100..110).collect::<Vec<u16>>(), "call {i} caller → agent");
-            assert_eq!(to_caller, (100..110).collect::<Vec<u16>>(), "call {i} agent → caller");
+            assert_eq!(
+                to_agent,
+                (100..110).collect::<Vec<u16>>(),
+                "call {i} caller → agent"
+            );
+            assert_eq!(
+                to_caller,
+                (100..110).collect::<Vec<u16>>(),
+                "call {i} agent → caller"
+            );
         }
         // Dropping the handles ends every call: each reports Finished with its packet counts.
         drop(calls.drain(..).map(|c| c.0).collect::<Vec<_>>());
@@ -568,6 +683,10 @@ mod tests {
             }
         }
         assert_eq!(finished, CALLS);
-        assert_eq!(threads.threads[0].calls.load(Ordering::Relaxed), 0, "every call left its thread");
+        assert_eq!(
+            threads.threads[0].calls.load(Ordering::Relaxed),
+            0,
+            "every call left its thread"
+        );
     }
 }
