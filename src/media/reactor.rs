@@ -12,6 +12,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
@@ -301,6 +302,20 @@ impl MediaLoop {
 
     /// Drains one ready socket (edge-triggered: until the kernel has nothing left).
     fn read(&mut self, token: usize) {
+        let slot = token >> 2;
+        if catch_unwind(AssertUnwindSafe(|| self.read_socket(token))).is_err() {
+            self.contain(slot);
+        }
+    }
+
+    /// A bug in one call's media code ends that call, not the thread and every call on it
+    /// (what a task per call gave for free: tokio catches a task's panic).
+    fn contain(&mut self, slot: usize) {
+        tracing::error!("a call's media code panicked: that call is ended, the others go on");
+        self.remove(slot, EndReason::Failed);
+    }
+
+    fn read_socket(&mut self, token: usize) {
         let (slot, which) = (token >> 2, token & 3);
         let Some(Some(s)) = self.slots.get_mut(slot) else {
             return;
@@ -409,6 +424,12 @@ impl MediaLoop {
 
     /// Commands, due timers, queued events and the next deadline of one call.
     fn service(&mut self, slot: usize, now: Instant) {
+        if catch_unwind(AssertUnwindSafe(|| self.service_call(slot, now))).is_err() {
+            self.contain(slot);
+        }
+    }
+
+    fn service_call(&mut self, slot: usize, now: Instant) {
         let Some(Some(s)) = self.slots.get_mut(slot) else {
             return;
         };
@@ -688,5 +709,70 @@ mod tests {
             0,
             "every call left its thread"
         );
+    }
+
+    /// A panic in one call's media code ends that call (it still reports `Finished`); the other
+    /// call on the same thread keeps relaying.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panicking_call_does_not_take_its_thread_down() {
+        let threads = MediaThreads::with_threads(1).unwrap();
+        let pool = PortPool::new(42000, 42099);
+        let (ev_tx, mut ev_rx) = mpsc::channel(64);
+        let mut calls = Vec::new();
+        for _ in 0..2 {
+            let (caller, agent) = (pool.bind_pair(LO).unwrap(), pool.bind_pair(LO).unwrap());
+            let (cp, id) = (caller.port, CallId::new_random());
+            let h = threads.spawn(id.clone(), caller, agent, settings(), ev_tx.clone());
+            let (c, a) = (peer(), peer());
+            h.cmd
+                .try_send(MediaCmd::SetRemote {
+                    leg: Leg::Caller,
+                    remote: remote(&c),
+                })
+                .unwrap();
+            h.cmd
+                .try_send(MediaCmd::SetRemote {
+                    leg: Leg::Agent,
+                    remote: remote(&a),
+                })
+                .unwrap();
+            h.cmd
+                .try_send(MediaCmd::Bridge { recording: None })
+                .unwrap();
+            calls.push((h, id, c, a, cp));
+        }
+        calls[0].0.cmd.try_send(MediaCmd::Panic).unwrap();
+        let ended = tokio::time::timeout(Duration::from_secs(2), async {
+            loop {
+                if let Some(MediaEvent::Finished { call, .. }) = ev_rx.recv().await {
+                    return call;
+                }
+            }
+        })
+        .await
+        .expect("the panicking call reports Finished");
+        assert_eq!(ended, calls[0].1);
+        let (_, _, c, a, cp) = &calls[1];
+        for k in 0..5u16 {
+            let mut pkt = Vec::new();
+            rtp::write_rtp(
+                &mut pkt,
+                false,
+                0,
+                7 + k,
+                160 * k as u32,
+                Ssrc(9),
+                &[0xff; 160],
+            )
+            .unwrap();
+            c.send_to(&pkt, (LO, *cp)).unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(
+            drain(a, Duration::from_millis(50)),
+            (7..12).collect::<Vec<u16>>(),
+            "the other call still relays"
+        );
+        assert_eq!(threads.threads[0].calls.load(Ordering::Relaxed), 1);
     }
 }

@@ -229,6 +229,9 @@ pub enum MediaCmd {
     /// it took effect.
     Control { pause: bool, reply: tokio::sync::oneshot::Sender<Result<(), ControlRefused>> },
     Stop { reason: EndReason },
+    /// Fault injection for the media threads' panic containment.
+    #[cfg(test)]
+    Panic,
 }
 
 /// Why an API pause or resume was refused.
@@ -731,6 +734,8 @@ impl MediaTask {
                 let _ = reply.send(result);
             }
             MediaCmd::Stop { .. } => {}
+            #[cfg(test)]
+            MediaCmd::Panic => panic!("injected fault"),
         }
     }
 
