@@ -543,6 +543,51 @@ mod tests {
         seqs
     }
 
+    /// A call on `threads` between two fresh peer sockets, both remotes set.
+    struct TestCall {
+        handle: MediaHandle,
+        id: CallId,
+        caller: UdpSocket,
+        agent: UdpSocket,
+        caller_port: u16,
+        agent_port: u16,
+    }
+
+    fn open_call(
+        threads: &MediaThreads,
+        pool: &Arc<PortPool>,
+        events: &mpsc::Sender<MediaEvent>,
+    ) -> TestCall {
+        let (caller_pair, agent_pair) = (pool.bind_pair(LO).unwrap(), pool.bind_pair(LO).unwrap());
+        let (caller_port, agent_port, id) =
+            (caller_pair.port, agent_pair.port, CallId::new_random());
+        let handle = threads.spawn(
+            id.clone(),
+            caller_pair,
+            agent_pair,
+            settings(),
+            events.clone(),
+        );
+        let (caller, agent) = (peer(), peer());
+        for (leg, s) in [(Leg::Caller, &caller), (Leg::Agent, &agent)] {
+            handle
+                .cmd
+                .try_send(MediaCmd::SetRemote {
+                    leg,
+                    remote: remote(s),
+                })
+                .unwrap();
+        }
+        TestCall {
+            handle,
+            id,
+            caller,
+            agent,
+            caller_port,
+            agent_port,
+        }
+    }
+
     /// Forty calls on one media thread: each plays a 1 s announcement toward its caller with no
     /// packet coming in (pacing is timer-driven: the deadline heap), then is bridged and relays
     /// both ways, then ends when its handle is dropped, reporting `Finished`.
@@ -555,32 +600,12 @@ mod tests {
         let announcement = Arc::new(Announcement::from_samples_8k(vec![1000; 8000]));
         let mut calls = Vec::new();
         for _ in 0..CALLS {
-            let (caller, agent) = (pool.bind_pair(LO).unwrap(), pool.bind_pair(LO).unwrap());
-            let (cp, ap) = (caller.port, agent.port);
-            let h = threads.spawn(
-                CallId::new_random(),
-                caller,
-                agent,
-                settings(),
-                ev_tx.clone(),
-            );
-            let (c, a) = (peer(), peer());
-            h.cmd
-                .try_send(MediaCmd::SetRemote {
-                    leg: Leg::Caller,
-                    remote: remote(&c),
-                })
-                .unwrap();
-            h.cmd
-                .try_send(MediaCmd::SetRemote {
-                    leg: Leg::Agent,
-                    remote: remote(&a),
-                })
-                .unwrap();
-            h.cmd
+            let c = open_call(&threads, &pool, &ev_tx);
+            c.handle
+                .cmd
                 .try_send(MediaCmd::PlayAnnouncement(announcement.clone()))
                 .unwrap();
-            calls.push((h, c, a, cp, ap));
+            calls.push((c.handle, c.caller, c.agent, c.caller_port, c.agent_port));
         }
         // The announcement: 50 frames in 1 s toward each caller, in order, none toward agents.
         // Read as the frames arrive (every socket polled each millisecond) to check the pacing.
@@ -720,26 +745,12 @@ mod tests {
         let (ev_tx, mut ev_rx) = mpsc::channel(64);
         let mut calls = Vec::new();
         for _ in 0..2 {
-            let (caller, agent) = (pool.bind_pair(LO).unwrap(), pool.bind_pair(LO).unwrap());
-            let (cp, id) = (caller.port, CallId::new_random());
-            let h = threads.spawn(id.clone(), caller, agent, settings(), ev_tx.clone());
-            let (c, a) = (peer(), peer());
-            h.cmd
-                .try_send(MediaCmd::SetRemote {
-                    leg: Leg::Caller,
-                    remote: remote(&c),
-                })
-                .unwrap();
-            h.cmd
-                .try_send(MediaCmd::SetRemote {
-                    leg: Leg::Agent,
-                    remote: remote(&a),
-                })
-                .unwrap();
-            h.cmd
+            let c = open_call(&threads, &pool, &ev_tx);
+            c.handle
+                .cmd
                 .try_send(MediaCmd::Bridge { recording: None })
                 .unwrap();
-            calls.push((h, id, c, a, cp));
+            calls.push((c.handle, c.id, c.caller, c.agent, c.caller_port));
         }
         calls[0].0.cmd.try_send(MediaCmd::Panic).unwrap();
         let ended = tokio::time::timeout(Duration::from_secs(2), async {
