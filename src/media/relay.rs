@@ -100,6 +100,7 @@ impl PortPool {
             let bind = |port: u16| -> std::io::Result<UdpSocket> {
                 let s = UdpSocket::bind(SocketAddr::new(ip, port))?;
                 s.set_nonblocking(true)?;
+                crate::sys::set_dont_fragment(&s)?;
                 Ok(s)
             };
             match (bind(port), bind(port + 1)) {
@@ -501,9 +502,11 @@ struct BufPool {
 }
 
 impl BufPool {
-    /// At most this many buffers are kept: steady audio needs one or two (each packet pushed
-    /// takes one, each popped returns one); more would only hold memory after a burst.
-    const MAX: usize = 8;
+    /// At most this many buffers are kept. Steady audio needs one or two (each packet pushed
+    /// takes one, each popped returns one), but a media thread reads up to 16 datagrams of a
+    /// socket at once, and the line releases them together: a pool smaller than such a burst
+    /// frees and allocates again on every one.
+    const MAX: usize = 48;
 
     fn copy(&mut self, bytes: &[u8]) -> Vec<u8> {
         match self.spare.pop() {
@@ -701,7 +704,7 @@ impl MediaTask {
                 self.bridged = Some(now);
                 self.last_rx = [Some(now), Some(now)];
                 let window = self.settings.reorder_window;
-                self.tracks = Some([RecordTrack::new(now, window), RecordTrack::new(now, window)]);
+                self.tracks = Some([RecordTrack::counting(now, window), RecordTrack::counting(now, window)]);
                 let codec = self.remote[0].map(|r| r.codec).unwrap_or(G711::Pcmu);
                 let mut pci = Pci::new(&self.settings.pci, codec);
                 if let Some(c) = self.consent.take() {

@@ -131,10 +131,14 @@ pub struct RecordTrack {
     /// Payload buffers handed back with [`RecordTrack::recycle`], reused for the next packets
     /// so that a steady stream allocates nothing per packet (at most [`MAX_SPARE`] kept).
     spare: Vec<Vec<u8>>,
+    /// Loss counting only ([`RecordTrack::counting`]): payloads are not kept and nothing is
+    /// output.
+    count_only: bool,
 }
 
-/// Most recycled payload buffers a track keeps.
-const MAX_SPARE: usize = 4;
+/// Most recycled payload buffers a track keeps: a media thread reads up to 16 datagrams of a
+/// socket at once, and a smaller pool would free and allocate again on every such burst.
+const MAX_SPARE: usize = 32;
 
 impl RecordTrack {
     /// A track whose timeline starts at `recording_start`, holding packets up to
@@ -150,6 +154,18 @@ impl RecordTrack {
             end_pos: None,
             stats: TrackStats::default(),
             spare: Vec::new(),
+            count_only: false,
+        }
+    }
+
+    /// A track that only counts: the same `received` and `lost` as [`RecordTrack::new`] for the
+    /// same packets, but it keeps no payload and outputs nothing. For the call record's loss
+    /// figures, which every call needs, recorded or not. (A repeat of a released packet counts
+    /// as `late` here, not `duplicates`: telling them apart needs the payloads.)
+    pub fn counting(start: Instant, reorder_window: Duration) -> RecordTrack {
+        RecordTrack {
+            count_only: true,
+            ..RecordTrack::new(start, reorder_window)
         }
     }
 
@@ -276,8 +292,12 @@ impl RecordTrack {
         self.buffer.insert(ext, Pending { pos, payload, arrival: now });
     }
 
-    /// `payload` in a recycled buffer if there is one.
+    /// `payload` in a recycled buffer if there is one (an empty one when only counting: it is
+    /// released like a skipped slot, which counts the same and outputs nothing).
     fn copy_payload(&mut self, payload: &[u8]) -> Vec<u8> {
+        if self.count_only {
+            return Vec::new();
+        }
         match self.spare.pop() {
             Some(mut v) => {
                 v.clear();
@@ -842,5 +862,78 @@ mod tests {
             }
         }
         assert_eq!(audio_positions(&out).last(), Some(&(8160, 9)));
+    }
+
+    /// The counting track (no payloads) reports the loss the recording track reports, packet
+    /// by packet, over random streams with jitter, loss, repeats, reordering, telephone-events,
+    /// sequence restarts, SSRC changes and clock jumps; and it outputs nothing.
+    #[test]
+    fn counting_track_counts_what_the_recording_track_counts() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rnd = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let mut total_lost = 0;
+        for _ in 0..200 {
+            let t0 = Instant::now();
+            let mut rec = RecordTrack::new(t0, W);
+            let mut cnt = RecordTrack::counting(t0, W);
+            let (mut ssrc, mut seq, mut ts) = (Ssrc(1), rnd(65536) as u16, rnd(1 << 32) as u32);
+            let mut held: Option<(u16, u32)> = None;
+            let mut now_ms = 0u64;
+            for _ in 0..300 {
+                now_ms += 15 + rnd(11);
+                let now = ms(t0, now_ms);
+                seq = seq.wrapping_add(1);
+                ts = ts.wrapping_add(160);
+                match rnd(100) {
+                    0..=4 => continue, // lost
+                    5..=7 => {
+                        // reordered: sent after the next one
+                        held = Some((seq, ts));
+                        continue;
+                    }
+                    8 => seq = seq.wrapping_add(5000), // restart (needs two to confirm)
+                    9 => ssrc = Ssrc(ssrc.0 + 1),
+                    10 => ts = ts.wrapping_add(80_000), // clock jump
+                    11..=13 => {
+                        for t in [&mut rec, &mut cnt] {
+                            t.skip(now, ssrc, seq);
+                        }
+                        continue;
+                    }
+                    _ => {}
+                }
+                let mut sends = vec![(seq, ts)];
+                if let Some(h) = held.take() {
+                    sends.push(h);
+                }
+                if rnd(20) == 0 {
+                    sends.push((seq.wrapping_sub(rnd(4) as u16), ts)); // a repeat
+                }
+                for (q, t) in sends {
+                    let payload = [q as u8; 160];
+                    rec.push(now, ssrc, q, t, &payload);
+                    cnt.push(now, ssrc, q, t, &payload);
+                }
+                let _ = drain(&mut rec, now);
+                assert_eq!(drain(&mut cnt, now), vec![]);
+                let (a, b) = (rec.stats(), cnt.stats());
+                assert_eq!((a.received, a.lost), (b.received, b.lost));
+            }
+            let end = ms(t0, now_ms + 1000);
+            rec.flush(end);
+            cnt.flush(end);
+            let _ = drain(&mut rec, end);
+            assert_eq!(drain(&mut cnt, end), vec![]);
+            assert_eq!(rec.stats().lost, cnt.stats().lost);
+            assert!(cnt.buffer.values().all(|p| p.payload.is_empty()));
+            total_lost += cnt.stats().lost;
+        }
+        // The streams did lose packets: the comparison is not between two zeros.
+        assert!(total_lost > 1000, "{total_lost}");
     }
 }

@@ -28,7 +28,7 @@ use crate::ids::Leg;
 use crate::media::g711::G711;
 use crate::recording::container::{
     ChunkCipher, EndReason, GapKind, Header, MAX_AUDIO_PAYLOAD, MAX_CHUNK_PLAINTEXT, Record,
-    encode_record,
+    TAG_LEN, encode_record,
 };
 use crate::recording::keys::Dek;
 
@@ -68,6 +68,8 @@ pub struct RecordingWriter {
     cipher: ChunkCipher,
     /// Counter of the next chunk to seal.
     counter: u32,
+    /// The chunk being built: [`PREFIX`] bytes for its length, then the encoded records. It is
+    /// sealed in place and becomes the output, so a chunk costs one buffer and no copy.
     pending: Vec<u8>,
     flush: Duration,
     deadline: Instant,
@@ -80,11 +82,14 @@ pub struct RecordingWriter {
     audio_buf: Vec<u8>,
 }
 
+/// A chunk's length prefix in the file (u32, big-endian).
+const PREFIX: usize = 4;
+
 impl std::fmt::Debug for RecordingWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RecordingWriter")
             .field("chunks", &self.counter)
-            .field("pending_bytes", &self.pending.len())
+            .field("pending_bytes", &self.pending_len())
             .field("bytes_output", &self.bytes_output)
             .field("error", &self.error)
             .finish_non_exhaustive()
@@ -101,7 +106,7 @@ impl RecordingWriter {
             cipher: ChunkCipher::new(dek, &header.nonce_prefix),
             header: header_bytes.clone(),
             counter: 0,
-            pending: Vec::new(),
+            pending: vec![0; PREFIX],
             flush,
             deadline: now + flush,
             output: VecDeque::new(),
@@ -156,7 +161,7 @@ impl RecordingWriter {
             return;
         }
         encode_record(record, &mut self.pending);
-        if self.pending.len() >= MAX_CHUNK_PLAINTEXT {
+        if self.pending_len() >= MAX_CHUNK_PLAINTEXT {
             self.seal(false);
         }
     }
@@ -166,7 +171,7 @@ impl RecordingWriter {
         if now < self.deadline {
             return;
         }
-        if !self.pending.is_empty() {
+        if self.pending_len() > 0 {
             self.seal(false);
         }
         // From now, not from the old deadline: a late wake-up does not cause a burst of seals.
@@ -226,21 +231,27 @@ impl RecordingWriter {
             self.error = Some(WriterError::TooManyChunks);
             return;
         }
+        // The next chunk's buffer is sized like this one (1/8 more, and room for the tag): a
+        // steady call never grows it, and none holds twice what it needs.
+        let len = self.pending_len();
+        let mut next = Vec::with_capacity(PREFIX + len + len / 8 + TAG_LEN);
+        next.extend_from_slice(&[0; PREFIX]);
+        let mut framed = std::mem::replace(&mut self.pending, next);
         match self
             .cipher
-            .seal(self.counter, last, &self.header, &self.pending)
+            .seal_framed(self.counter, last, &self.header, &mut framed)
         {
-            Ok(ct) => {
-                self.pending.clear();
+            Ok(()) => {
                 self.counter += 1;
-                // Ciphertext is at most MAX_CHUNK_PLAINTEXT + 1037 + 16 bytes, fits u32.
-                let mut framed = Vec::with_capacity(4 + ct.len());
-                framed.extend_from_slice(&(ct.len() as u32).to_be_bytes());
-                framed.extend_from_slice(&ct);
                 self.emit(framed);
             }
             Err(_) => self.error = Some(WriterError::Seal),
         }
+    }
+
+    /// Bytes of records waiting in the chunk being built.
+    fn pending_len(&self) -> usize {
+        self.pending.len() - PREFIX
     }
 
     fn emit(&mut self, bytes: Vec<u8>) {
@@ -321,7 +332,7 @@ mod tests {
         for c in &out {
             assert!(c.len() <= 4 + MAX_CHUNK_PLAINTEXT + 3 + 10 + 1024 + 16);
         }
-        assert!(w.pending.len() < MAX_CHUNK_PLAINTEXT);
+        assert!(w.pending_len() < MAX_CHUNK_PLAINTEXT);
     }
 
     #[test]
@@ -329,10 +340,10 @@ mod tests {
         let mut w = new_writer(Instant::now());
         w.push_audio(Leg::Agent, 100, G711::Pcmu, &[1u8; 2500]);
         // 3 records: 1024 + 1024 + 452
-        assert_eq!(w.pending.len(), 3 * 13 + 2500);
+        assert_eq!(w.pending_len(), 3 * 13 + 2500);
         w.push_audio(Leg::Agent, 100, G711::Pcmu, &[]);
         w.push_gap(Leg::Agent, 5, 5, GapKind::Loss);
-        assert_eq!(w.pending.len(), 3 * 13 + 2500);
+        assert_eq!(w.pending_len(), 3 * 13 + 2500);
     }
 
     #[test]
