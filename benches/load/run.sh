@@ -190,6 +190,22 @@ sys_ticks() { # stime of PID in clock ticks: the kernel's share (socket calls, e
   s=${s##*) }
   awk '{print $13}' <<<"$s"
 }
+udp_in() { awk '/^Udp: [0-9]/ {print $2}' /proc/net/snmp; } # datagrams delivered to sockets, host-wide
+relay_drops() { # datagrams the relay's sockets dropped (receive queue full), summed over its ports
+  python3 -c '
+import sys
+lo, hi, d = int(sys.argv[1]), int(sys.argv[2]), 0
+for f in ("/proc/net/udp", "/proc/net/udp6"):
+    try:
+        lines = open(f).read().splitlines()[1:]
+    except OSError:
+        continue
+    for l in lines:
+        c = l.split()
+        if lo <= int(c[1].rsplit(":", 1)[1], 16) <= hi:
+            d += int(c[-1])
+print(d)' "$RELAY_LO" "$RELAY_HI" 2>/dev/null || echo ""
+}
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 sipp_stat() { # file field -> total of "Successful call" / "Failed call" (cumulative column)
   grep -E "$2" "$1" 2>/dev/null | tail -n 1 | awk -F'|' '{gsub(/ /,"",$3); print $3+0}' || echo 0
@@ -199,7 +215,7 @@ sipp_common=(-i 127.0.0.1 -mi 127.0.0.1 -nostdin -timeout_error -max_retrans 5 -
              -trace_screen -max_log_size 2000000)
 
 # run_phase NAME PID TARGET_PORT UAS_PORT: agent + caller through the relay, measure PID.
-# Sets: ph_cpu_s ph_sys_s ph_callsec ph_rss_idle ph_rss_peak ph_succ ph_fail ph_lat ph_wall
+# Sets: ph_cpu_s ph_sys_s ph_dgrams ph_drops ph_callsec ph_rss_idle ph_rss_peak ph_succ ph_fail ph_lat ph_wall
 run_phase() {
   local name=$1 pid=$2 target=$3 uas_port=$4
   mkdir -p "$name"
@@ -220,14 +236,18 @@ run_phase() {
     local h0; h0=$(cpu_ticks "$pid")
     local rc=0; wait "$uac" || rc=$?
     ph_cpu_call=$(awk -v a="$h0" -v b="$(cpu_ticks "$pid")" -v k="$CLK_TCK" -v n="$CALLS" 'BEGIN {printf "%.3f", (b - a) / k / n * 1000}')
-    ph_rss_peak=$(rss_kib "$pid"); ph_cpu_s=""; ph_sys_s=""; ph_callsec=""; ph_lat='{}'
+    ph_rss_peak=$(rss_kib "$pid"); ph_cpu_s=""; ph_sys_s=""; ph_dgrams=""; ph_drops=""; ph_callsec=""; ph_lat='{}'
   else
     sleep $((RAMP_S + ANNOUNCE_S + SETTLE_S))
     kill -0 "$pid" 2>/dev/null || { bad "$name died during the ramp"; return 1; }
-    local c0 c1 t0 t1 r0 r1 s0 s1
-    c0=$(cpu_ticks "$pid"); s0=$(sys_ticks "$pid"); t0=$(date +%s.%N); r0=$(rss_kib "$pid")
+    local c0 c1 t0 t1 r0 r1 s0 s1 u0 u1
+    c0=$(cpu_ticks "$pid"); s0=$(sys_ticks "$pid"); u0=$(udp_in); t0=$(date +%s.%N); r0=$(rss_kib "$pid")
     sleep "$WINDOW"
-    c1=$(cpu_ticks "$pid"); s1=$(sys_ticks "$pid"); t1=$(date +%s.%N); r1=$(rss_kib "$pid")
+    c1=$(cpu_ticks "$pid"); s1=$(sys_ticks "$pid"); u1=$(udp_in); t1=$(date +%s.%N); r1=$(rss_kib "$pid")
+    # SIPp does not read the RTP it is sent (its sockets drop it), so the datagrams delivered
+    # on the host in the window are the ones the relay received (and the few SIP messages).
+    ph_dgrams=$(( u1 - u0 ))
+    ph_drops=$(relay_drops)
     ph_rss_peak=$(( r0 > r1 ? r0 : r1 ))
     ph_cpu_s=$(awk -v a="$c0" -v b="$c1" -v k="$CLK_TCK" 'BEGIN {printf "%.3f", (b - a) / k}')
     ph_sys_s=$(awk -v a="$s0" -v b="$s1" -v k="$CLK_TCK" 'BEGIN {printf "%.3f", (b - a) / k}')
@@ -260,7 +280,7 @@ gw=$!; pids+=("$gw")
 python3 "$root/tests/interop/sip_probe.py" ready 127.0.0.1 "$SIP_PORT" 20 >/dev/null 2>&1 \
   || { bad "gateway not answering SIP on 127.0.0.1:$SIP_PORT"; tail -n 20 callgate.log; exit 1; }
 run_phase callgate "$gw" "$SIP_PORT" $((SIP_PORT + 1)) || true
-cg_cpu=$ph_cpu_s; cg_sys=$ph_sys_s; cg_cs=$ph_callsec; cg_idle=$ph_rss_idle; cg_peak=$ph_rss_peak
+cg_cpu=$ph_cpu_s; cg_sys=$ph_sys_s; cg_dg=$ph_dgrams; cg_drops=$ph_drops; cg_cs=$ph_callsec; cg_idle=$ph_rss_idle; cg_peak=$ph_rss_peak
 cg_succ=$ph_succ; cg_fail=$ph_fail; cg_lat=$ph_lat; cg_wall=$ph_wall; cg_cpu_call=$ph_cpu_call
 # Last hangups: final chunks sealed, call rows written. Under load the database writes lag
 # behind the calls; wait (up to 120 s) until no row is still open, and report how long it took.
@@ -294,7 +314,7 @@ for _ in $(seq 1 60); do kill -0 "$gw" 2>/dev/null || break; sleep 0.5; done
 if grep -q 'panicked at' callgate.log; then bad "callgate.log shows a panic"; fi
 
 # ---------------------------------------------------------------- rtpengine
-re_cpu=""; re_sys=""; re_cs=""; re_idle=""; re_peak=""; re_succ=""; re_fail=""; re_lat='{}'; re_del='{}'; re_wall=""
+re_cpu=""; re_sys=""; re_dg=""; re_drops=""; re_cs=""; re_idle=""; re_peak=""; re_succ=""; re_fail=""; re_lat='{}'; re_del='{}'; re_wall=""
 if (( RTPE )); then
   NG_PORT=$((SIP_PORT + 900))
   say "rtpengine: starting (userspace forwarding, --table=-1)"
@@ -308,7 +328,7 @@ if (( RTPE )); then
   sleep 1.5
   if kill -0 "$re" 2>/dev/null; then
     run_phase rtpengine "$re" $((SIP_PORT + 2)) $((SIP_PORT + 3)) || true
-    re_cpu=$ph_cpu_s; re_sys=$ph_sys_s; re_cs=$ph_callsec; re_idle=$ph_rss_idle; re_peak=$ph_rss_peak
+    re_cpu=$ph_cpu_s; re_sys=$ph_sys_s; re_dg=$ph_dgrams; re_drops=$ph_drops; re_cs=$ph_callsec; re_idle=$ph_rss_idle; re_peak=$ph_rss_peak
     re_succ=$ph_succ; re_fail=$ph_fail; re_lat=$ph_lat; re_wall=$ph_wall
     re_del=$(timeout 120 python3 "$tool" rtpe-delete "$NG_PORT" rtpe-callids 2>/dev/null || echo '{}')
   else
@@ -321,7 +341,7 @@ fi
 # ---------------------------------------------------------------- summary
 python3 - "$CALLS" "$RATE" "$WINDOW" "$cg_cpu" "$cg_cs" "$cg_idle" "$cg_peak" "$cg_succ" "$cg_fail" \
   "$cg_lat" "$cg_calls" "$v_ok" "$n_rec" "$re_cpu" "$re_cs" "$re_idle" "$re_peak" "$re_succ" "$re_fail" \
-  "$re_lat" "$re_del" "$fail" "$settle_s" "$cg_cpu_call" "${HOLD_FIXED:-}" "$cg_sys" "$re_sys" >summary.json <<'EOF'
+  "$re_lat" "$re_del" "$fail" "$settle_s" "$cg_cpu_call" "${HOLD_FIXED:-}" "$cg_sys" "$re_sys" "$cg_dg" "$re_dg" "$cg_drops" "$re_drops" >summary.json <<'EOF'
 import json, sys
 a = sys.argv[1:]
 def f(x):
@@ -332,21 +352,27 @@ def j(x):
     except ValueError: return {}
 calls, rate, window = int(a[0]), int(a[1]), int(a[2])
 cg_calls = j(a[10]); cg_calls.pop("recording_ids", None)
-def relay(cpu, cs, idle, peak, succ, fail, lat, sys_s):
-    cpu, cs, idle, peak, sys_s = f(cpu), f(cs), f(idle), f(peak), f(sys_s)
+def relay(cpu, cs, idle, peak, succ, fail, lat, sys_s, dgrams, drops):
+    cpu, cs, idle, peak, sys_s, dgrams = f(cpu), f(cs), f(idle), f(peak), f(sys_s), f(dgrams)
     if cpu is None or not cs:
         return None
     return {"cpu_s": cpu, "call_s": cs, "cpu_ms_per_call_s": round(cpu / cs * 1000, 4),
             # stime alone: what the kernel spends for the process (UDP send/receive, epoll).
             "kernel_ms_per_call_s": round(sys_s / cs * 1000, 4) if sys_s is not None else None,
+            # Per datagram received in the window (each is also sent on): independent of how
+            # closely SIPp kept its 50 packets a second per stream on the loaded cores.
+            "datagrams_in_window": dgrams,
+            "datagrams_per_call_s": round(dgrams / cs, 1) if dgrams else None,
+            "cpu_us_per_datagram": round(cpu / dgrams * 1e6, 2) if dgrams else None,
+            "socket_drops": f(drops),
             "calls_per_core": round(cs / cpu / 1, 0) if cpu else None,
             "rss_idle_kib": idle, "rss_peak_kib": peak,
             "rss_per_call_kib": round((peak - idle) / calls, 1) if peak and idle else None,
             "sipp_successful": f(succ), "sipp_failed": f(fail), "latency": j(lat)}
 s = {"calls": calls, "rate_cps": rate, "window_s": window,
-     "callgate": relay(*a[3:9], a[9], a[25]), "callgate_calls": cg_calls,
+     "callgate": relay(*a[3:9], a[9], a[25], a[27], a[29]), "callgate_calls": cg_calls,
      "recordings_verified": int(a[11]), "recordings": int(a[12]),
-     "rtpengine": relay(*a[13:19], a[19], a[26]), "rtpengine_delete": j(a[20]), "failures": int(a[21]),
+     "rtpengine": relay(*a[13:19], a[19], a[26], a[28], a[30]), "rtpengine_delete": j(a[20]), "failures": int(a[21]),
      "callgate_records_settle_s": f(a[22]),
      "hold_s": f(a[24]), "callgate_cpu_ms_per_call": f(a[23])}
 if s["callgate"] and s["rtpengine"] and s["rtpengine"]["cpu_ms_per_call_s"]:
@@ -358,7 +384,7 @@ echo
 if [[ -n $HOLD_FIXED ]]; then echo "=== load summary ($CALLS calls, $RATE cps, each held ${HOLD_FIXED}s) ==="
 else echo "=== load summary ($CALLS calls, $RATE cps, ${WINDOW}s window) ==="; fi
 jq -r '
-  def row(n; r): "\(n): CPU \(r.cpu_s) s over \(r.call_s) call-s = \(r.cpu_ms_per_call_s) ms CPU per call-second (\(r.calls_per_core) calls per core; kernel \(r.kernel_ms_per_call_s) ms); RSS idle \(r.rss_idle_kib) KiB, peak \(r.rss_peak_kib) KiB, \(r.rss_per_call_kib) KiB per call; SIPp \(r.sipp_successful) ok / \(r.sipp_failed) failed; added latency p50 \(r.latency.p50_us) us, p99 \(r.latency.p99_us) us, max \(r.latency.max_us) us over \(r.latency.matched) packets, never left \(r.latency.unmatched_in), >20 ms \(r.latency.late_20ms)";
+  def row(n; r): "\(n): CPU \(r.cpu_s) s over \(r.call_s) call-s = \(r.cpu_ms_per_call_s) ms CPU per call-second (\(r.calls_per_core) calls per core; kernel \(r.kernel_ms_per_call_s) ms; \(r.datagrams_per_call_s) datagrams in per call-second, \(r.cpu_us_per_datagram) us per datagram; \(r.socket_drops) dropped at its sockets); RSS idle \(r.rss_idle_kib) KiB, peak \(r.rss_peak_kib) KiB, \(r.rss_per_call_kib) KiB per call; SIPp \(r.sipp_successful) ok / \(r.sipp_failed) failed; added latency p50 \(r.latency.p50_us) us, p99 \(r.latency.p99_us) us, max \(r.latency.max_us) us over \(r.latency.matched) packets, never left \(r.latency.unmatched_in), >20 ms \(r.latency.late_20ms)";
   (if .callgate then row("callgate (recorded)"; .callgate)
    elif .hold_s then "callgate (recorded, calls held \(.hold_s) s): CPU \(.callgate_cpu_ms_per_call) ms per call (setup, announcement, media, teardown)"
    else "callgate: no figures" end),
