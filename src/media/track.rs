@@ -136,9 +136,10 @@ pub struct RecordTrack {
     count_only: bool,
 }
 
-/// Most recycled payload buffers a track keeps: a media thread reads up to 16 datagrams of a
-/// socket at once, and a smaller pool would free and allocate again on every such burst.
-const MAX_SPARE: usize = 32;
+/// Most recycled payload buffers a track keeps. Larger pools (32, sized for a 16-datagram read)
+/// removed malloc from the profile at 1,500 calls but not from the CPU time: a recycled buffer
+/// is cold in the cache, a freshly freed one is not (BENCHMARKS.md, session 4).
+const MAX_SPARE: usize = 4;
 
 impl RecordTrack {
     /// A track whose timeline starts at `recording_start`, holding packets up to
