@@ -29,6 +29,11 @@
 #      callgate every call hears a LOAD_ANNOUNCE_S announcement and is recorded;
 #   3. once every call is up (ramp + announcement + 3 s), utime+stime (/proc/PID/stat) and VmRSS
 #      are sampled, again WINDOW_S later: CPU seconds per call-second = dCPU / (CALLS * WINDOW_S);
+#      stime alone is reported as the kernel's share; the host's UDP InDatagrams (/proc/net/snmp)
+#      over the window count the datagrams the relay received (SIPp does not read the RTP sent
+#      to it), giving CPU per datagram (independent of SIPp falling behind on loaded cores); the
+#      drops column of /proc/net/udp summed over the relay's ports counts datagrams its sockets
+#      dropped (receive queue full);
 #   4. then tcpdump captures LOAD_CAPTURE_S of RTP on lo (after the CPU window, so the capture
 #      does not load the measurement) and loadtool.py latency matches each packet entering the
 #      relay with the same packet (SSRC, seq, ts) leaving it: added latency p50/p99, packets
