@@ -1,4 +1,4 @@
-//! Micro-benchmarks of the per-packet hot paths (no syscalls, no tokio).
+//! Micro-benchmarks of the per-packet hot paths (no tokio; no syscalls except in `kernel/`).
 //!
 //! `cargo bench --bench hot_paths` (criterion, wall time per packet or frame). For numbers that
 //! do not depend on what else runs on the machine, the same loops run under callgrind:
@@ -19,6 +19,12 @@
 //! * `dtmf/inband_quiet_frame`: the same on line noise at -50 dBm0 (a pause, or the direction
 //!   of the party who is listening: most frames of a conversation on each leg).
 //! * `dtmf/rfc4733_per_packet`: `EventTracker::handle_packet` + `poll_event` on an event stream.
+//! * `track/count_only`: the loss-counting track every bridged call keeps per leg
+//!   (`RecordTrack::counting`: push + poll, no payload kept); `track/recording` is the same
+//!   packet through a recording track (payload copied, output taken and recycled).
+//! * `kernel/udp_send_recv`: one 172-byte datagram sent on loopback and received with its source
+//!   (`send_to` + `recv_from`): what the kernel costs for one relayed datagram with no wake-up,
+//!   no epoll and a hot cache, the floor under any relay that owns a socket pair per call.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -252,6 +258,70 @@ impl Events {
     }
 }
 
+/// The loss-counting track (or, with `recording`, a recording track) fed one packet per step.
+struct Count {
+    track: RecordTrack,
+    now: Instant,
+    seq: u16,
+    ts: u32,
+    payload: [u8; 160],
+    recording: bool,
+}
+
+impl Count {
+    fn new(recording: bool) -> Count {
+        let now = Instant::now();
+        let w = Duration::from_millis(60);
+        Count {
+            track: if recording { RecordTrack::new(now, w) } else { RecordTrack::counting(now, w) },
+            now,
+            seq: 1000,
+            ts: 4000,
+            payload: tone(0),
+            recording,
+        }
+    }
+    fn step(&mut self) -> u64 {
+        self.now += FRAME;
+        self.seq = self.seq.wrapping_add(1);
+        self.ts = self.ts.wrapping_add(160);
+        self.track.push(self.now, Ssrc(1), self.seq, self.ts, &self.payload);
+        let mut n = 0;
+        while let Some(out) = self.track.poll(self.now) {
+            if let TrackOutput::Audio { payload, .. } = out {
+                n += payload.len() as u64;
+                if self.recording {
+                    self.track.recycle(payload);
+                }
+            }
+        }
+        n + self.track.stats().received
+    }
+}
+
+/// One datagram through the kernel: sent on one loopback socket, received on another.
+struct Udp {
+    tx: std::net::UdpSocket,
+    rx: std::net::UdpSocket,
+    to: std::net::SocketAddr,
+    pkt: [u8; 172],
+    buf: [u8; 2048],
+}
+
+impl Udp {
+    fn new() -> Udp {
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind loopback");
+        let rx = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind loopback");
+        let to = rx.local_addr().expect("bound");
+        Udp { tx, rx, to, pkt: [0x55; 172], buf: [0; 2048] }
+    }
+    fn step(&mut self) -> usize {
+        self.tx.send_to(&self.pkt, self.to).expect("send on loopback");
+        // Loopback delivers inside send_to: the datagram is queued when it returns.
+        self.rx.recv_from(&mut self.buf).expect("receive on loopback").0
+    }
+}
+
 fn benches(c: &mut Criterion) {
     let mut g = c.benchmark_group("relay");
     g.throughput(Throughput::Elements(1));
@@ -278,6 +348,20 @@ fn benches(c: &mut Criterion) {
     let mut e = Events::new();
     g.bench_function("rfc4733_per_packet", |b| b.iter(|| black_box(e.step())));
     g.finish();
+
+    let mut g = c.benchmark_group("track");
+    g.throughput(Throughput::Elements(1));
+    let mut t = Count::new(false);
+    g.bench_function("count_only", |b| b.iter(|| black_box(t.step())));
+    let mut t = Count::new(true);
+    g.bench_function("recording", |b| b.iter(|| black_box(t.step())));
+    g.finish();
+
+    let mut g = c.benchmark_group("kernel");
+    g.throughput(Throughput::Elements(1));
+    let mut u = Udp::new();
+    g.bench_function("udp_send_recv", |b| b.iter(|| black_box(u.step())));
+    g.finish();
 }
 
 criterion_group! {
@@ -299,6 +383,8 @@ fn callgrind(name: &str, n: u64) {
         "inband_per_frame" => { let mut s = Inband::new(); for _ in 0..n { acc += s.step() as u64; } }
         "inband_quiet_frame" => { let mut s = Inband::quiet(); for _ in 0..n { acc += s.step() as u64; } }
         "rfc4733_per_packet" => { let mut s = Events::new(); for _ in 0..n { acc += s.step() as u64; } }
+        "count_only" => { let mut s = Count::new(false); for _ in 0..n { acc += s.step(); } }
+        "recording" => { let mut s = Count::new(true); for _ in 0..n { acc += s.step(); } }
         other => {
             eprintln!("unknown loop {other}");
             std::process::exit(2);
