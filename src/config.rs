@@ -118,6 +118,9 @@ pub struct MediaConfig {
     pub advertise: IpAddr,
     /// End the call when a bridged leg sends no RTP for this long. Default `60s`.
     pub timeout: Duration,
+    /// Real-time (`SCHED_FIFO`) priority of the media threads, 1..=99; `None` (key absent or 0,
+    /// the default): normal scheduling. Needs CAP_SYS_NICE or a `LimitRTPRIO` at least as high.
+    pub realtime_priority: Option<u8>,
 }
 
 /// One line of the routing table; first match wins (see `call::routing`).
@@ -243,6 +246,7 @@ struct RawMedia {
     rtp_ports: Option<String>,
     advertise: Option<String>,
     timeout: Option<String>,
+    realtime_priority: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -395,6 +399,17 @@ impl Config {
             None => advertise,
         };
 
+        let realtime_priority = match raw.media.realtime_priority.unwrap_or(0) {
+            0 => None,
+            p @ 1..=99 => Some(p as u8),
+            p => {
+                return Err(invalid(
+                    "media.realtime_priority",
+                    format!("{p} is not a real-time priority: 1..=99, or 0 for normal scheduling"),
+                ));
+            }
+        };
+
         let mut routes = Vec::new();
         for (i, r) in raw.route.into_iter().enumerate() {
             let key = |k: &str| format!("route[{i}].{k}");
@@ -469,6 +484,7 @@ impl Config {
                 rtp_ports,
                 advertise: media_advertise,
                 timeout: dur("media.timeout", &raw.media.timeout, Duration::from_secs(60))?,
+                realtime_priority,
             },
             routes,
             recording: RecordingConfig {
@@ -763,6 +779,12 @@ mod tests {
     fn errors_name_the_key_and_the_file() {
         let e = parse("[media]\nrtp_ports = \"30000\"").unwrap_err().to_string();
         assert!(e.contains("media.rtp_ports") && e.contains("test.toml"), "{e}");
+        for bad in ["100", "-1"] {
+            let e = parse(&format!("[media]\nrealtime_priority = {bad}")).unwrap_err().to_string();
+            assert!(e.contains("media.realtime_priority") && e.contains("test.toml"), "{e}");
+        }
+        assert_eq!(parse("[media]\nrealtime_priority = 0").unwrap().media.realtime_priority, None);
+        assert_eq!(parse("[media]\nrealtime_priority = 20").unwrap().media.realtime_priority, Some(20));
         let e = parse("[recording]\nflush = \"1 fortnight\"").unwrap_err().to_string();
         assert!(e.contains("recording.flush"), "{e}");
         let e = parse("[sip]\ntrusted = [\"10.0.0.0/33\"]").unwrap_err().to_string();

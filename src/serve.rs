@@ -161,7 +161,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         ports: PortPool::new(config.media.rtp_ports.0, config.media.rtp_ports.1),
         bind_ip,
         handles: HashMap::new(),
-        threads: MediaThreads::start().map_err(|e| ServeError::Task(format!("starting the media threads: {e}")))?,
+        threads: MediaThreads::start(config.media.realtime_priority).map_err(|e| ServeError::Task(format!("starting the media threads: {e}")))?,
         settings: MediaSettings {
             timeout: config.media.timeout,
             pci: config.pci.clone(),

@@ -6,6 +6,7 @@
 //! * [`syncfs`]: one flush for every dirty file of a filesystem (the recording syncer);
 //! * [`raise_open_files_limit`]: every call holds four sockets, so the usual soft limit of 1,024
 //!   open files would cap a gateway at about 250 calls;
+//! * [`set_realtime`]: `SCHED_FIFO` for the calling thread (media threads, when configured);
 //! * [`set_dont_fragment`]: media datagrams leave with DF set, which spares the kernel an IP
 //!   identifier per datagram (a hash and an atomic shared by every socket of the host).
 #![allow(unsafe_code)]
@@ -54,6 +55,21 @@ pub fn set_dont_fragment(sock: &std::net::UdpSocket) -> io::Result<()> {
         )
     };
     if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Puts the calling thread under `SCHED_FIFO` at `priority` (1..=99): it runs whenever it has
+/// work, ahead of every normal process. Fails with `PermissionDenied` without CAP_SYS_NICE or
+/// an `RLIMIT_RTPRIO` of at least `priority`.
+pub fn set_realtime(priority: u8) -> io::Result<()> {
+    let param = libc::sched_param {
+        sched_priority: libc::c_int::from(priority),
+    };
+    // SAFETY: `param` is a valid sched_param for the call; pid 0 is the calling thread.
+    if unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) } == 0 {
         Ok(())
     } else {
         Err(io::Error::last_os_error())
@@ -249,6 +265,27 @@ mod tests {
         if let Ok(v6) = UdpSocket::bind("[::1]:0") {
             set_dont_fragment(&v6).unwrap();
         }
+    }
+
+    #[test]
+    fn realtime_applies_to_the_calling_thread_only() {
+        let probe = std::thread::spawn(|| {
+            let r = set_realtime(7);
+            let policy = unsafe { libc::sched_getscheduler(0) };
+            (r, policy)
+        });
+        let (r, policy) = probe.join().unwrap();
+        match r {
+            Ok(()) => assert_eq!(policy, libc::SCHED_FIFO),
+            // Not permitted here (no CAP_SYS_NICE, RLIMIT_RTPRIO 0): refused, and nothing changed.
+            Err(e) => {
+                assert_eq!(e.kind(), io::ErrorKind::PermissionDenied, "{e}");
+                assert_eq!(policy, libc::SCHED_OTHER);
+            }
+        }
+        // The test's own thread is untouched either way.
+        assert_eq!(unsafe { libc::sched_getscheduler(0) }, libc::SCHED_OTHER);
+        assert!(set_realtime(0).is_err(), "priority 0 is not a SCHED_FIFO priority");
     }
 
     #[test]

@@ -100,22 +100,32 @@ impl Wake for SlotWaker {
 /// (recordings sealed) on the async runtime.
 pub struct MediaThreads {
     threads: Vec<Arc<Shared>>,
+    realtime: Option<u8>,
 }
 
 impl MediaThreads {
-    /// One thread per available core; must be called inside a tokio runtime (the threads hand
-    /// recording finishes and database writes to it).
-    pub fn start() -> io::Result<MediaThreads> {
+    /// One thread per available core, at real-time priority `realtime` if given; must be
+    /// called inside a tokio runtime (the threads hand recording finishes and database writes
+    /// to it).
+    pub fn start(realtime: Option<u8>) -> io::Result<MediaThreads> {
         let n = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1)
             .clamp(1, 64);
-        Self::with_threads(n)
+        Self::with_options(n, realtime)
     }
 
     pub fn with_threads(n: usize) -> io::Result<MediaThreads> {
+        Self::with_options(n, None)
+    }
+
+    /// `n` threads; with `realtime`, each puts itself under `SCHED_FIFO` at that priority before
+    /// it serves a call. Refused (no CAP_SYS_NICE or `LimitRTPRIO`): one warning, and the
+    /// threads run at normal priority (see [`MediaThreads::realtime`]).
+    pub fn with_options(n: usize, realtime: Option<u8>) -> io::Result<MediaThreads> {
         let rt = tokio::runtime::Handle::current();
         let mut threads = Vec::with_capacity(n);
+        let (applied_tx, applied_rx) = std::sync::mpsc::channel();
         for i in 0..n {
             let poll = mio::Poll::new()?;
             let waker = mio::Waker::new(poll.registry(), WAKE)?;
@@ -125,17 +135,48 @@ impl MediaThreads {
                 stop: AtomicBool::new(false),
                 calls: AtomicUsize::new(0),
             });
-            let (sh, rt) = (shared.clone(), rt.clone());
+            let (sh, rt, applied) = (shared.clone(), rt.clone(), applied_tx.clone());
             std::thread::Builder::new()
                 .name(format!("callgate-media-{i}"))
                 .spawn(move || {
                     let _guard = rt.enter();
                     ON_MEDIA_THREAD.with(|f| f.set(true));
+                    let _ = applied.send(realtime.map(crate::sys::set_realtime));
+                    drop(applied);
                     MediaLoop::new(poll, sh, rt).run();
                 })?;
             threads.push(shared);
         }
-        Ok(MediaThreads { threads })
+        drop(applied_tx);
+        // Each thread answers before its loop starts: no call is served before this is known.
+        let (mut applied, mut refused) = (0, None);
+        for answer in applied_rx.iter().take(n) {
+            match answer {
+                Some(Ok(())) => applied += 1,
+                Some(Err(e)) => {
+                    refused.get_or_insert(e);
+                }
+                None => {}
+            }
+        }
+        if let Some(e) = refused {
+            tracing::warn!(
+                priority = realtime.unwrap_or(0),
+                error = %e,
+                "media.realtime_priority could not be applied (needs CAP_SYS_NICE or LimitRTPRIO); \
+                 media threads run at normal priority"
+            );
+        }
+        let realtime = realtime.filter(|_| applied == n);
+        if let Some(p) = realtime {
+            tracing::info!(priority = p, threads = n, "media threads run under SCHED_FIFO");
+        }
+        Ok(MediaThreads { threads, realtime })
+    }
+
+    /// The `SCHED_FIFO` priority every media thread runs at, if one was asked and applied.
+    pub fn realtime(&self) -> Option<u8> {
+        self.realtime
     }
 
     /// Starts a call's media on the least-loaded thread.
@@ -785,5 +826,55 @@ mod tests {
             "the other call still relays"
         );
         assert_eq!(threads.threads[0].calls.load(Ordering::Relaxed), 1);
+    }
+
+    /// (scheduling policy, real-time priority) of this process's threads named `name*`.
+    fn threads_named(name: &str) -> Vec<(u32, u32)> {
+        let mut out = Vec::new();
+        for t in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+            let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+            if !comm.starts_with(name) {
+                continue;
+            }
+            let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+            // Fields after "(comm) ": state is field 3; rt_priority 40, policy 41.
+            let rest: Vec<&str> = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or("").split(' ').collect();
+            if rest.len() > 38 {
+                out.push((rest[38].parse().unwrap(), rest[37].parse().unwrap()));
+            }
+        }
+        out
+    }
+
+    /// With `realtime`, every media thread runs under SCHED_FIFO at that priority (read back
+    /// from /proc, not from our own bookkeeping) and still relays.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn media_threads_run_fifo_when_asked_and_still_relay() {
+        let permitted = std::thread::spawn(|| crate::sys::set_realtime(1).is_ok()).join().unwrap();
+        let threads = MediaThreads::with_options(2, Some(13)).unwrap();
+        if !permitted {
+            // No CAP_SYS_NICE or RLIMIT_RTPRIO here: refused, reported, normal threads.
+            assert_eq!(threads.realtime(), None);
+            eprintln!("SCHED_FIFO not permitted here: checked the refusal only");
+            return;
+        }
+        assert_eq!(threads.realtime(), Some(13));
+        let fifo_13 = threads_named("callgate-media-")
+            .into_iter()
+            .filter(|&(policy, prio)| policy == libc::SCHED_FIFO as u32 && prio == 13)
+            .count();
+        assert_eq!(fifo_13, 2, "{:?}", threads_named("callgate-media-"));
+        let pool = PortPool::new(42100, 42199);
+        let (ev_tx, _ev_rx) = mpsc::channel(64);
+        let c = open_call(&threads, &pool, &ev_tx);
+        c.handle.cmd.try_send(MediaCmd::Bridge { recording: None }).unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        for k in 0..5u16 {
+            let mut pkt = Vec::new();
+            rtp::write_rtp(&mut pkt, false, 0, 40 + k, 160 * k as u32, Ssrc(5), &[0xff; 160]).unwrap();
+            c.caller.send_to(&pkt, (LO, c.caller_port)).unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(drain(&c.agent, Duration::from_millis(50)), (40..45).collect::<Vec<u16>>());
     }
 }
