@@ -160,7 +160,7 @@ trusted = ["127.0.0.0/8"]
 [media]
 rtp_ports = "$RELAY_LO-$RELAY_HI"
 advertise = "127.0.0.1"
-realtime_priority = ${LOAD_MEDIA_RT:-0}
+$( [[ ${LOAD_MEDIA_RT:-0} != 0 ]] && echo "realtime_priority = $LOAD_MEDIA_RT" )
 
 [call]
 max_calls = $(( CALLS + 100 > 2000 ? CALLS + 100 : 2000 ))
