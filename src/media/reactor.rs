@@ -594,6 +594,21 @@ mod tests {
         agent_port: u16,
     }
 
+    /// PCMU packet `seq` of a 20 ms stream (timestamp from the sequence number).
+    fn pcmu(seq: u16, ssrc: Ssrc) -> Vec<u8> {
+        let mut pkt = Vec::new();
+        rtp::write_rtp(&mut pkt, false, 0, seq, 160 * seq as u32, ssrc, &[0xff; 160]).unwrap();
+        pkt
+    }
+
+    /// Sends packets `seqs` from `from` to local `port`, 20 ms apart.
+    async fn send_paced(from: &UdpSocket, port: u16, seqs: std::ops::Range<u16>, ssrc: Ssrc) {
+        for seq in seqs {
+            from.send_to(&pcmu(seq, ssrc), (LO, port)).unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     fn open_call(
         threads: &MediaThreads,
         pool: &Arc<PortPool>,
@@ -727,17 +742,7 @@ mod tests {
         let ssrc = Ssrc(7);
         for k in 0..10u16 {
             for (_, c, a, cp, ap) in &calls {
-                let mut pkt = Vec::new();
-                rtp::write_rtp(
-                    &mut pkt,
-                    false,
-                    0,
-                    100 + k,
-                    160 * k as u32,
-                    ssrc,
-                    &[0xff; 160],
-                )
-                .unwrap();
+                let pkt = pcmu(100 + k, ssrc);
                 c.send_to(&pkt, (LO, *cp)).unwrap();
                 a.send_to(&pkt, (LO, *ap)).unwrap();
             }
@@ -805,21 +810,7 @@ mod tests {
         .expect("the panicking call reports Finished");
         assert_eq!(ended, calls[0].1);
         let (_, _, c, a, cp) = &calls[1];
-        for k in 0..5u16 {
-            let mut pkt = Vec::new();
-            rtp::write_rtp(
-                &mut pkt,
-                false,
-                0,
-                7 + k,
-                160 * k as u32,
-                Ssrc(9),
-                &[0xff; 160],
-            )
-            .unwrap();
-            c.send_to(&pkt, (LO, *cp)).unwrap();
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        send_paced(c, *cp, 7..12, Ssrc(9)).await;
         assert_eq!(
             drain(a, Duration::from_millis(50)),
             (7..12).collect::<Vec<u16>>(),
@@ -869,12 +860,7 @@ mod tests {
         let c = open_call(&threads, &pool, &ev_tx);
         c.handle.cmd.try_send(MediaCmd::Bridge { recording: None }).unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await;
-        for k in 0..5u16 {
-            let mut pkt = Vec::new();
-            rtp::write_rtp(&mut pkt, false, 0, 40 + k, 160 * k as u32, Ssrc(5), &[0xff; 160]).unwrap();
-            c.caller.send_to(&pkt, (LO, c.caller_port)).unwrap();
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        send_paced(&c.caller, c.caller_port, 40..45, Ssrc(5)).await;
         assert_eq!(drain(&c.agent, Duration::from_millis(50)), (40..45).collect::<Vec<u16>>());
     }
 }
