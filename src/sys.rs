@@ -285,7 +285,10 @@ mod tests {
         }
         // The test's own thread is untouched either way.
         assert_eq!(unsafe { libc::sched_getscheduler(0) }, libc::SCHED_OTHER);
-        assert!(set_realtime(0).is_err(), "priority 0 is not a SCHED_FIFO priority");
+        assert!(
+            set_realtime(0).is_err(),
+            "priority 0 is not a SCHED_FIFO priority"
+        );
     }
 
     #[test]

@@ -169,7 +169,11 @@ impl MediaThreads {
         }
         let realtime = realtime.filter(|_| applied == n);
         if let Some(p) = realtime {
-            tracing::info!(priority = p, threads = n, "media threads run under SCHED_FIFO");
+            tracing::info!(
+                priority = p,
+                threads = n,
+                "media threads run under SCHED_FIFO"
+            );
         }
         Ok(MediaThreads { threads, realtime })
     }
@@ -597,7 +601,16 @@ mod tests {
     /// PCMU packet `seq` of a 20 ms stream (timestamp from the sequence number).
     fn pcmu(seq: u16, ssrc: Ssrc) -> Vec<u8> {
         let mut pkt = Vec::new();
-        rtp::write_rtp(&mut pkt, false, 0, seq, 160 * seq as u32, ssrc, &[0xff; 160]).unwrap();
+        rtp::write_rtp(
+            &mut pkt,
+            false,
+            0,
+            seq,
+            160 * seq as u32,
+            ssrc,
+            &[0xff; 160],
+        )
+        .unwrap();
         pkt
     }
 
@@ -829,7 +842,12 @@ mod tests {
             }
             let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
             // Fields after "(comm) ": state is field 3; rt_priority 40, policy 41.
-            let rest: Vec<&str> = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or("").split(' ').collect();
+            let rest: Vec<&str> = stat
+                .rsplit_once(") ")
+                .map(|(_, r)| r)
+                .unwrap_or("")
+                .split(' ')
+                .collect();
             if rest.len() > 38 {
                 out.push((rest[38].parse().unwrap(), rest[37].parse().unwrap()));
             }
@@ -841,7 +859,9 @@ mod tests {
     /// from /proc, not from our own bookkeeping) and still relays.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn media_threads_run_fifo_when_asked_and_still_relay() {
-        let permitted = std::thread::spawn(|| crate::sys::set_realtime(1).is_ok()).join().unwrap();
+        let permitted = std::thread::spawn(|| crate::sys::set_realtime(1).is_ok())
+            .join()
+            .unwrap();
         let threads = MediaThreads::with_options(2, Some(13)).unwrap();
         if !permitted {
             // No CAP_SYS_NICE or RLIMIT_RTPRIO here: refused, reported, normal threads.
@@ -858,9 +878,15 @@ mod tests {
         let pool = PortPool::new(42100, 42199);
         let (ev_tx, _ev_rx) = mpsc::channel(64);
         let c = open_call(&threads, &pool, &ev_tx);
-        c.handle.cmd.try_send(MediaCmd::Bridge { recording: None }).unwrap();
+        c.handle
+            .cmd
+            .try_send(MediaCmd::Bridge { recording: None })
+            .unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await;
         send_paced(&c.caller, c.caller_port, 40..45, Ssrc(5)).await;
-        assert_eq!(drain(&c.agent, Duration::from_millis(50)), (40..45).collect::<Vec<u16>>());
+        assert_eq!(
+            drain(&c.agent, Duration::from_millis(50)),
+            (40..45).collect::<Vec<u16>>()
+        );
     }
 }
