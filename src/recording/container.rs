@@ -566,14 +566,26 @@ mod tests {
         for (counter, last) in [(0, false), (9, true)] {
             let mut framed = vec![0xee; 4];
             framed.extend_from_slice(&plain);
-            cipher.seal_framed(counter, last, b"hdr", &mut framed).unwrap();
+            cipher
+                .seal_framed(counter, last, b"hdr", &mut framed)
+                .unwrap();
             let whole = cipher
                 .stream
-                .encrypt(counter, last, Payload { msg: &plain, aad: b"hdr" })
+                .encrypt(
+                    counter,
+                    last,
+                    Payload {
+                        msg: &plain,
+                        aad: b"hdr",
+                    },
+                )
                 .unwrap();
             assert_eq!(&framed[..4], &(whole.len() as u32).to_be_bytes());
             assert_eq!(&framed[4..], &whole[..]);
-            assert_eq!(cipher.open(counter, last, b"hdr", &framed[4..]).unwrap(), plain);
+            assert_eq!(
+                cipher.open(counter, last, b"hdr", &framed[4..]).unwrap(),
+                plain
+            );
         }
         assert!(cipher.seal_framed(0, false, b"", &mut vec![0; 3]).is_err());
     }
