@@ -37,6 +37,8 @@ pub const MAX_HEADER_BODY: usize = 4096;
 pub const NONCE_PREFIX_LEN: usize = 7;
 /// AES-GCM tag length.
 pub const TAG_LEN: usize = 16;
+/// Each chunk in the file is preceded by its ciphertext length (u32, big-endian).
+pub const CHUNK_LEN_PREFIX: usize = 4;
 /// The only sample rate of the timeline.
 pub const SAMPLE_RATE: u32 = 8000;
 /// Largest audio payload in one record (bytes = G.711 samples). Writers split longer payloads.
@@ -422,18 +424,18 @@ pub fn decode_records(plaintext: &[u8]) -> Result<Vec<Record>, RecordError> {
     Ok(out)
 }
 
-/// A buffer whose first four bytes (the chunk's length prefix) the cipher does not see.
+/// A buffer whose first bytes (the chunk's length prefix) the cipher does not see.
 struct AfterPrefix<'a>(&'a mut Vec<u8>);
 
 impl AsRef<[u8]> for AfterPrefix<'_> {
     fn as_ref(&self) -> &[u8] {
-        &self.0[4..]
+        &self.0[CHUNK_LEN_PREFIX..]
     }
 }
 
 impl AsMut<[u8]> for AfterPrefix<'_> {
     fn as_mut(&mut self) -> &mut [u8] {
-        &mut self.0[4..]
+        &mut self.0[CHUNK_LEN_PREFIX..]
     }
 }
 
@@ -444,7 +446,7 @@ impl aead_stream::aead::Buffer for AfterPrefix<'_> {
     }
 
     fn truncate(&mut self, len: usize) {
-        self.0.truncate(4 + len);
+        self.0.truncate(CHUNK_LEN_PREFIX + len);
     }
 }
 
@@ -462,9 +464,9 @@ impl ChunkCipher {
         }
     }
 
-    /// Seals `framed[4..]` in place (the tag is appended) and writes the ciphertext's length,
-    /// big-endian, into `framed[..4]`: a chunk as it goes into the file, with no copy of the
-    /// plaintext and no second buffer.
+    /// Seals `framed` after its first [`CHUNK_LEN_PREFIX`] bytes in place (the tag is appended)
+    /// and writes the ciphertext's length into those bytes: a chunk as it goes into the file,
+    /// with no copy of the plaintext and no second buffer.
     pub(crate) fn seal_framed(
         &self,
         counter: u32,
@@ -472,13 +474,13 @@ impl ChunkCipher {
         header: &[u8],
         framed: &mut Vec<u8>,
     ) -> Result<(), aes_gcm::Error> {
-        if framed.len() < 4 {
+        if framed.len() < CHUNK_LEN_PREFIX {
             return Err(aes_gcm::Error);
         }
         self.stream
             .encrypt_in_place(counter, last, header, &mut AfterPrefix(framed))?;
-        let len = u32::try_from(framed.len() - 4).map_err(|_| aes_gcm::Error)?;
-        framed[..4].copy_from_slice(&len.to_be_bytes());
+        let len = u32::try_from(framed.len() - CHUNK_LEN_PREFIX).map_err(|_| aes_gcm::Error)?;
+        framed[..CHUNK_LEN_PREFIX].copy_from_slice(&len.to_be_bytes());
         Ok(())
     }
 

@@ -18,8 +18,8 @@
 //! then the other one. GCM authenticates the nonce, so exactly one (or neither) succeeds.
 
 use crate::recording::container::{
-    ChunkCipher, Cursor, Header, HeaderError, MAX_CHUNK_CIPHERTEXT, Record, RecordError, TAG_LEN,
-    decode_records,
+    CHUNK_LEN_PREFIX, ChunkCipher, Cursor, Header, HeaderError, MAX_CHUNK_CIPHERTEXT, Record,
+    RecordError, TAG_LEN, decode_records,
 };
 use crate::recording::keys::Dek;
 
@@ -154,7 +154,7 @@ fn read_chunks(
         let Some(ct) = c.take(len as usize) else {
             return truncated;
         };
-        rest = &rest[4 + len as usize..];
+        rest = &rest[CHUNK_LEN_PREFIX + len as usize..];
         let at_end = rest.is_empty();
 
         let (plaintext, was_last) = match cipher.open(index, at_end, aad, ct) {

@@ -27,8 +27,8 @@ use sha2::{Digest, Sha256};
 use crate::ids::Leg;
 use crate::media::g711::G711;
 use crate::recording::container::{
-    ChunkCipher, EndReason, GapKind, Header, MAX_AUDIO_PAYLOAD, MAX_CHUNK_PLAINTEXT, Record,
-    TAG_LEN, encode_record,
+    CHUNK_LEN_PREFIX, ChunkCipher, EndReason, GapKind, Header, MAX_AUDIO_PAYLOAD,
+    MAX_CHUNK_PLAINTEXT, Record, TAG_LEN, encode_record,
 };
 use crate::recording::keys::Dek;
 
@@ -68,8 +68,8 @@ pub struct RecordingWriter {
     cipher: ChunkCipher,
     /// Counter of the next chunk to seal.
     counter: u32,
-    /// The chunk being built: [`PREFIX`] bytes for its length, then the encoded records. It is
-    /// sealed in place and becomes the output, so a chunk costs one buffer and no copy.
+    /// The chunk being built: [`CHUNK_LEN_PREFIX`] bytes for its length, then the encoded
+    /// records. It is sealed in place and becomes the output: one buffer per chunk, no copy.
     pending: Vec<u8>,
     flush: Duration,
     deadline: Instant,
@@ -81,9 +81,6 @@ pub struct RecordingWriter {
     /// packet).
     audio_buf: Vec<u8>,
 }
-
-/// A chunk's length prefix in the file (u32, big-endian).
-const PREFIX: usize = 4;
 
 impl std::fmt::Debug for RecordingWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -106,7 +103,7 @@ impl RecordingWriter {
             cipher: ChunkCipher::new(dek, &header.nonce_prefix),
             header: header_bytes.clone(),
             counter: 0,
-            pending: vec![0; PREFIX],
+            pending: vec![0; CHUNK_LEN_PREFIX],
             flush,
             deadline: now + flush,
             output: VecDeque::new(),
@@ -234,8 +231,8 @@ impl RecordingWriter {
         // The next chunk's buffer is sized like this one (1/8 more, and room for the tag): a
         // steady call never grows it, and none holds twice what it needs.
         let len = self.pending_len();
-        let mut next = Vec::with_capacity(PREFIX + len + len / 8 + TAG_LEN);
-        next.extend_from_slice(&[0; PREFIX]);
+        let mut next = Vec::with_capacity(CHUNK_LEN_PREFIX + len + len / 8 + TAG_LEN);
+        next.extend_from_slice(&[0; CHUNK_LEN_PREFIX]);
         let mut framed = std::mem::replace(&mut self.pending, next);
         match self
             .cipher
@@ -251,7 +248,7 @@ impl RecordingWriter {
 
     /// Bytes of records waiting in the chunk being built.
     fn pending_len(&self) -> usize {
-        self.pending.len() - PREFIX
+        self.pending.len() - CHUNK_LEN_PREFIX
     }
 
     fn emit(&mut self, bytes: Vec<u8>) {
