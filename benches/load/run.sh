@@ -187,16 +187,13 @@ EOF
 cg() { timeout 120 "$BIN" --config "$CFG" "$@"; }
 cg keys init >keys-init.log 2>&1 || { bad "callgate keys init: $(tail -n 1 keys-init.log)"; exit 1; }
 
-cpu_ticks() { # utime + stime of PID in clock ticks
+stat_ticks() { # PID AWK_EXPR: clock ticks from /proc/PID/stat (after the name: $12 utime, $13 stime)
   local s; s=$(cat "/proc/$1/stat" 2>/dev/null) || { echo 0; return; }
   s=${s##*) }
-  awk '{print $12 + $13}' <<<"$s"
+  awk "{print $2}" <<<"$s"
 }
-sys_ticks() { # stime of PID in clock ticks: the kernel's share (socket calls, epoll, softirq)
-  local s; s=$(cat "/proc/$1/stat" 2>/dev/null) || { echo 0; return; }
-  s=${s##*) }
-  awk '{print $13}' <<<"$s"
-}
+cpu_ticks() { stat_ticks "$1" '$12 + $13'; } # utime + stime
+sys_ticks() { stat_ticks "$1" '$13'; }       # stime: the kernel's share (socket calls, epoll, softirq)
 udp_in() { awk '/^Udp: [0-9]/ {print $2}' /proc/net/snmp; } # datagrams delivered to sockets, host-wide
 relay_drops() { # datagrams the relay's sockets dropped (receive queue full), summed over its ports
   python3 -c '
