@@ -345,11 +345,17 @@ impl MediaLoop {
         }
     }
 
-    /// Drains one ready socket (edge-triggered: until the kernel has nothing left).
+    /// Drains one ready socket (edge-triggered: until the kernel has nothing left), then
+    /// services the call at once, while its state is still in the cache: deferred to the end of
+    /// the pass, behind up to a thousand other calls' packets, the first touch of each call's
+    /// task and of its tracks and delay line were cache misses (a third of the user-side time
+    /// at 1,000 calls on one core).
     fn read(&mut self, token: usize) {
         let slot = token >> 2;
-        if catch_unwind(AssertUnwindSafe(|| self.read_socket(token))).is_err() {
-            self.contain(slot);
+        match catch_unwind(AssertUnwindSafe(|| self.read_socket(token))) {
+            Ok(true) => self.service(slot, Instant::now()),
+            Ok(false) => {}
+            Err(_) => self.contain(slot),
         }
     }
 
@@ -360,10 +366,11 @@ impl MediaLoop {
         self.remove(slot, EndReason::Failed);
     }
 
-    fn read_socket(&mut self, token: usize) {
+    /// Returns whether the token still names a call.
+    fn read_socket(&mut self, token: usize) -> bool {
         let (slot, which) = (token >> 2, token & 3);
         let Some(Some(s)) = self.slots.get_mut(slot) else {
-            return;
+            return false;
         };
         let leg = if which % 2 == 0 {
             Leg::Caller
@@ -403,10 +410,7 @@ impl MediaLoop {
                 break;
             }
         }
-        if !s.touched {
-            s.touched = true;
-            self.work.push(slot);
-        }
+        true
     }
 
     fn take_inbox(&mut self) {

@@ -484,43 +484,12 @@ struct Delayed {
 }
 
 impl Delayed {
-    /// Into the recording track; returns the payload buffer for reuse.
-    fn feed(self, track: &mut RecordTrack, captured: Instant) -> Vec<u8> {
+    /// Into the recording track, whose buffer the payload already is (no second copy).
+    fn feed(self, track: &mut RecordTrack, captured: Instant) {
         if self.payload.is_empty() {
             track.skip(captured, self.ssrc, self.seq);
         } else {
-            track.push(captured, self.ssrc, self.seq, self.ts, &self.payload);
-        }
-        self.payload
-    }
-}
-
-/// Payload buffers of the delay line, reused so a steady call allocates nothing per packet.
-#[derive(Default)]
-struct BufPool {
-    spare: Vec<Vec<u8>>,
-}
-
-impl BufPool {
-    /// At most this many buffers are kept: steady audio needs one or two (each packet pushed
-    /// takes one, each popped returns one); more would only hold memory after a burst (a pool
-    /// of 48 measured no faster at 1,500 calls: see `RecordTrack`'s `MAX_SPARE`).
-    const MAX: usize = 8;
-
-    fn copy(&mut self, bytes: &[u8]) -> Vec<u8> {
-        match self.spare.pop() {
-            Some(mut v) => {
-                v.clear();
-                v.extend_from_slice(bytes);
-                v
-            }
-            None => bytes.to_vec(),
-        }
-    }
-
-    fn put(&mut self, v: Vec<u8>) {
-        if self.spare.len() < Self::MAX && v.capacity() > 0 {
-            self.spare.push(v);
+            track.push_owned(captured, self.ssrc, self.seq, self.ts, self.payload);
         }
     }
 }
@@ -539,9 +508,9 @@ fn discard_output(track: &mut RecordTrack, now: Instant) {
 struct Pci {
     ctl: PauseController,
     det: [KeyDetectors; 2],
+    /// Payloads wait here in buffers of the recording track they go to (`RecordTrack::buffer_for`),
+    /// which recycles them once written: a steady call allocates nothing per packet.
     delay: DelayLine<Delayed>,
-    /// Buffers for the delay line's payloads.
-    pool: BufPool,
     masker: Masker,
     pcm: Vec<i16>,
     spans: Vec<PauseSpan>,
@@ -553,7 +522,6 @@ impl Pci {
     fn new(cfg: &PciConfig, codec: G711) -> Pci {
         Pci {
             delay: DelayLine::for_frames(cfg.delay),
-            pool: BufPool::default(),
             ctl: PauseController::new(cfg.clone()),
             det: [KeyDetectors::new(), KeyDetectors::new()],
             masker: Masker::new(codec, MaskStyle::ComfortNoise),
@@ -903,11 +871,12 @@ impl MediaTask {
                 match &mut self.pci {
                     // Through the delay line: the pause controller decides before audio is written.
                     Some(pci) => {
-                        let payload = pci.pool.copy(p.payload());
+                        let track = &mut rec.tracks[idx(leg)];
+                        let payload = track.buffer_for(p.payload());
                         let d = Delayed { ssrc: p.ssrc(), seq: p.sequence(), ts: p.timestamp(), payload };
                         if let Err(full) = pci.delay.push(now, leg, d) {
                             pci.overflow += 1;
-                            pci.pool.put(full.item.payload);
+                            track.recycle(full.item.payload);
                         }
                     }
                     None => {
@@ -1020,8 +989,7 @@ impl MediaTask {
         drain_pauses(pci, &mut self.recorder);
         if let Some(rec) = &mut self.recorder {
             while let Some((captured, leg, d)) = pci.delay.pop(now) {
-                let buf = d.feed(&mut rec.tracks[idx(leg)], captured);
-                pci.pool.put(buf);
+                d.feed(&mut rec.tracks[idx(leg)], captured);
             }
         }
     }
