@@ -263,6 +263,11 @@ impl InbandDetector {
         let (ri, r) = strongest(&rp);
         let (ci, c) = strongest(&cp);
         let ratio = (r + c) / energy;
+        if ratio < SUSPECT_RATIO.min(HIT_RATIO) {
+            // Neither a hit nor a suspect can pass this test: skip the five logarithms (a loud
+            // block that is not a key pair, such as speech or a single tone, ends here).
+            return Class::Quiet;
+        }
         let rel = |p: &[f32; 4], i: usize, v: f32| {
             let other = p
                 .iter()
