@@ -31,6 +31,8 @@ const AGENT: &str = "127.0.0.3:5080";
 const SDP: &str = "v=0\r\no=ua 1 1 IN IP4 127.0.0.9\r\ns=-\r\nc=IN IP4 127.0.0.9\r\nt=0 0\r\n\
 m=audio 40000 RTP/AVP 0 8 101\r\na=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\n";
 const ANNOUNCEMENT: Duration = Duration::from_millis(1500);
+/// The engine's wall clock at the start of a run (Unix ms).
+const WALL_BASE: i64 = 1_800_000_000_000;
 
 fn addr(s: &str) -> SocketAddr {
     s.parse().unwrap()
@@ -131,10 +133,15 @@ impl ScriptedMedia {
     fn schedule(&mut self, now: Instant) {
         for (call, cmd) in self.pending.drain(..) {
             match cmd {
-                MediaCmd::PlayAnnouncement(_) => self.due.push((
-                    now + ANNOUNCEMENT,
-                    MediaEvent::AnnouncementDone { call, started_ms: 0, ended_ms: 1500 },
-                )),
+                MediaCmd::PlayAnnouncement(_) => {
+                    // The media thread stamps the prompt with the system clock, which need not
+                    // agree with the engine's: here it runs an hour ahead (a stepped clock). The
+                    // record must still show the prompt ending no later than the bridge.
+                    let ahead = WALL_BASE + 3_600_000;
+                    let started_ms = ahead - ANNOUNCEMENT.as_millis() as i64;
+                    let ev = MediaEvent::AnnouncementDone { call, started_ms, ended_ms: ahead };
+                    self.due.push((now + ANNOUNCEMENT, ev));
+                }
                 MediaCmd::Stop { .. } => {
                     let report = MediaReport { recording: self.recording.remove(&call), ..Default::default() };
                     self.due.push((now + Duration::from_millis(10), MediaEvent::Finished { call, report }));
@@ -218,7 +225,7 @@ fn gateway(now: Instant, dir: &Path) -> B2bua<ScriptedMedia> {
         announcements,
         targets,
         host: ScriptedMedia::default(),
-        base: (now, 1_800_000_000_000),
+        base: (now, WALL_BASE),
     })
 }
 
@@ -482,6 +489,9 @@ fn check(seed: u64, scenario: Scenario, w: &World) {
             // Recording starts only after the announcement played in full.
             let (ann_end, bridged) = (last.announcement_ended_at_ms, last.bridged_at_ms);
             assert!(ann_end.is_some() && bridged >= ann_end, "{ctx}: bridged before the prompt ended: {last:?}");
+            // Moved back onto the engine's clock with its length kept.
+            let ann_start = last.announcement_started_at_ms;
+            assert_eq!(ann_end.zip(ann_start).map(|(e, s)| e - s), Some(1500), "{ctx}: {last:?}");
         }
         Scenario::Busy => {
             assert_eq!(c.final_status, Some(486), "{ctx}");

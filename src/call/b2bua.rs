@@ -741,6 +741,13 @@ impl<H: MediaHost> B2bua<H> {
         let wall = self.wall_ms();
         match ev {
             MediaEvent::AnnouncementDone { call, started_ms, ended_ms } => {
+                // The media thread stamps the prompt with the system clock; the record's other
+                // times (the bridge, which follows at this very moment) come from this engine's
+                // clock. Whatever the two say (a clock step, a millisecond of rounding), the
+                // prompt cannot have ended after the engine heard that it did: a clock ahead is
+                // moved back, keeping the prompt's measured length.
+                let ahead = (ended_ms - wall).max(0);
+                let (started_ms, ended_ms) = (started_ms.min(ended_ms) - ahead, ended_ms - ahead);
                 if let Some(ctx) = self.calls.get_mut(&call) {
                     ctx.record.announcement_started_at_ms = Some(started_ms);
                     ctx.record.announcement_ended_at_ms = Some(ended_ms);
