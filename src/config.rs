@@ -121,6 +121,10 @@ pub struct MediaConfig {
     /// Real-time (`SCHED_FIFO`) priority of the media threads, 1..=99; `None` (key absent or 0,
     /// the default): normal scheduling. Needs CAP_SYS_NICE or a `LimitRTPRIO` at least as high.
     pub realtime_priority: Option<u8>,
+    /// Admission control: new calls get 503 while the media thread that would take them has
+    /// been busy at least this share of the time (percent, 1..=100; 100 = never refuse on load).
+    /// Default 90.
+    pub max_load_percent: u8,
 }
 
 /// One line of the routing table; first match wins (see `call::routing`).
@@ -247,6 +251,7 @@ struct RawMedia {
     advertise: Option<String>,
     timeout: Option<String>,
     realtime_priority: Option<i64>,
+    max_load: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -410,6 +415,16 @@ impl Config {
             }
         };
 
+        let max_load_percent = match raw.media.max_load.unwrap_or(90) {
+            p @ 1..=100 => p as u8,
+            p => {
+                return Err(invalid(
+                    "media.max_load",
+                    format!("{p} is not a share of a media thread's time: 1..=100 (percent; 100 = off)"),
+                ));
+            }
+        };
+
         let mut routes = Vec::new();
         for (i, r) in raw.route.into_iter().enumerate() {
             let key = |k: &str| format!("route[{i}].{k}");
@@ -485,6 +500,7 @@ impl Config {
                 advertise: media_advertise,
                 timeout: dur("media.timeout", &raw.media.timeout, Duration::from_secs(60))?,
                 realtime_priority,
+                max_load_percent,
             },
             routes,
             recording: RecordingConfig {
@@ -785,6 +801,12 @@ mod tests {
         }
         assert_eq!(parse("[media]\nrealtime_priority = 0").unwrap().media.realtime_priority, None);
         assert_eq!(parse("[media]\nrealtime_priority = 20").unwrap().media.realtime_priority, Some(20));
+        for bad in ["0", "101", "-5"] {
+            let e = parse(&format!("[media]\nmax_load = {bad}")).unwrap_err().to_string();
+            assert!(e.contains("media.max_load") && e.contains("test.toml"), "{e}");
+        }
+        assert_eq!(parse("").unwrap().media.max_load_percent, 90);
+        assert_eq!(parse("[media]\nmax_load = 100").unwrap().media.max_load_percent, 100);
         let e = parse("[recording]\nflush = \"1 fortnight\"").unwrap_err().to_string();
         assert!(e.contains("recording.flush"), "{e}");
         let e = parse("[sip]\ntrusted = [\"10.0.0.0/33\"]").unwrap_err().to_string();

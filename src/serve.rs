@@ -390,6 +390,10 @@ impl RelayHost {
 }
 
 impl MediaHost for RelayHost {
+    fn load_permille(&self) -> u32 {
+        self.threads.next_call_load()
+    }
+
     fn open(&mut self, call: &CallId) -> Option<(u16, u16)> {
         let caller = self.ports.bind_pair(self.bind_ip).ok()?;
         let agent = self.ports.bind_pair(self.bind_ip).ok()?;

@@ -99,9 +99,14 @@ struct ScriptedMedia {
     due: Vec<(Instant, MediaEvent)>,
     pending: Vec<(CallId, MediaCmd)>,
     recording: HashMap<CallId, RecordingResult>,
+    /// What the media threads report of their load, thousandths.
+    load: u32,
 }
 
 impl MediaHost for ScriptedMedia {
+    fn load_permille(&self) -> u32 {
+        self.load
+    }
     fn open(&mut self, _call: &CallId) -> Option<(u16, u16)> {
         self.next_port += 4;
         Some((20000 + self.next_port, 20002 + self.next_port))
@@ -564,4 +569,59 @@ fn unknown_number_gets_404_with_its_reason_and_leaves_nothing_behind() {
     assert_eq!(t.peer.addr, addr(CALLER));
     assert_eq!(gw.tracked().0, 0, "no call is created for a refused INVITE");
     assert!(gw.poll_record().is_none(), "no call record for a refused INVITE");
+}
+
+#[test]
+fn overloaded_media_refuses_new_calls_with_503_and_retry_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = Instant::now();
+    let mut gw = gateway(now, dir.path());
+    let local = Local { advertise: "127.0.0.2".parse().unwrap(), port: 5060 };
+    let invite = || UacInvite::new(&local, &format!("sip:2001@{GW}"), "07700900123", udp(GW), SDP, vec![]);
+    // 95 % busy against the default limit of 90 %.
+    gw.host_mut().load = 950;
+    gw.handle_bytes(now, &invite().invite.to_bytes(), udp(CALLER));
+    let text = String::from_utf8(gw.poll_transmit().expect("a response").bytes).unwrap();
+    assert!(text.starts_with("SIP/2.0 503"), "{text}");
+    assert!(text.contains("Warning: 399 callgate \"media overloaded\""), "{text}");
+    assert!(text.contains("Retry-After: 1"), "{text}");
+    assert_eq!(gw.tracked().0, 0, "no call is created for a refused INVITE");
+    assert_eq!(gw.host_mut().next_port, 0, "no media was opened");
+    assert!(gw.poll_record().is_none(), "no call record for a refused INVITE");
+    // Below the limit the same INVITE is taken.
+    gw.host_mut().load = 850;
+    gw.handle_bytes(now, &invite().invite.to_bytes(), udp(CALLER));
+    let text = String::from_utf8(gw.poll_transmit().expect("a response").bytes).unwrap();
+    assert!(!text.starts_with("SIP/2.0 5"), "{text}");
+    assert_eq!(gw.tracked().0, 1);
+    assert_ne!(gw.host_mut().next_port, 0, "media was opened");
+}
+
+#[test]
+fn max_load_100_never_refuses_on_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = Instant::now();
+    let toml = format!(
+        "[sip]\nlisten = \"{GW}\"\ntrusted = [\"127.0.0.0/8\"]\n[media]\nmax_load = 100\n\
+         [[route]]\nmatch = \"2001\"\ntarget = \"sip:agent@{AGENT}\"\n"
+    );
+    let config = Config::parse(&toml, Path::new("sim.toml")).unwrap();
+    let keyring = Keyring::create(&dir.path().join("kek.key")).unwrap();
+    let mut targets = HashMap::new();
+    targets.insert(format!("sip:agent@{AGENT}"), Some(addr(AGENT)));
+    let mut gw = B2bua::new(Setup {
+        config: Arc::new(config),
+        local: Local { advertise: "127.0.0.1".parse().unwrap(), port: 5070 },
+        keyring: Arc::new(keyring),
+        announcements: HashMap::new(),
+        targets,
+        host: ScriptedMedia { load: 1000, ..Default::default() },
+        base: (now, WALL_BASE),
+    });
+    let local = Local { advertise: "127.0.0.2".parse().unwrap(), port: 5060 };
+    let uac = UacInvite::new(&local, &format!("sip:2001@{GW}"), "07700900123", udp(GW), SDP, vec![]);
+    gw.handle_bytes(now, &uac.invite.to_bytes(), udp(CALLER));
+    let text = String::from_utf8(gw.poll_transmit().expect("a response").bytes).unwrap();
+    assert!(!text.starts_with("SIP/2.0 5"), "{text}");
+    assert_eq!(gw.tracked().0, 1);
 }

@@ -19,7 +19,9 @@
 # LOAD_SIP_PORT (default 5370), LOAD_ANNOUNCE_S (default 1), LOAD_CAPTURE_S (tcpdump window for
 # the latency probe, default 3; 0 = no probe), LOAD_WORK (work directory; default mktemp),
 # LOAD_MEDIA_RT (media.realtime_priority of the gateway: 0 = normal scheduling, the default;
-# 1..99 = SCHED_FIFO media threads), LOAD_AUDIO: `tones` (default: both sides send a continuous loud tone, the worst case for the
+# 1..99 = SCHED_FIFO media threads), LOAD_MAX_LOAD (media.max_load, admission control: default
+# 100 = off, so capacity runs measure the relay, not the refusals; empty = key not written, for
+# builds older than the key), LOAD_AUDIO: `tones` (default: both sides send a continuous loud tone, the worst case for the
 # in-band DTMF detectors) or `conversation` (turn-taking: each side talks 2 s, band-limited noise
 # at about -21 dBFS, then listens 2 s in silence, as in a real call).
 #
@@ -161,6 +163,7 @@ trusted = ["127.0.0.0/8"]
 rtp_ports = "$RELAY_LO-$RELAY_HI"
 advertise = "127.0.0.1"
 $( [[ ${LOAD_MEDIA_RT:-0} != 0 ]] && echo "realtime_priority = $LOAD_MEDIA_RT" )
+$( [[ -n ${LOAD_MAX_LOAD-100} ]] && echo "max_load = ${LOAD_MAX_LOAD-100}" )
 
 [call]
 max_calls = $(( CALLS + 100 > 2000 ? CALLS + 100 : 2000 ))

@@ -41,6 +41,11 @@ pub trait MediaHost {
     fn bridge(&mut self, call: &CallId, recording: Option<RecordingKeys>);
     /// Start recording a bridged call now (on-demand lines).
     fn start_recording(&mut self, call: &CallId, recording: RecordingKeys);
+    /// How busy the media a new call would get is, in thousandths of its time (admission
+    /// control, `media.max_load`); 0 where nothing is measured.
+    fn load_permille(&self) -> u32 {
+        0
+    }
 }
 
 /// A recording starts now (at the bridge or on demand): its identity on the call record, or why
@@ -438,19 +443,28 @@ impl<H: MediaHost> B2bua<H> {
 
     fn new_call(&mut self, key: TxKey, req: Request, peer: Peer) {
         let now = self.now;
-        let reject = |this: &mut Self, status: u16, why: &str| {
+        let refuse = |this: &mut Self, status: u16, why: &str, retry_after: Option<u32>| {
             tracing::info!(status, reason = why, "call refused");
             // The reason travels with the refusal (RFC 3261 §20.43 Warning, code 399 = misc).
-            let warning = Header::Warning(rsip::Warning::new(format!("399 callgate \"{why}\"")));
-            let resp = message::response(&req, status, Some(&random_hex(6)), vec![warning], None);
+            let mut headers = vec![Header::Warning(rsip::Warning::new(format!("399 callgate \"{why}\"")))];
+            headers.extend(retry_after.map(|s| Header::RetryAfter(rsip::headers::RetryAfter::new(s.to_string()))));
+            let resp = message::response(&req, status, Some(&random_hex(6)), headers, None);
             this.txs.send_response(this.now, &key, resp);
         };
+        let reject = |this: &mut Self, status: u16, why: &str| refuse(this, status, why, None);
         if self.draining {
             return reject(self, 503, "shutting down");
         }
         let live = self.calls.values().filter(|c| c.finished_at.is_none()).count();
         if live >= self.cfg.call.max_calls {
             return reject(self, 503, "call limit reached");
+        }
+        // Admission control: one more call on a media thread with no slack would make every
+        // call on it late, then lossy. Refused now, the trunk can place it elsewhere (or retry
+        // in a second, RFC 3261 §21.5.4); the calls already up keep their audio whole.
+        let max_load = u32::from(self.cfg.media.max_load_percent) * 10;
+        if max_load < 1000 && self.host.load_permille() >= max_load {
+            return refuse(self, 503, "media overloaded", Some(1));
         }
         let dialled = message::request_user(&req);
         let route = match self.cfg.route_for(peer.addr.ip(), &dialled, &message::from_user(&req)) {

@@ -3,6 +3,7 @@
 //! [`announcement::Announcement::load`], which reads one file; the relay shell does the sockets.
 pub mod announcement;
 pub mod g711;
+pub mod load;
 pub mod rtp;
 pub mod sdp;
 pub mod track;

@@ -13,7 +13,7 @@ use std::collections::BinaryHeap;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
@@ -22,6 +22,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Token};
 use tokio::sync::mpsc;
 
+use super::load::LoadMeter;
 use super::relay::{MediaCmd, MediaEvent, MediaHandle, MediaSettings, MediaTask, PortPair};
 use crate::ids::{CallId, Leg};
 use crate::recording::container::EndReason;
@@ -59,6 +60,8 @@ struct Shared {
     stop: AtomicBool,
     /// Calls on this thread (for placing new ones).
     calls: AtomicUsize,
+    /// Busy share of the thread's recent time, thousandths ([`LoadMeter::permille`]).
+    load: AtomicU32,
 }
 
 impl Shared {
@@ -134,6 +137,7 @@ impl MediaThreads {
                 inbox: Mutex::new(Vec::new()),
                 stop: AtomicBool::new(false),
                 calls: AtomicUsize::new(0),
+                load: AtomicU32::new(0),
             });
             let (sh, rt, applied) = (shared.clone(), rt.clone(), applied_tx.clone());
             std::thread::Builder::new()
@@ -183,6 +187,20 @@ impl MediaThreads {
         self.realtime
     }
 
+    /// The thread the next call goes to: the one with the fewest calls.
+    fn next_thread(&self) -> &Arc<Shared> {
+        self.threads
+            .iter()
+            .min_by_key(|t| t.calls.load(Ordering::Relaxed))
+            .expect("at least one media thread")
+    }
+
+    /// Busy share, in thousandths, of the thread the next call would go to (see
+    /// [`super::load`]): admission control refuses new calls above its limit.
+    pub fn next_call_load(&self) -> u32 {
+        self.next_thread().load.load(Ordering::Relaxed)
+    }
+
     /// Starts a call's media on the least-loaded thread.
     pub fn spawn(
         &self,
@@ -199,11 +217,7 @@ impl MediaThreads {
             agent_port: agent.port,
         };
         let task = Box::new(MediaTask::new(call, caller, agent, settings, events));
-        let shared = self
-            .threads
-            .iter()
-            .min_by_key(|t| t.calls.load(Ordering::Relaxed))
-            .expect("at least one media thread");
+        let shared = self.next_thread();
         shared.calls.fetch_add(1, Ordering::Relaxed);
         shared.push(Inbound::Call(task, rx));
         handle
@@ -248,6 +262,7 @@ struct MediaLoop {
     /// Calls with events still waiting for room in the signalling channel.
     backlog: Vec<usize>,
     batch: RecvBatch,
+    meter: LoadMeter,
 }
 
 impl MediaLoop {
@@ -263,18 +278,29 @@ impl MediaLoop {
             work: Vec::new(),
             backlog: Vec::new(),
             batch: RecvBatch::new(),
+            meter: LoadMeter::new(Instant::now()),
         }
     }
 
     fn run(mut self) {
         let mut events = Events::with_capacity(1024);
         let mut next_check = Instant::now() + TIMEOUT_CHECK;
+        let mut woke: Option<Instant> = None;
         loop {
             let now = Instant::now();
+            // The pass that just ended was work; the wait before it was not.
+            if let Some(w) = woke {
+                self.meter.busy(w, now);
+                self.shared
+                    .load
+                    .store(self.meter.permille(), Ordering::Relaxed);
+            }
             let mut wait = next_check.saturating_duration_since(now);
             if let Some(Reverse((t, _, _))) = self.timers.peek() {
                 wait = wait.min(t.saturating_duration_since(now));
             }
+            // Wake at least once a window, so the load admission control reads is never older.
+            wait = wait.min(super::load::WINDOW);
             // Events waiting for the signalling channel: look again soon.
             if !self.backlog.is_empty() {
                 wait = wait.min(Duration::from_millis(5));
@@ -285,6 +311,7 @@ impl MediaLoop {
                 tracing::error!(error = %e, "media thread poll failed");
                 std::thread::sleep(Duration::from_millis(10));
             }
+            woke = Some(Instant::now());
             if self.shared.stop.load(Ordering::Acquire) {
                 break;
             }
@@ -892,5 +919,58 @@ mod tests {
             drain(&c.agent, Duration::from_millis(50)),
             (40..45).collect::<Vec<u16>>()
         );
+    }
+
+    /// The load admission control reads comes from the media thread's own time: near zero
+    /// while it waits, well up while it relays a flood, and down again once the flood stops.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_media_thread_reports_how_busy_it_is() {
+        let threads = MediaThreads::with_threads(1).unwrap();
+        let pool = PortPool::new(42200, 42299);
+        let (ev_tx, _ev_rx) = mpsc::channel(64);
+        let calls: Vec<TestCall> = (0..10)
+            .map(|_| open_call(&threads, &pool, &ev_tx))
+            .collect();
+        for c in &calls {
+            c.handle
+                .cmd
+                .try_send(MediaCmd::Bridge { recording: None })
+                .unwrap();
+        }
+        // Two whole windows of waiting.
+        tokio::time::sleep(3 * super::super::load::WINDOW).await;
+        let idle = threads.next_call_load();
+        assert!(idle < 100, "idle thread reads {idle} per mille");
+        // Unpaced packets into every call for about three windows, read back on the far side.
+        let flood = std::thread::spawn({
+            let socks: Vec<(UdpSocket, u16)> = calls
+                .iter()
+                .map(|c| (c.caller.try_clone().unwrap(), c.caller_port))
+                .collect();
+            move || {
+                let end = Instant::now() + 3 * super::super::load::WINDOW;
+                let mut seq = 0u16;
+                while Instant::now() < end {
+                    for (s, port) in &socks {
+                        let _ = s.send_to(&pcmu(seq, Ssrc(9)), (LO, *port));
+                    }
+                    seq = seq.wrapping_add(1);
+                }
+            }
+        });
+        tokio::time::sleep(2 * super::super::load::WINDOW).await;
+        let busy = threads.next_call_load();
+        flood.join().unwrap();
+        assert!(
+            busy > 300,
+            "a thread relaying a flood reads {busy} per mille"
+        );
+        // The reading is the larger of the last two whole windows, taken at the thread's last
+        // wake-up (at least one a window): the window the flood ended in is behind it after
+        // four more.
+        tokio::time::sleep(5 * super::super::load::WINDOW).await;
+        let after = threads.next_call_load();
+        eprintln!("media thread load, per mille: idle {idle}, flood {busy}, after {after}");
+        assert!(after < 100, "after the flood: {after} per mille");
     }
 }
