@@ -297,10 +297,13 @@ for _ in $(seq 1 240); do
   cg calls list --json --limit $(( CALLS + 1000 )) >calls.json 2>calls-list.err || continue
   open=$(jq '[.[] | select(.ended_at_ms == null or .recording_state == "recording")] | length' calls.json 2>/dev/null || echo 1)
   rows=$(jq 'length' calls.json 2>/dev/null || echo 0)
-  (( open == 0 && rows >= CALLS )) && break
+  # Calls refused at the door (admission control) leave no row: wait for the ones SIPp had.
+  (( open == 0 && rows >= cg_succ )) && break
 done
 settle_s=$(awk -v a="$t_settle" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}')
 say "callgate: call records settled ${settle_s}s after the last call ended"
+refused=$(cat callgate/uac_load_*_errors.log 2>/dev/null | grep -c 'media overloaded' || true)
+(( refused == 0 )) || say "callgate: $refused INVITEs refused with 503 \"media overloaded\" (admission control, media.max_load)"
 [[ -s calls.json ]] || bad "calls list --json: $(tail -n 1 calls-list.err)"
 cg_calls=$(python3 "$tool" calls calls.json "$CALLS" 2>/dev/null || echo '{}')
 n_rec=$(jq '.recording_ids | length' <<<"$cg_calls" 2>/dev/null || echo 0)
