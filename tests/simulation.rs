@@ -208,9 +208,14 @@ struct World {
 }
 
 fn gateway(now: Instant, dir: &Path) -> B2bua<ScriptedMedia> {
+    gateway_with(now, dir, "")
+}
+
+/// The gateway with `media` added to its `[media]` section.
+fn gateway_with(now: Instant, dir: &Path, media: &str) -> B2bua<ScriptedMedia> {
     let toml = format!(
         "[sip]\nlisten = \"{GW}\"\nadvertise = \"127.0.0.1\"\ntrusted = [\"127.0.0.0/8\"]\n\
-         [media]\nadvertise = \"127.0.0.1\"\n\
+         [media]\nadvertise = \"127.0.0.1\"\n{media}\n\
          [[route]]\nmatch = \"2001\"\ntarget = \"sip:agent@{AGENT}\"\nannouncement = \"notice.wav\"\n\
          [call]\nagent_answer_timeout = \"20s\"\n"
     );
@@ -554,19 +559,24 @@ fn cancel_survives_20_percent_loss() {
     sweep(Scenario::Cancel, 0.2, 150);
 }
 
+/// The gateway's first response to a fresh INVITE from the caller for `user`.
+fn first_response(gw: &mut B2bua<ScriptedMedia>, now: Instant, user: &str) -> String {
+    let local = Local { advertise: "127.0.0.2".parse().unwrap(), port: 5060 };
+    let uac = UacInvite::new(&local, &format!("sip:{user}@{GW}"), "07700900123", udp(GW), SDP, vec![]);
+    gw.handle_bytes(now, &uac.invite.to_bytes(), udp(CALLER));
+    let t = gw.poll_transmit().expect("a response");
+    assert_eq!(t.peer.addr, addr(CALLER));
+    String::from_utf8(t.bytes).unwrap()
+}
+
 #[test]
 fn unknown_number_gets_404_with_its_reason_and_leaves_nothing_behind() {
     let dir = tempfile::tempdir().unwrap();
     let now = Instant::now();
     let mut gw = gateway(now, dir.path());
-    let local = Local { advertise: "127.0.0.2".parse().unwrap(), port: 5060 };
-    let uac = UacInvite::new(&local, &format!("sip:9999@{GW}"), "07700900123", udp(GW), SDP, vec![]);
-    gw.handle_bytes(now, &uac.invite.to_bytes(), udp(CALLER));
-    let t = gw.poll_transmit().expect("a response");
-    let text = String::from_utf8(t.bytes).unwrap();
+    let text = first_response(&mut gw, now, "9999");
     assert!(text.starts_with("SIP/2.0 404"), "{text}");
     assert!(text.contains("Warning: 399 callgate \"no route for the dialled number\""), "{text}");
-    assert_eq!(t.peer.addr, addr(CALLER));
     assert_eq!(gw.tracked().0, 0, "no call is created for a refused INVITE");
     assert!(gw.poll_record().is_none(), "no call record for a refused INVITE");
 }
@@ -576,12 +586,9 @@ fn overloaded_media_refuses_new_calls_with_503_and_retry_after() {
     let dir = tempfile::tempdir().unwrap();
     let now = Instant::now();
     let mut gw = gateway(now, dir.path());
-    let local = Local { advertise: "127.0.0.2".parse().unwrap(), port: 5060 };
-    let invite = || UacInvite::new(&local, &format!("sip:2001@{GW}"), "07700900123", udp(GW), SDP, vec![]);
     // 95 % busy against the default limit of 90 %.
     gw.host_mut().load = 950;
-    gw.handle_bytes(now, &invite().invite.to_bytes(), udp(CALLER));
-    let text = String::from_utf8(gw.poll_transmit().expect("a response").bytes).unwrap();
+    let text = first_response(&mut gw, now, "2001");
     assert!(text.starts_with("SIP/2.0 503"), "{text}");
     assert!(text.contains("Warning: 399 callgate \"media overloaded\""), "{text}");
     assert!(text.contains("Retry-After: 1"), "{text}");
@@ -590,8 +597,7 @@ fn overloaded_media_refuses_new_calls_with_503_and_retry_after() {
     assert!(gw.poll_record().is_none(), "no call record for a refused INVITE");
     // Below the limit the same INVITE is taken.
     gw.host_mut().load = 850;
-    gw.handle_bytes(now, &invite().invite.to_bytes(), udp(CALLER));
-    let text = String::from_utf8(gw.poll_transmit().expect("a response").bytes).unwrap();
+    let text = first_response(&mut gw, now, "2001");
     assert!(!text.starts_with("SIP/2.0 5"), "{text}");
     assert_eq!(gw.tracked().0, 1);
     assert_ne!(gw.host_mut().next_port, 0, "media was opened");
@@ -601,27 +607,9 @@ fn overloaded_media_refuses_new_calls_with_503_and_retry_after() {
 fn max_load_100_never_refuses_on_load() {
     let dir = tempfile::tempdir().unwrap();
     let now = Instant::now();
-    let toml = format!(
-        "[sip]\nlisten = \"{GW}\"\ntrusted = [\"127.0.0.0/8\"]\n[media]\nmax_load = 100\n\
-         [[route]]\nmatch = \"2001\"\ntarget = \"sip:agent@{AGENT}\"\n"
-    );
-    let config = Config::parse(&toml, Path::new("sim.toml")).unwrap();
-    let keyring = Keyring::create(&dir.path().join("kek.key")).unwrap();
-    let mut targets = HashMap::new();
-    targets.insert(format!("sip:agent@{AGENT}"), Some(addr(AGENT)));
-    let mut gw = B2bua::new(Setup {
-        config: Arc::new(config),
-        local: Local { advertise: "127.0.0.1".parse().unwrap(), port: 5070 },
-        keyring: Arc::new(keyring),
-        announcements: HashMap::new(),
-        targets,
-        host: ScriptedMedia { load: 1000, ..Default::default() },
-        base: (now, WALL_BASE),
-    });
-    let local = Local { advertise: "127.0.0.2".parse().unwrap(), port: 5060 };
-    let uac = UacInvite::new(&local, &format!("sip:2001@{GW}"), "07700900123", udp(GW), SDP, vec![]);
-    gw.handle_bytes(now, &uac.invite.to_bytes(), udp(CALLER));
-    let text = String::from_utf8(gw.poll_transmit().expect("a response").bytes).unwrap();
+    let mut gw = gateway_with(now, dir.path(), "max_load = 100");
+    gw.host_mut().load = 1000;
+    let text = first_response(&mut gw, now, "2001");
     assert!(!text.starts_with("SIP/2.0 5"), "{text}");
     assert_eq!(gw.tracked().0, 1);
 }
