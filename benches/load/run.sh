@@ -303,7 +303,11 @@ done
 settle_s=$(awk -v a="$t_settle" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}')
 say "callgate: call records settled ${settle_s}s after the last call ended"
 refused=$(cat callgate/uac_load_*_errors.log 2>/dev/null | grep -c 'media overloaded' || true)
-(( refused == 0 )) || say "callgate: $refused INVITEs refused with 503 \"media overloaded\" (admission control, media.max_load)"
+if (( refused > 0 )); then
+  say "callgate: $refused INVITEs refused with 503 \"media overloaded\" (admission control, media.max_load)"
+  # Refused calls were never up: the window's call-seconds are those of the calls that were.
+  cg_cs=$(awk -v cs="$cg_cs" -v n="$CALLS" -v r="$refused" 'BEGIN {printf "%.1f", cs * (n - r) / n}')
+fi
 [[ -s calls.json ]] || bad "calls list --json: $(tail -n 1 calls-list.err)"
 cg_calls=$(python3 "$tool" calls calls.json "$CALLS" 2>/dev/null || echo '{}')
 n_rec=$(jq '.recording_ids | length' <<<"$cg_calls" 2>/dev/null || echo 0)
@@ -351,7 +355,7 @@ fi
 # ---------------------------------------------------------------- summary
 python3 - "$CALLS" "$RATE" "$WINDOW" "$cg_cpu" "$cg_cs" "$cg_idle" "$cg_peak" "$cg_succ" "$cg_fail" \
   "$cg_lat" "$cg_calls" "$v_ok" "$n_rec" "$re_cpu" "$re_cs" "$re_idle" "$re_peak" "$re_succ" "$re_fail" \
-  "$re_lat" "$re_del" "$fail" "$settle_s" "$cg_cpu_call" "${HOLD_FIXED:-}" "$cg_sys" "$re_sys" "$cg_dg" "$re_dg" "$cg_drops" "$re_drops" >summary.json <<'EOF'
+  "$re_lat" "$re_del" "$fail" "$settle_s" "$cg_cpu_call" "${HOLD_FIXED:-}" "$cg_sys" "$re_sys" "$cg_dg" "$re_dg" "$cg_drops" "$re_drops" "${refused:-0}" >summary.json <<'EOF'
 import json, sys
 a = sys.argv[1:]
 def f(x):
@@ -362,7 +366,8 @@ def j(x):
     except ValueError: return {}
 calls, rate, window = int(a[0]), int(a[1]), int(a[2])
 cg_calls = j(a[10]); cg_calls.pop("recording_ids", None)
-def relay(cpu, cs, idle, peak, succ, fail, lat, sys_s, dgrams, drops):
+refused = int(a[31])
+def relay(cpu, cs, idle, peak, succ, fail, lat, sys_s, dgrams, drops, up):
     cpu, cs, idle, peak, sys_s, dgrams = f(cpu), f(cs), f(idle), f(peak), f(sys_s), f(dgrams)
     if cpu is None or not cs:
         return None
@@ -377,12 +382,14 @@ def relay(cpu, cs, idle, peak, succ, fail, lat, sys_s, dgrams, drops):
             "socket_drops": f(drops),
             "calls_per_core": round(cs / cpu / 1, 0) if cpu else None,
             "rss_idle_kib": idle, "rss_peak_kib": peak,
-            "rss_per_call_kib": round((peak - idle) / calls, 1) if peak and idle else None,
+            # Per call up: calls refused at the door (admission control) hold no memory.
+            "rss_per_call_kib": round((peak - idle) / up, 1) if peak and idle and up else None,
             "sipp_successful": f(succ), "sipp_failed": f(fail), "latency": j(lat)}
 s = {"calls": calls, "rate_cps": rate, "window_s": window,
-     "callgate": relay(*a[3:9], a[9], a[25], a[27], a[29]), "callgate_calls": cg_calls,
+     "callgate": relay(*a[3:9], a[9], a[25], a[27], a[29], calls - refused), "callgate_calls": cg_calls,
+     "callgate_refused_overload": refused,
      "recordings_verified": int(a[11]), "recordings": int(a[12]),
-     "rtpengine": relay(*a[13:19], a[19], a[26], a[28], a[30]), "rtpengine_delete": j(a[20]), "failures": int(a[21]),
+     "rtpengine": relay(*a[13:19], a[19], a[26], a[28], a[30], calls), "rtpengine_delete": j(a[20]), "failures": int(a[21]),
      "callgate_records_settle_s": f(a[22]),
      "hold_s": f(a[24]), "callgate_cpu_ms_per_call": f(a[23])}
 if s["callgate"] and s["rtpengine"] and s["rtpengine"]["cpu_ms_per_call_s"]:
