@@ -276,9 +276,7 @@ impl RecordTrack {
             return;
         }
         let ext = (s.highest as i64 + d as i64) as u64;
-        if s.next_release.is_some_and(|nr| ext < nr)
-            || (!self.buffer.is_empty() && self.buffer.contains_key(&ext))
-        {
+        if s.next_release.is_some_and(|nr| ext < nr) || self.buffered(ext) {
             return;
         }
         let pos = s.highest_pos + s.highest_len;
@@ -372,9 +370,7 @@ impl RecordTrack {
             }
             return;
         }
-        // `is_empty` first: an emptied BTreeMap keeps its root node, and looking into it is a
-        // cache miss per packet on the in-order path, where the buffer is nearly always empty.
-        if !self.buffer.is_empty() && self.buffer.contains_key(&ext) {
+        if self.buffered(ext) {
             self.stats.duplicates += 1;
             return;
         }
@@ -422,11 +418,18 @@ impl RecordTrack {
         }
     }
 
+    /// Whether packet `ext` waits in the reorder buffer. `is_empty` first: an emptied BTreeMap
+    /// keeps its root node, and looking into it is a cache miss per packet on the in-order
+    /// path, where the buffer is nearly always empty.
+    fn buffered(&self, ext: u64) -> bool {
+        !self.buffer.is_empty() && self.buffer.contains_key(&ext)
+    }
+
     /// Releases what is due at `now`.
     fn drive(&mut self, now: Instant) {
         loop {
             if self.buffer.is_empty() {
-                return; // without touching the emptied root node (see `insert`)
+                return; // without touching the emptied root node (see `buffered`)
             }
             let Some((&head, _)) = self.buffer.first_key_value() else {
                 return;
