@@ -140,6 +140,14 @@ impl Bytes<'_> {
     }
 }
 
+/// Whether packet `ext` waits in the reorder buffer. `is_empty` first: an emptied BTreeMap keeps
+/// its root node, and looking into it is a cache miss per packet on the in-order path, where
+/// the buffer is nearly always empty. (A function of the map, not the track, so that it can be
+/// asked while the stream is borrowed.)
+fn buffered(buffer: &BTreeMap<u64, Pending>, ext: u64) -> bool {
+    !buffer.is_empty() && buffer.contains_key(&ext)
+}
+
 /// The per-direction recording track. See the module docs.
 #[derive(Debug)]
 pub struct RecordTrack {
@@ -276,7 +284,7 @@ impl RecordTrack {
             return;
         }
         let ext = (s.highest as i64 + d as i64) as u64;
-        if s.next_release.is_some_and(|nr| ext < nr) || self.buffered(ext) {
+        if s.next_release.is_some_and(|nr| ext < nr) || buffered(&self.buffer, ext) {
             return;
         }
         let pos = s.highest_pos + s.highest_len;
@@ -370,7 +378,7 @@ impl RecordTrack {
             }
             return;
         }
-        if self.buffered(ext) {
+        if buffered(&self.buffer, ext) {
             self.stats.duplicates += 1;
             return;
         }
@@ -416,13 +424,6 @@ impl RecordTrack {
         while self.buffer.len() > MAX_BUFFERED {
             self.release_head();
         }
-    }
-
-    /// Whether packet `ext` waits in the reorder buffer. `is_empty` first: an emptied BTreeMap
-    /// keeps its root node, and looking into it is a cache miss per packet on the in-order
-    /// path, where the buffer is nearly always empty.
-    fn buffered(&self, ext: u64) -> bool {
-        !self.buffer.is_empty() && self.buffer.contains_key(&ext)
     }
 
     /// Releases what is due at `now`.
