@@ -17,7 +17,10 @@
 #
 # Environment: CALLGATE_BIN (default: cargo build --release, target/release/callgate),
 # LOAD_SIP_PORT (default 5370), LOAD_ANNOUNCE_S (default 1), LOAD_CAPTURE_S (tcpdump window for
-# the latency probe, default 3; 0 = no probe), LOAD_WORK (work directory; default mktemp),
+# the latency probe, default 3; 0 = no probe), LOAD_CAPTURE_SAMPLE (the probe keeps one RTP packet
+# in N, chosen by sequence number so a packet and its relayed copy are kept together; a power of
+# two, default 1 = every packet: at 1,500 calls tcpdump cannot keep up with every one),
+# LOAD_WORK (work directory; default mktemp),
 # LOAD_MEDIA_RT (media.realtime_priority of the gateway: 0 = normal scheduling, the default;
 # 1..99 = SCHED_FIFO media threads), LOAD_MAX_LOAD (media.max_load, admission control: default
 # 100 = off, so capacity runs measure the relay, not the refusals; empty = key not written, for
@@ -79,6 +82,9 @@ done
 SIP_PORT="${LOAD_SIP_PORT:-5370}"
 ANNOUNCE_S="${LOAD_ANNOUNCE_S:-1}"
 CAPTURE_S="${LOAD_CAPTURE_S:-3}"
+CAPTURE_SAMPLE="${LOAD_CAPTURE_SAMPLE:-1}"
+(( CAPTURE_SAMPLE > 0 && (CAPTURE_SAMPLE & (CAPTURE_SAMPLE - 1)) == 0 )) \
+  || { echo "load: LOAD_CAPTURE_SAMPLE must be a power of two, got '$CAPTURE_SAMPLE'" >&2; exit 2; }
 SETTLE_S=3
 RAMP_S=$(( (CALLS + RATE - 1) / RATE ))
 # Every call must still be up at the end of the window and the capture.
@@ -262,7 +268,7 @@ run_phase() {
     ph_lat='{}'
     if (( have_tcpdump )); then
       timeout $((CAPTURE_S + 5)) tcpdump -i lo -n -U -B 65536 --time-stamp-precision=nano -s 128 -w "$name/rtp.pcap" \
-        "udp and portrange $RELAY_LO-$RELAY_HI" >"$name/tcpdump.log" 2>&1 &
+        "udp and portrange $RELAY_LO-$RELAY_HI and udp[10:2] & $(( CAPTURE_SAMPLE - 1 )) == 0" >"$name/tcpdump.log" 2>&1 &
       local cap=$!; pids+=("$cap")
       sleep "$CAPTURE_S"
       kill -INT "$cap" 2>/dev/null || true; wait "$cap" 2>/dev/null || true

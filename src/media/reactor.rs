@@ -1,7 +1,8 @@
 //! Media threads: the IO shell that drives every call's [`MediaTask`].
 //!
 //! One thread per core owns the RTP/RTCP sockets of its calls and waits on all of them with one
-//! edge-triggered epoll (mio). When woken it drains each ready socket with `recvmmsg`, runs the
+//! level-triggered epoll. When woken it reads each ready socket (one datagram with `recvmsg`, or a
+//! batch with `recvmmsg` when the socket had datagrams left over from the last pass), runs the
 //! call's media core (`MediaTask`, which relays on the call's own sockets) on the packets, and
 //! keeps every call's next deadline in one heap, so a thousand calls cost one `epoll_wait` per
 //! wake-up instead of a task wake-up (and a futex) per packet. Signalling reaches a call through
@@ -18,15 +19,13 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
-use mio::unix::SourceFd;
-use mio::{Events, Interest, Token};
 use tokio::sync::mpsc;
 
 use super::load::LoadMeter;
 use super::relay::{MediaCmd, MediaEvent, MediaHandle, MediaSettings, MediaTask, PortPair};
 use crate::ids::{CallId, Leg};
 use crate::recording::container::EndReason;
-use crate::sys::{BATCH, RecvBatch};
+use crate::sys::{BATCH, Epoll, EpollEvents, EventFd, RecvBatch};
 
 /// Commands queued per call (signalling sends a handful per call; a full queue drops one).
 const CMD_QUEUE: usize = 16;
@@ -36,7 +35,10 @@ const TIMEOUT_CHECK: Duration = Duration::from_millis(500);
 /// spend its CPU on wake-ups (1.6× the CPU per call at 500 calls); pacing its passes keeps the
 /// batches that normal scheduling gets from the run queue, and bounds the wait it adds.
 const RT_PASS_INTERVAL: Duration = Duration::from_micros(500);
-const WAKE: Token = Token(usize::MAX);
+/// The epoll token of the thread's waker (socket tokens are `slot << 2 | socket`).
+const WAKE: u64 = u64::MAX;
+/// Socket reads after which a socket that still fails is given up (see `read_socket`).
+const MAX_READ_ERRORS: u32 = 4;
 
 thread_local! {
     /// Set on media threads: their blocking file IO runs inline (the thread is ours).
@@ -59,7 +61,7 @@ enum Inbound {
 }
 
 struct Shared {
-    waker: mio::Waker,
+    waker: EventFd,
     inbox: Mutex<Vec<Inbound>>,
     stop: AtomicBool,
     /// Calls on this thread (for placing new ones).
@@ -136,8 +138,9 @@ impl MediaThreads {
         let mut threads = Vec::with_capacity(n);
         let (applied_tx, applied_rx) = std::sync::mpsc::channel();
         for i in 0..n {
-            let poll = mio::Poll::new()?;
-            let waker = mio::Waker::new(poll.registry(), WAKE)?;
+            let poll = Epoll::new()?;
+            let waker = EventFd::new()?;
+            poll.add(waker.as_raw_fd(), WAKE)?;
             let shared = Arc::new(Shared {
                 waker,
                 inbox: Mutex::new(Vec::new()),
@@ -269,10 +272,15 @@ struct Slot {
     commands: bool,
     /// The sockets' descriptors, kept here so a read does not chase pointers into the task.
     fds: [RawFd; 4],
+    /// The pass in which each socket was last read: ready again in the next pass means it
+    /// holds more than one datagram, and it is read in batches until it is drained.
+    read_pass: [u32; 4],
 }
 
 struct MediaLoop {
-    poll: mio::Poll,
+    poll: Epoll,
+    /// Passes of this loop, for [`Slot::read_pass`].
+    pass: u32,
     shared: Arc<Shared>,
     rt: tokio::runtime::Handle,
     slots: Vec<Option<Slot>>,
@@ -290,9 +298,10 @@ struct MediaLoop {
 }
 
 impl MediaLoop {
-    fn new(poll: mio::Poll, shared: Arc<Shared>, rt: tokio::runtime::Handle) -> MediaLoop {
+    fn new(poll: Epoll, shared: Arc<Shared>, rt: tokio::runtime::Handle) -> MediaLoop {
         MediaLoop {
             poll,
+            pass: 0,
             shared,
             rt,
             slots: Vec::new(),
@@ -308,7 +317,7 @@ impl MediaLoop {
     }
 
     fn run(mut self) {
-        let mut events = Events::with_capacity(1024);
+        let mut events = EpollEvents::with_capacity(1024);
         let mut next_check = Instant::now() + TIMEOUT_CHECK;
         let mut woke: Option<Instant> = None;
         loop {
@@ -336,20 +345,25 @@ impl MediaLoop {
             if !self.backlog.is_empty() {
                 wait = wait.min(Duration::from_millis(5));
             }
-            if let Err(e) = self.poll.poll(&mut events, Some(wait))
+            if let Err(e) = self.poll.wait(&mut events, Some(wait))
                 && e.kind() != io::ErrorKind::Interrupted
             {
                 tracing::error!(error = %e, "media thread poll failed");
                 std::thread::sleep(Duration::from_millis(10));
             }
             woke = Some(Instant::now());
+            self.pass = self.pass.wrapping_add(1);
             self.shared.passes.fetch_add(1, Ordering::Relaxed);
             if self.shared.stop.load(Ordering::Acquire) {
                 break;
             }
-            for ev in events.iter() {
-                if ev.token() != WAKE {
-                    self.read(ev.token().0);
+            for token in events.tokens() {
+                if token == WAKE {
+                    // Level-triggered: cleared before the inbox is read, so a push after it
+                    // wakes the next pass.
+                    self.shared.waker.clear();
+                } else {
+                    self.read(token as usize);
                 }
             }
             self.take_inbox();
@@ -404,8 +418,7 @@ impl MediaLoop {
         }
     }
 
-    /// Drains one ready socket (edge-triggered: until the kernel has nothing left), then
-    /// services the call at once, while its state is still in the cache: deferred to the end of
+    /// Reads one ready socket, then services the call at once, while its state is still in the cache: deferred to the end of
     /// the pass, behind up to a thousand other calls' packets, the first touch of each call's
     /// task and of its tracks and delay line were cache misses (a third of the user-side time
     /// at 1,000 calls on one core).
@@ -437,21 +450,32 @@ impl MediaLoop {
             Leg::Agent
         };
         let rtcp = which >= 2;
+        let fd = s.fds[which];
+        // One datagram per pass is the rule (an RTP stream sends one per 20 ms); a socket that
+        // is ready in two passes running has a queue, and is drained in batches.
+        let backlog = s.read_pass[which] == self.pass.wrapping_sub(1);
+        s.read_pass[which] = self.pass;
         // A pending socket error is returned once and cleared; more in a row means the socket
-        // is broken, and spinning on it would starve every other call on this thread.
+        // is broken, and (level-triggered) it would wake every pass of this thread for nothing.
         let mut errors = 0;
         loop {
-            let n = match self.batch.recv(s.fds[which]) {
+            let read = if backlog {
+                self.batch.recv(fd)
+            } else {
+                self.batch.recv_one(fd)
+            };
+            let n = match read {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 // ICMP errors (port unreachable from a peer that went away) surface here.
-                Err(_) if errors < 4 => {
+                Err(_) if errors < MAX_READ_ERRORS => {
                     errors += 1;
                     continue;
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "media socket read failed");
+                    tracing::warn!(error = %e, "media socket read keeps failing: no longer watched");
+                    let _ = self.poll.delete(fd);
                     break;
                 }
             };
@@ -464,8 +488,8 @@ impl MediaLoop {
                     s.task.on_rtp(leg, pkt, src);
                 }
             }
-            // Fewer than asked: the queue was empty; a later datagram raises a new edge.
-            if n < BATCH {
+            // Whatever is left is reported again by the next wait (level-triggered).
+            if !backlog || n < BATCH {
                 break;
             }
         }
@@ -498,14 +522,11 @@ impl MediaLoop {
         });
         self.epochs[slot] = self.epochs[slot].wrapping_add(1);
         let epoch = self.epochs[slot];
-        let registered = task.sockets().iter().enumerate().try_for_each(|(k, sock)| {
-            let fd = sock.as_raw_fd();
-            self.poll.registry().register(
-                &mut SourceFd(&fd),
-                Token(slot << 2 | k),
-                Interest::READABLE,
-            )
-        });
+        let registered = task
+            .sockets()
+            .iter()
+            .enumerate()
+            .try_for_each(|(k, sock)| self.poll.add(sock.as_raw_fd(), (slot << 2 | k) as u64));
         let waker = Waker::from(Arc::new(SlotWaker {
             shared: self.shared.clone(),
             slot,
@@ -521,6 +542,7 @@ impl MediaLoop {
             touched: false,
             commands: true,
             fds,
+            read_pass: [self.pass.wrapping_sub(2); 4],
         });
         if let Err(e) = registered {
             tracing::error!(error = %e, "could not watch a call's media sockets");
@@ -583,7 +605,7 @@ impl MediaLoop {
             return;
         };
         for fd in s.fds {
-            let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+            let _ = self.poll.delete(fd);
         }
         self.free.push(slot);
         self.shared.calls.fetch_sub(1, Ordering::Relaxed);
@@ -856,6 +878,51 @@ mod tests {
             0,
             "every call left its thread"
         );
+    }
+
+    /// Level-triggered reads: a burst far larger than one read's batch comes out whole and in
+    /// order (the socket is read once per pass, then drained in batches once it shows a queue),
+    /// and afterwards the idle thread sleeps: a socket left readable would wake every pass.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_burst_is_relayed_whole_and_then_the_thread_sleeps() {
+        let threads = MediaThreads::with_threads(1).unwrap();
+        let pool = PortPool::new(42200, 42299);
+        let (ev_tx, _ev_rx) = mpsc::channel(64);
+        let c = open_call(&threads, &pool, &ev_tx);
+        c.handle
+            .cmd
+            .try_send(MediaCmd::Bridge { recording: None })
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let ssrc = Ssrc(9);
+        // One datagram, then a burst of 6 × BATCH sent at once, then one more.
+        c.caller
+            .send_to(&pcmu(1, ssrc), (LO, c.caller_port))
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let burst = 2..(2 + 6 * BATCH as u16);
+        for seq in burst.clone() {
+            c.caller
+                .send_to(&pcmu(seq, ssrc), (LO, c.caller_port))
+                .unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let last = burst.end;
+        c.caller
+            .send_to(&pcmu(last, ssrc), (LO, c.caller_port))
+            .unwrap();
+        let got = drain(&c.agent, Duration::from_millis(300));
+        assert_eq!(
+            got,
+            (1..=last).collect::<Vec<u16>>(),
+            "relayed whole and in order"
+        );
+        // Idle now: a pass per load window and per timer, not one per wait.
+        let p0 = threads.passes();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let idle = threads.passes() - p0;
+        assert!(idle <= 60, "{idle} passes in 500 ms with nothing to read");
+        drop(c);
     }
 
     /// A panic in one call's media code ends that call (it still reports `Finished`); the other
