@@ -228,6 +228,15 @@ impl EpollEvents {
         }
     }
 
+    /// Room for `n` events per wait. Level-triggered, a wait reports at most the room it has
+    /// and rotates the rest: a reader that tells a socket with a queue by its being ready in
+    /// consecutive waits needs room for every watched descriptor.
+    pub fn reserve(&mut self, n: usize) {
+        if self.buf.len() < n {
+            self.buf.resize(n, libc::epoll_event { events: 0, u64: 0 });
+        }
+    }
+
     pub fn tokens(&self) -> impl Iterator<Item = u64> + '_ {
         self.buf[..self.len].iter().map(|e| e.u64)
     }
@@ -478,6 +487,25 @@ mod tests {
             ep.delete(rx.as_raw_fd()).is_err(),
             "deleting twice is an error"
         );
+    }
+
+    #[test]
+    fn a_wait_reports_every_ready_descriptor_once_there_is_room() {
+        let ep = Epoll::new().unwrap();
+        let mut events = EpollEvents::with_capacity(8);
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let socks: Vec<UdpSocket> = (0..100)
+            .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
+            .collect();
+        for (i, s) in socks.iter().enumerate() {
+            ep.add(s.as_raw_fd(), i as u64).unwrap();
+            tx.send_to(b"x", s.local_addr().unwrap()).unwrap();
+        }
+        assert_eq!(ready(&ep, &mut events, Duration::from_secs(1)).len(), 8);
+        events.reserve(100);
+        let mut all = ready(&ep, &mut events, Duration::from_secs(1));
+        all.sort();
+        assert_eq!(all, (0..100).collect::<Vec<u64>>());
     }
 
     #[test]

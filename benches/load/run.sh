@@ -320,6 +320,11 @@ n_rec=$(jq '.recording_ids | length' <<<"$cg_calls" 2>/dev/null || echo 0)
 n_recok=$(jq '.recording_ok' <<<"$cg_calls" 2>/dev/null || echo 0)
 (( n_rec == CALLS )) || bad "callgate: $n_rec recordings for $CALLS calls"
 (( n_recok == CALLS )) || bad "callgate: $n_recok recordings in state ok for $CALLS calls"
+# Zero loss is the target: a packet missing from a recorded stream, or a datagram the kernel
+# dropped because the gateway did not read its socket in time, fails the run.
+cg_lost=$(jq '(.caller_lost // 0) + (.agent_lost // 0)' <<<"$cg_calls" 2>/dev/null || echo 0)
+(( cg_lost == 0 )) || bad "callgate: $cg_lost packets lost (call records, both directions)"
+(( ${cg_drops:-0} == 0 )) || bad "callgate: $cg_drops datagrams dropped at its sockets (receive queues full)"
 say "callgate: verifying $n_rec recordings"
 v_bad=0
 while read -r id; do

@@ -233,6 +233,9 @@ pub enum MediaCmd {
     /// Fault injection for the media threads' panic containment.
     #[cfg(test)]
     Panic,
+    /// Holds the media thread (a stand-in for a pass that runs long), so datagrams queue up.
+    #[cfg(test)]
+    Stall(Duration),
 }
 
 /// Why an API pause or resume was refused.
@@ -706,6 +709,8 @@ impl MediaTask {
             MediaCmd::Stop { .. } => {}
             #[cfg(test)]
             MediaCmd::Panic => panic!("injected fault"),
+            #[cfg(test)]
+            MediaCmd::Stall(d) => std::thread::sleep(d),
         }
     }
 
