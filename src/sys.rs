@@ -1,11 +1,8 @@
 //! System calls the standard library lacks, behind safe functions. The crate's only `unsafe`
 //! lives here (the quinn-udp model: syscalls and their pointer juggling in one small module).
 //!
-//! * [`RecvBatch`]: `recvmmsg`, a batch of datagrams with their sources in one call, or one
-//!   datagram with `recvmsg` (media threads);
-//! * [`Epoll`] and [`EventFd`]: a level-triggered epoll and its waker, for the media threads
-//!   (mio offers only edge-triggered epoll, which obliges a reader to drain every socket until
-//!   it fails: a second, failing read per datagram when each socket has one);
+//! * [`RecvBatch`]: `recvmmsg`, a batch of datagrams with their sources in one call (media
+//!   threads);
 //! * [`syncfs`]: one flush for every dirty file of a filesystem (the recording syncer);
 //! * [`raise_open_files_limit`]: every call holds four sockets, so the usual soft limit of 1,024
 //!   open files would cap a gateway at about 250 calls;
@@ -16,8 +13,7 @@
 
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::time::Duration;
+use std::os::fd::AsRawFd;
 
 /// Datagrams read per `recvmmsg`.
 pub const BATCH: usize = 16;
@@ -170,34 +166,6 @@ impl RecvBatch {
         Ok(n)
     }
 
-    /// Reads one datagram without blocking, into slot 0 (`Ok(1)`); `WouldBlock` if none.
-    ///
-    /// `recvmmsg` returns only after trying for one more datagram than the socket has, which
-    /// when each socket holds one datagram per wake-up (an RTP stream's 20 ms against a
-    /// sub-millisecond pass) is a second, failing socket read for every datagram.
-    pub fn recv_one(&mut self, fd: RawFd) -> io::Result<usize> {
-        let mut iov = libc::iovec {
-            iov_base: self.bufs[0].as_mut_ptr().cast(),
-            iov_len: DATAGRAM,
-        };
-        // SAFETY: msghdr is plain old data; the fields that matter are set below.
-        let mut h: libc::msghdr = unsafe { std::mem::zeroed() };
-        h.msg_name = (&mut self.addrs[0] as *mut libc::sockaddr_storage).cast();
-        h.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-        h.msg_iov = &mut iov;
-        h.msg_iovlen = 1;
-        // SAFETY: the pointers in `h` point into `self` and `iov`, alive for the call, with the
-        // lengths given; the kernel writes at most those lengths.
-        let n = unsafe { libc::recvmsg(fd, &mut h, libc::MSG_DONTWAIT) };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        self.lens[0] = n as usize;
-        self.addr_lens[0] = h.msg_namelen;
-        self.truncated[0] = h.msg_flags & libc::MSG_TRUNC != 0;
-        Ok(1)
-    }
-
     /// Datagram `i` of the last read and its source (`None`: truncated or not IP).
     pub fn get(&self, i: usize) -> (&[u8], Option<SocketAddr>) {
         let pkt = &self.bufs[i][..self.lens[i].min(DATAGRAM)];
@@ -205,157 +173,6 @@ impl RecvBatch {
             return (pkt, None);
         }
         (pkt, sockaddr(&self.addrs[i], self.addr_lens[i]))
-    }
-}
-
-/// A level-triggered epoll instance: a descriptor is reported by every wait while it is
-/// readable, so a reader may leave datagrams for the next pass.
-pub struct Epoll {
-    fd: OwnedFd,
-}
-
-/// The tokens of the descriptors one [`Epoll::wait`] found ready.
-pub struct EpollEvents {
-    buf: Vec<libc::epoll_event>,
-    len: usize,
-}
-
-impl EpollEvents {
-    pub fn with_capacity(n: usize) -> EpollEvents {
-        EpollEvents {
-            buf: vec![libc::epoll_event { events: 0, u64: 0 }; n.max(1)],
-            len: 0,
-        }
-    }
-
-    /// Room for `n` events per wait. Level-triggered, a wait reports at most the room it has
-    /// and rotates the rest: a reader that tells a socket with a queue by its being ready in
-    /// consecutive waits needs room for every watched descriptor.
-    pub fn reserve(&mut self, n: usize) {
-        if self.buf.len() < n {
-            self.buf.resize(n, libc::epoll_event { events: 0, u64: 0 });
-        }
-    }
-
-    pub fn tokens(&self) -> impl Iterator<Item = u64> + '_ {
-        self.buf[..self.len].iter().map(|e| e.u64)
-    }
-}
-
-impl Epoll {
-    pub fn new() -> io::Result<Epoll> {
-        // SAFETY: a plain syscall; a non-negative result is a descriptor we now own.
-        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `fd` is open and owned by nobody else.
-        Ok(Epoll {
-            fd: unsafe { OwnedFd::from_raw_fd(fd) },
-        })
-    }
-
-    /// Watches `fd` for reading (errors and hang-ups are reported too), reported as `token`.
-    pub fn add(&self, fd: RawFd, token: u64) -> io::Result<()> {
-        let mut ev = libc::epoll_event {
-            events: libc::EPOLLIN as u32,
-            u64: token,
-        };
-        // SAFETY: `ev` outlives the call; the kernel copies it.
-        if unsafe { libc::epoll_ctl(self.fd.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) } == 0 {
-            Ok(())
-        } else {
-            Err(io::Error::last_os_error())
-        }
-    }
-
-    /// Stops watching `fd` (closing it does that too, once no duplicate is left open).
-    pub fn delete(&self, fd: RawFd) -> io::Result<()> {
-        // SAFETY: the event argument may be null for EPOLL_CTL_DEL.
-        let r = unsafe {
-            libc::epoll_ctl(
-                self.fd.as_raw_fd(),
-                libc::EPOLL_CTL_DEL,
-                fd,
-                std::ptr::null_mut(),
-            )
-        };
-        if r == 0 {
-            Ok(())
-        } else {
-            Err(io::Error::last_os_error())
-        }
-    }
-
-    /// Waits until a watched descriptor is ready or `timeout` (rounded up to a millisecond)
-    /// passes; `None` waits without limit.
-    pub fn wait(&self, events: &mut EpollEvents, timeout: Option<Duration>) -> io::Result<()> {
-        let ms = match timeout {
-            None => -1,
-            Some(t) => t
-                .checked_add(Duration::from_nanos(999_999))
-                .unwrap_or(t)
-                .as_millis()
-                .min(libc::c_int::MAX as u128) as libc::c_int,
-        };
-        events.len = 0;
-        // SAFETY: the kernel writes at most `buf.len()` events into `buf`.
-        let n = unsafe {
-            libc::epoll_wait(
-                self.fd.as_raw_fd(),
-                events.buf.as_mut_ptr(),
-                events.buf.len().min(libc::c_int::MAX as usize) as libc::c_int,
-                ms,
-            )
-        };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        events.len = n as usize;
-        Ok(())
-    }
-}
-
-/// An `eventfd`: another thread's [`EventFd::wake`] makes it readable until [`EventFd::clear`].
-pub struct EventFd {
-    fd: OwnedFd,
-}
-
-impl EventFd {
-    pub fn new() -> io::Result<EventFd> {
-        // SAFETY: a plain syscall; a non-negative result is a descriptor we now own.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `fd` is open and owned by nobody else.
-        Ok(EventFd {
-            fd: unsafe { OwnedFd::from_raw_fd(fd) },
-        })
-    }
-
-    pub fn as_raw_fd(&self) -> RawFd {
-        self.fd.as_raw_fd()
-    }
-
-    pub fn wake(&self) -> io::Result<()> {
-        let one: u64 = 1;
-        // SAFETY: writes the 8 bytes of `one`, which outlives the call.
-        let n = unsafe { libc::write(self.fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
-        // A full counter (EAGAIN) is still a pending wake-up.
-        if n == 8 || io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock {
-            Ok(())
-        } else {
-            Err(io::Error::last_os_error())
-        }
-    }
-
-    /// Takes the pending wake-ups (the descriptor is not readable afterwards).
-    pub fn clear(&self) {
-        let mut v: u64 = 0;
-        // SAFETY: reads at most 8 bytes into `v`, which outlives the call. Nothing pending
-        // (EAGAIN) is fine.
-        let _ = unsafe { libc::read(self.fd.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
     }
 }
 
@@ -415,135 +232,6 @@ mod tests {
         }
         assert_eq!(batch.recv(rx.as_raw_fd()).unwrap(), 3);
         assert_eq!(batch.get(2).0, &[(BATCH + 2) as u8; 12]);
-    }
-
-    #[test]
-    fn recv_one_reads_a_datagram_at_a_time_and_flags_oversized_ones() {
-        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
-        rx.set_nonblocking(true).unwrap();
-        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let mut batch = RecvBatch::new();
-        let fd = rx.as_raw_fd();
-        assert_eq!(
-            batch.recv_one(fd).unwrap_err().kind(),
-            io::ErrorKind::WouldBlock
-        );
-        tx.send_to(&[1; 12], rx.local_addr().unwrap()).unwrap();
-        tx.send_to(&[2; 30], rx.local_addr().unwrap()).unwrap();
-        tx.send_to(&[3; DATAGRAM + 10], rx.local_addr().unwrap())
-            .unwrap();
-        assert_eq!(batch.recv_one(fd).unwrap(), 1);
-        assert_eq!(
-            batch.get(0),
-            (&[1u8; 12][..], Some(tx.local_addr().unwrap()))
-        );
-        assert_eq!(batch.recv_one(fd).unwrap(), 1);
-        assert_eq!(
-            batch.get(0),
-            (&[2u8; 30][..], Some(tx.local_addr().unwrap()))
-        );
-        assert_eq!(batch.recv_one(fd).unwrap(), 1);
-        assert_eq!(
-            batch.get(0).1,
-            None,
-            "a truncated datagram has no usable source"
-        );
-        assert_eq!(batch.get(0).0.len(), DATAGRAM);
-        assert_eq!(
-            batch.recv_one(fd).unwrap_err().kind(),
-            io::ErrorKind::WouldBlock
-        );
-    }
-
-    fn ready(ep: &Epoll, events: &mut EpollEvents, wait: Duration) -> Vec<u64> {
-        ep.wait(events, Some(wait)).unwrap();
-        events.tokens().collect()
-    }
-
-    #[test]
-    fn epoll_reports_a_socket_for_as_long_as_it_is_readable() {
-        let ep = Epoll::new().unwrap();
-        let mut events = EpollEvents::with_capacity(8);
-        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
-        rx.set_nonblocking(true).unwrap();
-        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
-        ep.add(rx.as_raw_fd(), 77).unwrap();
-        assert!(ready(&ep, &mut events, Duration::ZERO).is_empty());
-        tx.send_to(b"a", rx.local_addr().unwrap()).unwrap();
-        tx.send_to(b"b", rx.local_addr().unwrap()).unwrap();
-        let mut batch = RecvBatch::new();
-        // Level-triggered: reported again while a datagram is left, not after.
-        assert_eq!(ready(&ep, &mut events, Duration::from_secs(2)), vec![77]);
-        assert_eq!(ready(&ep, &mut events, Duration::ZERO), vec![77]);
-        batch.recv_one(rx.as_raw_fd()).unwrap();
-        assert_eq!(ready(&ep, &mut events, Duration::ZERO), vec![77]);
-        batch.recv_one(rx.as_raw_fd()).unwrap();
-        assert!(ready(&ep, &mut events, Duration::ZERO).is_empty());
-        // No longer watched once deleted.
-        ep.delete(rx.as_raw_fd()).unwrap();
-        tx.send_to(b"c", rx.local_addr().unwrap()).unwrap();
-        assert!(ready(&ep, &mut events, Duration::from_millis(20)).is_empty());
-        assert!(
-            ep.delete(rx.as_raw_fd()).is_err(),
-            "deleting twice is an error"
-        );
-    }
-
-    #[test]
-    fn a_wait_reports_every_ready_descriptor_once_there_is_room() {
-        let ep = Epoll::new().unwrap();
-        let mut events = EpollEvents::with_capacity(8);
-        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let socks: Vec<UdpSocket> = (0..100)
-            .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
-            .collect();
-        for (i, s) in socks.iter().enumerate() {
-            ep.add(s.as_raw_fd(), i as u64).unwrap();
-            tx.send_to(b"x", s.local_addr().unwrap()).unwrap();
-        }
-        assert_eq!(ready(&ep, &mut events, Duration::from_secs(1)).len(), 8);
-        events.reserve(100);
-        let mut all = ready(&ep, &mut events, Duration::from_secs(1));
-        all.sort();
-        assert_eq!(all, (0..100).collect::<Vec<u64>>());
-    }
-
-    #[test]
-    fn an_eventfd_wakes_a_waiting_epoll_until_cleared() {
-        let ep = Epoll::new().unwrap();
-        let mut events = EpollEvents::with_capacity(8);
-        let ev = std::sync::Arc::new(EventFd::new().unwrap());
-        ep.add(ev.as_raw_fd(), u64::MAX).unwrap();
-        let waker = ev.clone();
-        let t = std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(50));
-            waker.wake().unwrap();
-            waker.wake().unwrap();
-        });
-        let t0 = std::time::Instant::now();
-        assert_eq!(
-            ready(&ep, &mut events, Duration::from_secs(5)),
-            vec![u64::MAX]
-        );
-        assert!(
-            t0.elapsed() < Duration::from_secs(4),
-            "woken, not timed out"
-        );
-        t.join().unwrap();
-        assert_eq!(ready(&ep, &mut events, Duration::ZERO), vec![u64::MAX]);
-        ev.clear();
-        assert!(ready(&ep, &mut events, Duration::ZERO).is_empty());
-    }
-
-    #[test]
-    fn an_epoll_wait_rounds_a_short_timeout_up_not_down() {
-        let ep = Epoll::new().unwrap();
-        let mut events = EpollEvents::with_capacity(1);
-        let t0 = std::time::Instant::now();
-        ep.wait(&mut events, Some(Duration::from_micros(300)))
-            .unwrap();
-        // Rounded down to 0 ms, a 300 µs wait would return at once: a busy loop.
-        assert!(t0.elapsed() >= Duration::from_micros(300));
     }
 
     fn mtu_discover(sock: &UdpSocket) -> libc::c_int {

@@ -1,8 +1,7 @@
 //! Media threads: the IO shell that drives every call's [`MediaTask`].
 //!
 //! One thread per core owns the RTP/RTCP sockets of its calls and waits on all of them with one
-//! level-triggered epoll. When woken it reads each ready socket (one datagram with `recvmsg`, or a
-//! batch with `recvmmsg` when the socket had datagrams left over from the last pass), runs the
+//! edge-triggered epoll (mio). When woken it drains each ready socket with `recvmmsg`, runs the
 //! call's media core (`MediaTask`, which relays on the call's own sockets) on the packets, and
 //! keeps every call's next deadline in one heap, so a thousand calls cost one `epoll_wait` per
 //! wake-up instead of a task wake-up (and a futex) per packet. Signalling reaches a call through
@@ -19,13 +18,15 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Token};
 use tokio::sync::mpsc;
 
 use super::load::LoadMeter;
 use super::relay::{MediaCmd, MediaEvent, MediaHandle, MediaSettings, MediaTask, PortPair};
 use crate::ids::{CallId, Leg};
 use crate::recording::container::EndReason;
-use crate::sys::{BATCH, Epoll, EpollEvents, EventFd, RecvBatch};
+use crate::sys::{BATCH, RecvBatch};
 
 /// Commands queued per call (signalling sends a handful per call; a full queue drops one).
 const CMD_QUEUE: usize = 16;
@@ -35,10 +36,7 @@ const TIMEOUT_CHECK: Duration = Duration::from_millis(500);
 /// spend its CPU on wake-ups (1.6× the CPU per call at 500 calls); pacing its passes keeps the
 /// batches that normal scheduling gets from the run queue, and bounds the wait it adds.
 const RT_PASS_INTERVAL: Duration = Duration::from_micros(500);
-/// The epoll token of the thread's waker (socket tokens are `slot << 2 | socket`).
-const WAKE: u64 = u64::MAX;
-/// Socket reads after which a socket that still fails is given up (see `read_socket`).
-const MAX_READ_ERRORS: u32 = 4;
+const WAKE: Token = Token(usize::MAX);
 
 thread_local! {
     /// Set on media threads: their blocking file IO runs inline (the thread is ours).
@@ -61,7 +59,7 @@ enum Inbound {
 }
 
 struct Shared {
-    waker: EventFd,
+    waker: mio::Waker,
     inbox: Mutex<Vec<Inbound>>,
     stop: AtomicBool,
     /// Calls on this thread (for placing new ones).
@@ -138,9 +136,8 @@ impl MediaThreads {
         let mut threads = Vec::with_capacity(n);
         let (applied_tx, applied_rx) = std::sync::mpsc::channel();
         for i in 0..n {
-            let poll = Epoll::new()?;
-            let waker = EventFd::new()?;
-            poll.add(waker.as_raw_fd(), WAKE)?;
+            let poll = mio::Poll::new()?;
+            let waker = mio::Waker::new(poll.registry(), WAKE)?;
             let shared = Arc::new(Shared {
                 waker,
                 inbox: Mutex::new(Vec::new()),
@@ -272,17 +269,10 @@ struct Slot {
     commands: bool,
     /// The sockets' descriptors, kept here so a read does not chase pointers into the task.
     fds: [RawFd; 4],
-    /// The pass in which each socket was last read: ready again in the next pass means it
-    /// holds more than one datagram, and it is read in batches until it is drained.
-    read_pass: [u32; 4],
 }
 
 struct MediaLoop {
-    poll: Epoll,
-    /// Passes of this loop, for [`Slot::read_pass`].
-    pass: u32,
-    /// Descriptors in `poll`: every one must fit in a wait's events (see `EpollEvents::reserve`).
-    watched: usize,
+    poll: mio::Poll,
     shared: Arc<Shared>,
     rt: tokio::runtime::Handle,
     slots: Vec<Option<Slot>>,
@@ -300,11 +290,9 @@ struct MediaLoop {
 }
 
 impl MediaLoop {
-    fn new(poll: Epoll, shared: Arc<Shared>, rt: tokio::runtime::Handle) -> MediaLoop {
+    fn new(poll: mio::Poll, shared: Arc<Shared>, rt: tokio::runtime::Handle) -> MediaLoop {
         MediaLoop {
             poll,
-            pass: 0,
-            watched: 1,
             shared,
             rt,
             slots: Vec::new(),
@@ -320,7 +308,7 @@ impl MediaLoop {
     }
 
     fn run(mut self) {
-        let mut events = EpollEvents::with_capacity(64);
+        let mut events = Events::with_capacity(1024);
         let mut next_check = Instant::now() + TIMEOUT_CHECK;
         let mut woke: Option<Instant> = None;
         loop {
@@ -348,26 +336,20 @@ impl MediaLoop {
             if !self.backlog.is_empty() {
                 wait = wait.min(Duration::from_millis(5));
             }
-            events.reserve(self.watched);
-            if let Err(e) = self.poll.wait(&mut events, Some(wait))
+            if let Err(e) = self.poll.poll(&mut events, Some(wait))
                 && e.kind() != io::ErrorKind::Interrupted
             {
                 tracing::error!(error = %e, "media thread poll failed");
                 std::thread::sleep(Duration::from_millis(10));
             }
             woke = Some(Instant::now());
-            self.pass = self.pass.wrapping_add(1);
             self.shared.passes.fetch_add(1, Ordering::Relaxed);
             if self.shared.stop.load(Ordering::Acquire) {
                 break;
             }
-            for token in events.tokens() {
-                if token == WAKE {
-                    // Level-triggered: cleared before the inbox is read, so a push after it
-                    // wakes the next pass.
-                    self.shared.waker.clear();
-                } else {
-                    self.read(token as usize);
+            for ev in events.iter() {
+                if ev.token() != WAKE {
+                    self.read(ev.token().0);
                 }
             }
             self.take_inbox();
@@ -422,7 +404,8 @@ impl MediaLoop {
         }
     }
 
-    /// Reads one ready socket, then services the call at once, while its state is still in the cache: deferred to the end of
+    /// Drains one ready socket (edge-triggered: until the kernel has nothing left), then
+    /// services the call at once, while its state is still in the cache: deferred to the end of
     /// the pass, behind up to a thousand other calls' packets, the first touch of each call's
     /// task and of its tracks and delay line were cache misses (a third of the user-side time
     /// at 1,000 calls on one core).
@@ -454,34 +437,21 @@ impl MediaLoop {
             Leg::Agent
         };
         let rtcp = which >= 2;
-        let fd = s.fds[which];
-        // One datagram per pass is the rule (an RTP stream sends one per 20 ms); a socket that
-        // is ready in two passes running has a queue, and is drained in batches.
-        let backlog = s.read_pass[which] == self.pass.wrapping_sub(1);
-        s.read_pass[which] = self.pass;
         // A pending socket error is returned once and cleared; more in a row means the socket
-        // is broken, and (level-triggered) it would wake every pass of this thread for nothing.
+        // is broken, and spinning on it would starve every other call on this thread.
         let mut errors = 0;
         loop {
-            let read = if backlog {
-                self.batch.recv(fd)
-            } else {
-                self.batch.recv_one(fd)
-            };
-            let n = match read {
+            let n = match self.batch.recv(s.fds[which]) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 // ICMP errors (port unreachable from a peer that went away) surface here.
-                Err(_) if errors < MAX_READ_ERRORS => {
+                Err(_) if errors < 4 => {
                     errors += 1;
                     continue;
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "media socket read keeps failing: no longer watched");
-                    if self.poll.delete(fd).is_ok() {
-                        self.watched -= 1;
-                    }
+                    tracing::warn!(error = %e, "media socket read failed");
                     break;
                 }
             };
@@ -494,8 +464,8 @@ impl MediaLoop {
                     s.task.on_rtp(leg, pkt, src);
                 }
             }
-            // Whatever is left is reported again by the next wait (level-triggered).
-            if !backlog || n < BATCH {
+            // Fewer than asked: the queue was empty; a later datagram raises a new edge.
+            if n < BATCH {
                 break;
             }
         }
@@ -529,9 +499,12 @@ impl MediaLoop {
         self.epochs[slot] = self.epochs[slot].wrapping_add(1);
         let epoch = self.epochs[slot];
         let registered = task.sockets().iter().enumerate().try_for_each(|(k, sock)| {
-            self.poll.add(sock.as_raw_fd(), (slot << 2 | k) as u64)?;
-            self.watched += 1;
-            Ok::<(), io::Error>(())
+            let fd = sock.as_raw_fd();
+            self.poll.registry().register(
+                &mut SourceFd(&fd),
+                Token(slot << 2 | k),
+                Interest::READABLE,
+            )
         });
         let waker = Waker::from(Arc::new(SlotWaker {
             shared: self.shared.clone(),
@@ -548,7 +521,6 @@ impl MediaLoop {
             touched: false,
             commands: true,
             fds,
-            read_pass: [self.pass.wrapping_sub(2); 4],
         });
         if let Err(e) = registered {
             tracing::error!(error = %e, "could not watch a call's media sockets");
@@ -611,9 +583,7 @@ impl MediaLoop {
             return;
         };
         for fd in s.fds {
-            if self.poll.delete(fd).is_ok() {
-                self.watched -= 1;
-            }
+            let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
         }
         self.free.push(slot);
         self.shared.calls.fetch_sub(1, Ordering::Relaxed);
@@ -888,9 +858,9 @@ mod tests {
         );
     }
 
-    /// Level-triggered reads: a burst far larger than one read's batch comes out whole and in
-    /// order (the socket is read once per pass, then drained in batches once it shows a queue),
-    /// and afterwards the idle thread sleeps: a socket left readable would wake every pass.
+    /// A burst far larger than one read's batch comes out whole and in order, and afterwards the
+    /// idle thread sleeps (a wake-up left pending, or a socket reported without end, would wake
+    /// it for every wait).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_burst_is_relayed_whole_and_then_the_thread_sleeps() {
         let threads = MediaThreads::with_threads(1).unwrap();
@@ -933,10 +903,9 @@ mod tests {
         drop(c);
     }
 
-    /// After a long pass every socket holds a queue: each is read once, found ready again in
-    /// the next pass and drained in batches, so the backlog is gone within a few passes (read a
-    /// datagram per pass, it would take thirty), and nothing is lost or reordered. Eighty ready
-    /// sockets: more than a wait's initial room for events.
+    /// After a long pass every socket holds a queue: each is drained, so the backlog is gone
+    /// within a few passes (read a datagram per pass, it would take thirty), and nothing is
+    /// lost or reordered.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_backlog_on_every_socket_drains_in_a_few_passes() {
         const CALLS: usize = 40;
