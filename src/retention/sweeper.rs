@@ -242,6 +242,7 @@ async fn shred_batch(
             continue;
         }
         let had_key = tx.delete_recording_key(rec).await?;
+        let call_redacted = tx.redact_call_of(rec).await?;
         let rule = d.rule.to_string();
         tx.append(
             &NewEntry::new(audit_ms, actor, action::SWEEP_DELETE)
@@ -252,6 +253,7 @@ async fn shred_batch(
                     "expired_at_ms": d.expires_at_ms,
                     "policy_now_ms": policy_now_ms,
                     "key_destroyed": had_key,
+                    "call_redacted": call_redacted,
                     "node": node,
                 })),
         )
@@ -302,12 +304,13 @@ pub(crate) async fn erase_one(
         return Err(RetentionError::Deleted(rec.clone()));
     }
     let had_key = tx.delete_recording_key(rec).await?;
+    let call_redacted = tx.redact_call_of(rec).await?;
     tx.append(
         &NewEntry::new(now_ms, actor, action::ERASE)
             .target(rec.as_str())
             .target(row.call_id.as_str())
             .reason(Some(reason))
-            .details(json!({ "key_destroyed": had_key })),
+            .details(json!({ "key_destroyed": had_key, "call_redacted": call_redacted })),
     )
     .await?;
     tx.commit().await?;

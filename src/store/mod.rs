@@ -41,7 +41,7 @@ pub use audit::AuditTx;
 pub use calls::CallConsent;
 pub use recordings::RecordingRow;
 pub use retention::{
-    Candidate, HoldRow, RetentionRow, TagRow, Tombstone, deletion_state,
+    Candidate, HoldRow, REDACTED, RetentionRow, TagRow, Tombstone, deletion_state,
 };
 pub use url::Dialect;
 

@@ -799,4 +799,26 @@ impl AuditTx {
             .rows_affected();
         Ok(n > 0)
     }
+
+    /// Removes what identifies the customer from the call row of a recording being shredded:
+    /// its numbers and SIP Call-ID (which often carries a host address) become
+    /// [`REDACTED`]. Times, route, outcome and packet counts stay, for the hub's statistics.
+    /// In the shredding transaction, so no number outlives its audio, even by a crash.
+    /// True if there was such a row.
+    pub async fn redact_call_of(&mut self, rec: &RecordingId) -> Result<bool, StoreError> {
+        let n = sqlx::query(
+            "UPDATE calls SET from_number = $1, to_number = $1, dialled = $1, sip_call_id = $1 \
+             WHERE recording_id = $2",
+        )
+        .bind(REDACTED)
+        .bind(rec.as_str())
+        .execute(self.conn())
+        .await
+        .map_err(StoreError::query("redact_call_of"))?
+        .rows_affected();
+        Ok(n > 0)
+    }
 }
+
+/// What a redacted call row holds instead of phone numbers and the SIP Call-ID.
+pub const REDACTED: &str = "redacted";

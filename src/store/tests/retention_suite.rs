@@ -66,6 +66,31 @@ async fn make_recording(store: &Store, dir: &Path, n: usize, created: i64) -> Re
     rec
 }
 
+/// The call of recording `n` (see [`make_recording`]) keeps its times and route but no number
+/// and no SIP Call-ID, and a subject access search by its numbers no longer finds it.
+async fn assert_call_redacted(store: &Store, n: usize) {
+    let id = CallId::from_string(format!("call-{n:06}"));
+    let call = store.get_call(&id).await.unwrap().unwrap();
+    for (field, v) in [
+        ("from_number", call.from_number.expose()),
+        ("to_number", call.to_number.expose()),
+        ("dialled", call.dialled.expose()),
+        ("sip_call_id", call.sip_call_id.as_str()),
+    ] {
+        assert_eq!(v, crate::store::REDACTED, "{field} of call {n}");
+    }
+    assert_eq!(call.route, "*");
+    assert!(call.started_at_ms > 0);
+    for number in ["+447700900123", "+441632960034"] {
+        let v = service::number_variants(number).unwrap();
+        let found = store.calls_by_numbers(&v).await.unwrap();
+        assert!(
+            found.iter().all(|c| c.call_id != id),
+            "call {n} found by {number}"
+        );
+    }
+}
+
 async fn verify_audit(store: &Store) -> i64 {
     let (seq, hash) = store.audit_head().await.unwrap();
     let entries = store.audit_entries(0, i64::MAX).await.unwrap();
@@ -262,6 +287,7 @@ pub(super) async fn retention_lifecycle(ctx: &Ctx) {
     assert_eq!(call.recording_state, "deleted");
     assert_eq!(call.key_id, None);
     assert_eq!(call.recording_location, None);
+    assert_call_redacted(store, 1).await;
     // Deleted: no more tags, no erasure.
     assert!(matches!(
         service::tag_add(store, &cfg, &sup, &rec, "complaint", None, exp).await,
@@ -291,6 +317,8 @@ pub(super) async fn erasure_and_restriction(ctx: &Ctx) {
     let storage = Storage::Dir(DirStorage::new(dir.path()));
     let cfg = cfg();
     let rec = make_recording(store, dir.path(), 2, T0).await;
+    // Another call from the same customer, not erased.
+    make_recording(store, dir.path(), 3, T0).await;
     let dpo = Actor::new("dee", Role::Dpo);
     let sup = Actor::new("sam", Role::Supervisor);
     let admin = Actor::new("ada", Role::Admin);
@@ -344,6 +372,12 @@ pub(super) async fn erasure_and_restriction(ctx: &Ctx) {
     .unwrap();
     assert_eq!(t.rule, "erasure");
     assert!(store.get_recording_key(&rec).await.unwrap().is_none());
+    assert_call_redacted(store, 2).await;
+    // Only the erased recording's call: the other one keeps its numbers.
+    let v = service::number_variants("07700 900123").unwrap();
+    let found = store.calls_by_numbers(&v).await.unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].call_id.as_str(), "call-000003");
     assert!(!dir.path().join(format!("{rec}.cgrec")).exists());
     assert_eq!(store.get_tombstone(&rec).await.unwrap(), Some(t));
     assert_eq!(count_action(store, action::ERASE).await, 1);
