@@ -51,6 +51,9 @@ pub mod action {
     pub const SWEEP_DELETE: &str = "recording.sweep-delete";
     /// A recording was erased on request (UK GDPR art. 17).
     pub const ERASE: &str = "recording.erase";
+    /// The sweeper removed the numbers of call rows that have no audio, after the default
+    /// retention period (targets: the call ids).
+    pub const CALL_REDACT: &str = "call.redact";
     pub const RESTRICT: &str = "recording.restrict";
     pub const UNRESTRICT: &str = "recording.unrestrict";
     /// Audio was decrypted (played, downloaded, rendered to WAV).

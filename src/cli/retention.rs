@@ -240,6 +240,14 @@ pub(super) async fn sweep(
                 }
             );
         }
+        if r.calls_redacted > 0 {
+            let _ = writeln!(
+                text,
+                "{} the numbers of {} call row(s) without audio (older than the default retention)",
+                if dry_run { "would redact" } else { "redacted" },
+                r.calls_redacted
+            );
+        }
         let _ = writeln!(
             text,
             "sweep{}: {} {}, {} recovered, {} expiries computed, {} error(s); next expiry {}",

@@ -30,7 +30,7 @@ use super::RetentionError;
 use super::policy::Policy;
 use crate::audit::{Actor, NewEntry, Role, action};
 use crate::config::RetentionConfig;
-use crate::ids::RecordingId;
+use crate::ids::{CallId, RecordingId};
 use crate::recording::storage::{Storage, StorageError};
 use crate::store::{Candidate, Store, Tombstone, deletion_state};
 
@@ -81,6 +81,9 @@ pub struct SweepReport {
     pub deleted: Vec<Deleted>,
     /// `--dry-run`: what would be deleted.
     pub would_delete: Vec<Candidate>,
+    /// Call rows without audio whose numbers were removed (the default retention period
+    /// after the call started); with `--dry-run`, how many would be.
+    pub calls_redacted: usize,
     /// Errors (logged); the pass went on.
     pub errors: usize,
     /// The soonest stored expiry still ahead.
@@ -356,8 +359,14 @@ pub async fn sweep_once(
     };
     let stopped = || stop.is_some_and(|s| *s.borrow());
 
+    // Calls without audio keep their numbers for the default period, counted from the call.
+    let calls_before = now_ms.saturating_sub(policy.default_ms);
     if opts.dry_run {
         report.would_delete = store.expired_recordings(&fp, now_ms, 1_000_000).await?;
+        report.calls_redacted = store
+            .unredacted_calls_without_audio(calls_before, 1_000_000)
+            .await?
+            .len();
         report.next_expiry_ms = store.next_expiry(&fp).await?;
         return Ok(report);
     }
@@ -415,8 +424,62 @@ pub async fn sweep_once(
         }
         previous = ids;
     }
+
+    // Step 4: call rows without audio, past the default period: their numbers go.
+    while !stopped() {
+        let calls = store
+            .unredacted_calls_without_audio(calls_before, opts.batch)
+            .await?;
+        if calls.is_empty() {
+            break;
+        }
+        match redact_calls(store, actor, &opts.node, &calls, calls_before).await {
+            Ok(0) => break, // every one changed meanwhile (a recording began): next pass
+            Ok(n) => report.calls_redacted += n,
+            Err(e) => {
+                report.errors += 1;
+                tracing::error!(error = %e, "call redaction batch failed (rolled back)");
+                break;
+            }
+        }
+    }
     report.next_expiry_ms = store.next_expiry(&fp).await?;
     Ok(report)
+}
+
+/// Redacts a batch of call rows without audio under the audit chain lock, with one audit
+/// entry naming them. Returns how many were redacted.
+async fn redact_calls(
+    store: &Store,
+    actor: &Actor,
+    node: &str,
+    calls: &[CallId],
+    started_before_ms: i64,
+) -> Result<usize, RetentionError> {
+    let audit_ms = crate::store::now_ms();
+    let mut tx = store.begin_audited(audit_ms).await?;
+    let mut done = Vec::new();
+    for call in calls {
+        if tx.redact_call_without_audio(call).await? {
+            done.push(call.as_str());
+        }
+    }
+    if done.is_empty() {
+        tx.rollback().await?;
+        return Ok(0);
+    }
+    let n = done.len();
+    let mut entry = NewEntry::new(audit_ms, actor, action::CALL_REDACT).details(json!({
+        "calls": n,
+        "started_before_ms": started_before_ms,
+        "node": node,
+    }));
+    for id in done {
+        entry = entry.target(id);
+    }
+    tx.append(&entry).await?;
+    tx.commit().await?;
+    Ok(n)
 }
 
 /// How long the loop sleeps after a pass at `now_ms`.

@@ -442,6 +442,33 @@ impl Store {
             .map_err(StoreError::query(op))
     }
 
+    /// Calls started at or before `started_before_ms` that still carry numbers but have no
+    /// audio left: never recorded (declined, unanswered, failed), or recorded and shredded
+    /// before shredding redacted the row. Oldest first, at most `limit`.
+    pub async fn unredacted_calls_without_audio(
+        &self,
+        started_before_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<CallId>, StoreError> {
+        let op = "unredacted_calls_without_audio";
+        let rows = sqlx::query(
+            "SELECT c.call_id FROM calls c WHERE c.started_at_ms <= $1 AND c.from_number <> $2 \
+             AND NOT EXISTS (SELECT 1 FROM recordings r \
+                             WHERE r.recording_id = c.recording_id AND r.state <> 'deleted') \
+             ORDER BY c.started_at_ms, c.call_id LIMIT $3",
+        )
+        .bind(started_before_ms)
+        .bind(REDACTED)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::query(op))?;
+        rows.iter()
+            .map(|r| r.try_get::<String, _>("call_id").map(CallId::from_string))
+            .collect::<Result<_, _>>()
+            .map_err(StoreError::query(op))
+    }
+
     /// Deletions a crashed or stuck node left half done (claimed before `stale_before`).
     pub async fn stale_deletions(
         &self,
@@ -797,6 +824,24 @@ impl AuditTx {
             .await
             .map_err(StoreError::query("delete_recording_key"))?
             .rows_affected();
+        Ok(n > 0)
+    }
+
+    /// [`AuditTx::redact_call_of`] by call id, for a call without audio (see
+    /// [`Store::unredacted_calls_without_audio`]); re-checked here, under the lock, so a
+    /// recording started meanwhile keeps its call's numbers. True if the row was redacted.
+    pub async fn redact_call_without_audio(&mut self, call: &CallId) -> Result<bool, StoreError> {
+        let n = sqlx::query(
+            "UPDATE calls SET from_number = $1, to_number = $1, dialled = $1, sip_call_id = $1 \
+             WHERE call_id = $2 AND from_number <> $1 AND NOT EXISTS (SELECT 1 FROM recordings r \
+                   WHERE r.recording_id = calls.recording_id AND r.state <> 'deleted')",
+        )
+        .bind(REDACTED)
+        .bind(call.as_str())
+        .execute(self.conn())
+        .await
+        .map_err(StoreError::query("redact_call_without_audio"))?
+        .rows_affected();
         Ok(n > 0)
     }
 

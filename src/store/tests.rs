@@ -136,6 +136,7 @@ both_dialects!(
     calls_by_number_spellings,
     consent_of_recording,
     training_tag_needs_consent,
+    calls_without_audio_are_redacted_after_the_default_period,
 );
 
 fn minimal_call(id: &str, started: i64) -> CallRecord {

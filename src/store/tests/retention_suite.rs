@@ -740,3 +740,88 @@ pub(super) async fn training_tag_needs_consent(ctx: &Ctx) {
     assert_eq!(tags, ["abusive", "complaint"]);
     verify_audit(store).await;
 }
+
+/// Calls that never had a recording keep their numbers for the default period from the call's
+/// start, then the sweeper redacts them (one audited batch); a call whose recording is still
+/// kept is left alone, and loses its numbers with its audio.
+pub(super) async fn calls_without_audio_are_redacted_after_the_default_period(ctx: &Ctx) {
+    let store = &ctx.store;
+    let dir = tempfile::tempdir().unwrap();
+    let storage = Storage::Dir(DirStorage::new(dir.path()));
+    let policy = Policy::from_config(&cfg());
+    let default = policy.default_ms;
+    let sys = Actor::new("sweeper@test", Role::System);
+    let unrecorded = |n: usize, started: i64| {
+        CallRecord::new(
+            CallId::from_string(format!("call-{n:06}")),
+            format!("sip-{n}@198.51.100.7"),
+            PhoneNumber::new("+447700900123"),
+            PhoneNumber::new("+441632960034"),
+            PhoneNumber::new("2001"),
+            "*",
+            "sip:q@pbx",
+            started,
+        )
+    };
+    // 10: declined at T0; 11: unanswered 100 days later; 12: recorded 100 days later.
+    store.upsert_call(&unrecorded(10, T0)).await.unwrap();
+    store
+        .upsert_call(&unrecorded(11, T0 + 100 * DAY))
+        .await
+        .unwrap();
+    make_recording(store, dir.path(), 12, T0 + 100 * DAY).await;
+    let found = |n: usize| {
+        let id = CallId::from_string(format!("call-{n:06}"));
+        async move { store.get_call(&id).await.unwrap().unwrap() }
+    };
+    let sweep = |now: i64, dry_run: bool| {
+        let mut opts = SweepOptions::new("n1");
+        opts.dry_run = dry_run;
+        let (storage, policy, sys) = (&storage, &policy, &sys);
+        async move {
+            sweep_once(store, storage, policy, sys, &opts, now, None)
+                .await
+                .unwrap()
+        }
+    };
+
+    // One millisecond early: nothing.
+    assert_eq!(sweep(T0 + default - 1, false).await.calls_redacted, 0);
+    assert_eq!(found(10).await.from_number.expose(), "+447700900123");
+    // A dry run counts and changes nothing.
+    assert_eq!(sweep(T0 + default, true).await.calls_redacted, 1);
+    assert_eq!(found(10).await.from_number.expose(), "+447700900123");
+    // Exactly at the period: call 10 only.
+    let r = sweep(T0 + default, false).await;
+    assert_eq!(r.calls_redacted, 1);
+    assert!(r.deleted.is_empty());
+    assert_call_redacted(store, 10).await;
+    assert_eq!(found(11).await.from_number.expose(), "+447700900123");
+    assert_eq!(found(12).await.from_number.expose(), "+447700900123");
+    let entries = store.audit_entries(0, i64::MAX).await.unwrap();
+    let e = entries
+        .iter()
+        .find(|e| e.action == action::CALL_REDACT)
+        .expect("audited");
+    let targets: Vec<String> = serde_json::from_str(&e.targets).unwrap();
+    assert_eq!(targets, vec!["call-000010".to_string()]);
+    assert!(
+        !e.details.contains("900123"),
+        "no number in the audit entry: {}",
+        e.details
+    );
+    // Again: nothing left to do.
+    assert_eq!(sweep(T0 + default, false).await.calls_redacted, 0);
+
+    // Past call 11's period and recording 12's expiry: 11 by this step, 12 with its audio.
+    let r = sweep(T0 + 100 * DAY + default, false).await;
+    assert_eq!(r.deleted.len(), 1);
+    assert_eq!(
+        r.calls_redacted, 1,
+        "only the unrecorded call is counted here"
+    );
+    assert_call_redacted(store, 11).await;
+    assert_call_redacted(store, 12).await;
+    assert_eq!(count_action(store, action::CALL_REDACT).await, 2);
+    verify_audit(store).await;
+}
