@@ -720,6 +720,23 @@ mod tests {
         }
     }
 
+    /// `n` calls opened with [`open_call`] and bridged (not recorded).
+    fn open_bridged(
+        threads: &MediaThreads,
+        pool: &Arc<PortPool>,
+        events: &mpsc::Sender<MediaEvent>,
+        n: usize,
+    ) -> Vec<TestCall> {
+        let calls: Vec<TestCall> = (0..n).map(|_| open_call(threads, pool, events)).collect();
+        for c in &calls {
+            c.handle
+                .cmd
+                .try_send(MediaCmd::Bridge { recording: None })
+                .unwrap();
+        }
+        calls
+    }
+
     /// Forty calls on one media thread: each plays a 1 s announcement toward its caller with no
     /// packet coming in (pacing is timer-driven: the deadline heap), then is bridged and relays
     /// both ways, then ends when its handle is dropped, reporting `Finished`.
@@ -866,11 +883,7 @@ mod tests {
         let threads = MediaThreads::with_threads(1).unwrap();
         let pool = PortPool::new(42200, 42299);
         let (ev_tx, _ev_rx) = mpsc::channel(64);
-        let c = open_call(&threads, &pool, &ev_tx);
-        c.handle
-            .cmd
-            .try_send(MediaCmd::Bridge { recording: None })
-            .unwrap();
+        let c = open_bridged(&threads, &pool, &ev_tx, 1).remove(0);
         tokio::time::sleep(Duration::from_millis(50)).await;
         let ssrc = Ssrc(9);
         // One datagram, then a burst of 6 × BATCH sent at once, then one more.
@@ -913,15 +926,7 @@ mod tests {
         let threads = MediaThreads::with_threads(1).unwrap();
         let pool = PortPool::new(42400, 42699);
         let (ev_tx, _ev_rx) = mpsc::channel(1024);
-        let calls: Vec<TestCall> = (0..CALLS)
-            .map(|_| open_call(&threads, &pool, &ev_tx))
-            .collect();
-        for c in &calls {
-            c.handle
-                .cmd
-                .try_send(MediaCmd::Bridge { recording: None })
-                .unwrap();
-        }
+        let calls = open_bridged(&threads, &pool, &ev_tx, CALLS);
         tokio::time::sleep(Duration::from_millis(50)).await;
         calls[0]
             .handle
@@ -1076,11 +1081,7 @@ mod tests {
         assert_eq!(fifo_13, 2, "{:?}", threads_named("callgate-media-"));
         let pool = PortPool::new(42100, 42199);
         let (ev_tx, _ev_rx) = mpsc::channel(64);
-        let c = open_call(&threads, &pool, &ev_tx);
-        c.handle
-            .cmd
-            .try_send(MediaCmd::Bridge { recording: None })
-            .unwrap();
+        let c = open_bridged(&threads, &pool, &ev_tx, 1).remove(0);
         tokio::time::sleep(Duration::from_millis(50)).await;
         send_paced(&c.caller, c.caller_port, 40..45, Ssrc(5)).await;
         assert_eq!(
@@ -1137,15 +1138,7 @@ mod tests {
         let threads = MediaThreads::with_threads(1).unwrap();
         let pool = PortPool::new(42200, 42299);
         let (ev_tx, _ev_rx) = mpsc::channel(64);
-        let calls: Vec<TestCall> = (0..10)
-            .map(|_| open_call(&threads, &pool, &ev_tx))
-            .collect();
-        for c in &calls {
-            c.handle
-                .cmd
-                .try_send(MediaCmd::Bridge { recording: None })
-                .unwrap();
-        }
+        let calls = open_bridged(&threads, &pool, &ev_tx, 10);
         // Two whole windows of waiting.
         tokio::time::sleep(3 * super::super::load::WINDOW).await;
         let idle = threads.next_call_load();

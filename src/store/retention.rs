@@ -11,6 +11,17 @@ use sqlx::any::AnyRow;
 use super::audit::AuditTx;
 use super::{Store, StoreError};
 use crate::ids::{CallId, RecordingId};
+
+/// The update that sets the columns identifying a customer to `$1` ([`REDACTED`]), with the
+/// WHERE clause given (a literal: sqlx takes only static SQL).
+macro_rules! redact_call {
+    ($where:literal) => {
+        concat!(
+            "UPDATE calls SET from_number = $1, to_number = $1, dialled = $1, sip_call_id = $1",
+            $where
+        )
+    };
+}
 use crate::retention::policy::{HoldState, Inputs, TagState};
 
 /// Values of `recordings.state` added by retention (see also `recording_state`).
@@ -831,11 +842,11 @@ impl AuditTx {
     /// [`Store::unredacted_calls_without_audio`]); re-checked here, under the lock, so a
     /// recording started meanwhile keeps its call's numbers. True if the row was redacted.
     pub async fn redact_call_without_audio(&mut self, call: &CallId) -> Result<bool, StoreError> {
-        let n = sqlx::query(
-            "UPDATE calls SET from_number = $1, to_number = $1, dialled = $1, sip_call_id = $1 \
-             WHERE call_id = $2 AND from_number <> $1 AND NOT EXISTS (SELECT 1 FROM recordings r \
-                   WHERE r.recording_id = calls.recording_id AND r.state <> 'deleted')",
-        )
+        let n = sqlx::query(redact_call!(
+            " WHERE call_id = $2 AND from_number <> $1 AND NOT EXISTS \
+             (SELECT 1 FROM recordings r \
+              WHERE r.recording_id = calls.recording_id AND r.state <> 'deleted')"
+        ))
         .bind(REDACTED)
         .bind(call.as_str())
         .execute(self.conn())
@@ -851,16 +862,13 @@ impl AuditTx {
     /// In the shredding transaction, so no number outlives its audio, even by a crash.
     /// True if there was such a row.
     pub async fn redact_call_of(&mut self, rec: &RecordingId) -> Result<bool, StoreError> {
-        let n = sqlx::query(
-            "UPDATE calls SET from_number = $1, to_number = $1, dialled = $1, sip_call_id = $1 \
-             WHERE recording_id = $2",
-        )
-        .bind(REDACTED)
-        .bind(rec.as_str())
-        .execute(self.conn())
-        .await
-        .map_err(StoreError::query("redact_call_of"))?
-        .rows_affected();
+        let n = sqlx::query(redact_call!(" WHERE recording_id = $2"))
+            .bind(REDACTED)
+            .bind(rec.as_str())
+            .execute(self.conn())
+            .await
+            .map_err(StoreError::query("redact_call_of"))?
+            .rows_affected();
         Ok(n > 0)
     }
 }
