@@ -11,18 +11,26 @@ use sqlx::any::AnyRow;
 use super::audit::AuditTx;
 use super::{Store, StoreError};
 use crate::ids::{CallId, RecordingId};
+use crate::retention::policy::{HoldState, Inputs, TagState};
 
-/// The update that sets the columns identifying a customer to `$1` ([`REDACTED`]), with the
-/// WHERE clause given (a literal: sqlx takes only static SQL).
+/// SQL that sets the columns identifying a customer to `$1` ([`REDACTED`]), then `$where`
+/// (literals only: sqlx takes only static SQL).
 macro_rules! redact_call {
-    ($where:literal) => {
+    ($($where:expr),+) => {
         concat!(
             "UPDATE calls SET from_number = $1, to_number = $1, dialled = $1, sip_call_id = $1",
-            $where
+            $($where),+
         )
     };
 }
-use crate::retention::policy::{HoldState, Inputs, TagState};
+
+/// SQL condition on a `calls` row: no recording of it is left that is not deleted.
+macro_rules! without_audio {
+    () => {
+        " NOT EXISTS (SELECT 1 FROM recordings r \
+          WHERE r.recording_id = calls.recording_id AND r.state <> 'deleted') "
+    };
+}
 
 /// Values of `recordings.state` added by retention (see also `recording_state`).
 pub mod deletion_state {
@@ -462,12 +470,11 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<CallId>, StoreError> {
         let op = "unredacted_calls_without_audio";
-        let rows = sqlx::query(
-            "SELECT c.call_id FROM calls c WHERE c.started_at_ms <= $1 AND c.from_number <> $2 \
-             AND NOT EXISTS (SELECT 1 FROM recordings r \
-                             WHERE r.recording_id = c.recording_id AND r.state <> 'deleted') \
-             ORDER BY c.started_at_ms, c.call_id LIMIT $3",
-        )
+        let rows = sqlx::query(concat!(
+            "SELECT call_id FROM calls WHERE started_at_ms <= $1 AND from_number <> $2 AND",
+            without_audio!(),
+            "ORDER BY started_at_ms, call_id LIMIT $3"
+        ))
         .bind(started_before_ms)
         .bind(REDACTED)
         .bind(limit)
@@ -843,9 +850,8 @@ impl AuditTx {
     /// recording started meanwhile keeps its call's numbers. True if the row was redacted.
     pub async fn redact_call_without_audio(&mut self, call: &CallId) -> Result<bool, StoreError> {
         let n = sqlx::query(redact_call!(
-            " WHERE call_id = $2 AND from_number <> $1 AND NOT EXISTS \
-             (SELECT 1 FROM recordings r \
-              WHERE r.recording_id = calls.recording_id AND r.state <> 'deleted')"
+            " WHERE call_id = $2 AND from_number <> $1 AND",
+            without_audio!()
         ))
         .bind(REDACTED)
         .bind(call.as_str())

@@ -742,8 +742,8 @@ pub(super) async fn training_tag_needs_consent(ctx: &Ctx) {
 }
 
 /// Calls that never had a recording keep their numbers for the default period from the call's
-/// start, then the sweeper redacts them (one audited batch); a call whose recording is still
-/// kept is left alone, and loses its numbers with its audio.
+/// start, then the sweeper redacts them (one audited batch); a call whose recording is kept (a
+/// legal hold) keeps its numbers however old, and loses them with its audio.
 pub(super) async fn calls_without_audio_are_redacted_after_the_default_period(ctx: &Ctx) {
     let store = &ctx.store;
     let dir = tempfile::tempdir().unwrap();
@@ -763,13 +763,26 @@ pub(super) async fn calls_without_audio_are_redacted_after_the_default_period(ct
             started,
         )
     };
-    // 10: declined at T0; 11: unanswered 100 days later; 12: recorded 100 days later.
+    // 10: declined at T0; 11: unanswered 100 days later; 12: recorded then, and held.
     store.upsert_call(&unrecorded(10, T0)).await.unwrap();
     store
         .upsert_call(&unrecorded(11, T0 + 100 * DAY))
         .await
         .unwrap();
-    make_recording(store, dir.path(), 12, T0 + 100 * DAY).await;
+    let rec12 = make_recording(store, dir.path(), 12, T0 + 100 * DAY).await;
+    let inv = Actor::new("ivy", Role::Investigator);
+    let hold = &[rec12.clone()];
+    service::hold_create(
+        store,
+        &cfg(),
+        &inv,
+        "CASE-12",
+        "inquiry",
+        hold,
+        T0 + 101 * DAY,
+    )
+    .await
+    .unwrap();
     let found = |n: usize| {
         let id = CallId::from_string(format!("call-{n:06}"));
         async move { store.get_call(&id).await.unwrap().unwrap() }
@@ -813,14 +826,29 @@ pub(super) async fn calls_without_audio_are_redacted_after_the_default_period(ct
     // Again: nothing left to do.
     assert_eq!(sweep(T0 + default, false).await.calls_redacted, 0);
 
-    // Past call 11's period and recording 12's expiry: 11 by this step, 12 with its audio.
-    let r = sweep(T0 + 100 * DAY + default, false).await;
+    // Long past both periods: 11 goes; 12 is held, so its audio and its numbers stay.
+    let r = sweep(T0 + 500 * DAY, false).await;
+    assert!(r.deleted.is_empty());
+    assert_eq!(r.calls_redacted, 1);
+    assert_call_redacted(store, 11).await;
+    assert_eq!(found(12).await.from_number.expose(), "+447700900123");
+    // Released: the recording goes (after the grace period), and its call's numbers with it.
+    service::hold_release(
+        store,
+        &cfg(),
+        &inv,
+        "CASE-12",
+        Some("closed"),
+        T0 + 500 * DAY,
+    )
+    .await
+    .unwrap();
+    let r = sweep(T0 + 600 * DAY, false).await;
     assert_eq!(r.deleted.len(), 1);
     assert_eq!(
-        r.calls_redacted, 1,
-        "only the unrecorded call is counted here"
+        r.calls_redacted, 0,
+        "redacted with its audio, not by this step"
     );
-    assert_call_redacted(store, 11).await;
     assert_call_redacted(store, 12).await;
     assert_eq!(count_action(store, action::CALL_REDACT).await, 2);
     verify_audit(store).await;
