@@ -771,7 +771,7 @@ pub(super) async fn calls_without_audio_are_redacted_after_the_default_period(ct
         .unwrap();
     let rec12 = make_recording(store, dir.path(), 12, T0 + 100 * DAY).await;
     let inv = Actor::new("ivy", Role::Investigator);
-    let hold = &[rec12.clone()];
+    let hold = std::slice::from_ref(&rec12);
     service::hold_create(
         store,
         &cfg(),
