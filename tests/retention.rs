@@ -596,3 +596,58 @@ fn declined_training_consent_refuses_the_training_tag() {
     assert!(out.contains("tagged training"), "{out}");
     ok(&f.run(&["audit", "verify"]));
 }
+
+/// `erase CALL` for a call that was never recorded redacts its row at once (dpo only, with a
+/// reason, audited without the number); a second erase is refused.
+#[test]
+fn a_call_without_a_recording_is_erased_by_its_call_id() {
+    let f = fixture();
+    let declined = "call-declined-1";
+    rt().block_on(async {
+        let store = Store::connect(&f.db_url).await.unwrap();
+        let c = callgate::store::CallRecord::new(
+            callgate::ids::CallId::from_string(declined),
+            "abc@192.0.2.9",
+            callgate::pii::PhoneNumber::new("+447700900555"),
+            callgate::pii::PhoneNumber::new("+441632960034"),
+            callgate::pii::PhoneNumber::new("2001"),
+            "*",
+            "sip:q@pbx",
+            1_700_000_000_000,
+        );
+        store.upsert_call(&c).await.unwrap();
+    });
+    fails(
+        &f.run(&["--role", "supervisor", "erase", declined, "--reason", "x"]),
+        2,
+        &["may not"],
+    );
+    let out = ok(&f.run(&[
+        "--actor", "dee", "--role", "dpo", "erase", declined, "--reason", "art. 17 request 7",
+    ]));
+    assert!(out.contains("erased (no recording"), "{out}");
+    let calls: serde_json::Value =
+        serde_json::from_str(&ok(&f.run(&["calls", "list", "--json"]))).unwrap();
+    let row = calls
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["call_id"] == declined)
+        .unwrap();
+    for field in ["from_number", "to_number", "dialled", "sip_call_id"] {
+        assert_eq!(row[field], "redacted", "{field}: {row}");
+    }
+    fails(
+        &f.run(&["--role", "dpo", "erase", declined, "--reason", "again"]),
+        1,
+        &["already been erased"],
+    );
+    let entries = f.audit_json();
+    let e = entries
+        .iter()
+        .find(|e| e["action"] == "call.erase")
+        .expect("audited");
+    assert_eq!(e["reason"], "art. 17 request 7");
+    assert!(!serde_json::to_string(&entries).unwrap().contains("900555"));
+    ok(&f.run(&["audit", "verify"]));
+}

@@ -54,6 +54,8 @@ pub mod action {
     /// The sweeper removed the numbers of call rows that have no audio, after the default
     /// retention period (targets: the call ids).
     pub const CALL_REDACT: &str = "call.redact";
+    /// A call without a recording was erased on request: its numbers are redacted.
+    pub const CALL_ERASE: &str = "call.erase";
     pub const RESTRICT: &str = "recording.restrict";
     pub const UNRESTRICT: &str = "recording.unrestrict";
     /// Audio was decrypted (played, downloaded, rendered to WAV).

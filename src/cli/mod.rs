@@ -461,7 +461,9 @@ impl CliError {
             | CliError::Retention(
                 RetentionError::Held { .. }
                 | RetentionError::Restricted(_)
-                | RetentionError::Deleted(_),
+                | RetentionError::Deleted(_)
+                | RetentionError::CallErased(_)
+                | RetentionError::CallHasRecording { .. },
             )
             | CliError::Serve(_) => EXIT_BAD,
             _ => EXIT_ERROR,

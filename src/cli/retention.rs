@@ -284,8 +284,19 @@ pub(super) async fn erase(
     let target = parse_target(id)?;
     let storage = storage(config)?;
     with_store!(config, |store| {
-        let rec = resolve(&store, target).await?.recording_id;
         let actor = ctx.actor(DEFAULT_ROLE);
+        let rec = match resolve(&store, target).await {
+            Ok(r) => r.recording_id,
+            // A call that was never recorded: its numbers are what there is to erase.
+            Err(CliError::CallNotRecorded { call_id, .. }) => {
+                service::erase_call(&store, &actor, &call_id, reason, now_ms()).await?;
+                out(&format!(
+                    "{call_id}: erased (no recording; numbers and Call-ID redacted)\n"
+                ))?;
+                return Ok(0);
+            }
+            Err(e) => return Err(e),
+        };
         let open_tags: Vec<String> = store
             .tags_of(&rec)
             .await?

@@ -44,6 +44,17 @@ pub enum RetentionError {
     },
     #[error("recording {0} has been deleted")]
     Deleted(RecordingId),
+    #[error("no call {0}")]
+    UnknownCall(CallId),
+    #[error("call {0} has already been erased (its numbers are redacted)")]
+    CallErased(CallId),
+    #[error(
+        "call {call_id} has recording {recording_id}: erase the recording, which redacts the call"
+    )]
+    CallHasRecording {
+        call_id: CallId,
+        recording_id: RecordingId,
+    },
     #[error("recording {recording_id} is under legal hold {case_ref}; refused")]
     Held {
         recording_id: RecordingId,

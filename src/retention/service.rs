@@ -25,7 +25,7 @@ use super::RetentionError;
 use super::policy::{Decision, Policy};
 use crate::audit::{Actor, NewEntry, Role, action};
 use crate::config::{BUILTIN_TAGS, RetentionConfig};
-use crate::ids::RecordingId;
+use crate::ids::{CallId, RecordingId};
 use crate::recording::storage::Storage;
 use crate::store::{AuditTx, HoldRow, RetentionRow, Store, TagRow, Tombstone, deletion_state};
 
@@ -516,6 +516,47 @@ pub async fn erase(
     check_text("reason", reason, true)?;
     let policy = Policy::from_config(cfg);
     super::sweeper::erase_one(store, storage, &policy, actor, rec, reason, now_ms).await
+}
+
+/// Erasure of a call that has no recording (declined, unanswered, failed): its numbers and
+/// Call-ID are redacted at once, not after the default period. A call with a recording left
+/// is refused: erasing the recording redacts the call with it.
+pub async fn erase_call(
+    store: &Store,
+    actor: &Actor,
+    call: &CallId,
+    reason: &str,
+    now_ms: i64,
+) -> Result<(), RetentionError> {
+    require(actor, Permission::DataSubject)?;
+    check_text("reason", reason, true)?;
+    let mut tx = store.begin_audited(now_ms).await?;
+    if !tx.redact_call_without_audio(call).await? {
+        tx.rollback().await?;
+        let row = store.get_call(call).await?;
+        return Err(match row {
+            None => RetentionError::UnknownCall(call.clone()),
+            Some(c) if c.from_number.expose() == crate::store::REDACTED => {
+                RetentionError::CallErased(call.clone())
+            }
+            Some(c) => match store.recording_for_call(call).await? {
+                Some(r) => RetentionError::CallHasRecording {
+                    call_id: call.clone(),
+                    recording_id: r.recording_id,
+                },
+                // Neither redacted nor recorded: changed meanwhile; the caller may retry.
+                None => RetentionError::CallErased(c.call_id),
+            },
+        });
+    }
+    tx.append(
+        &NewEntry::new(now_ms, actor, action::CALL_ERASE)
+            .target(call.as_str())
+            .reason(Some(reason)),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 /// Everything retention knows about one recording.

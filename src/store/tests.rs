@@ -137,6 +137,7 @@ both_dialects!(
     consent_of_recording,
     training_tag_needs_consent,
     calls_without_audio_are_redacted_after_the_default_period,
+    a_call_without_a_recording_is_erased_on_request,
 );
 
 fn minimal_call(id: &str, started: i64) -> CallRecord {

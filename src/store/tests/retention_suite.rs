@@ -27,6 +27,21 @@ fn cfg() -> RetentionConfig {
     c
 }
 
+/// The row of call `n` before any recording (as for a call declined, unanswered or failed):
+/// every call in this suite has the same customer numbers.
+fn call_row(n: usize, started: i64) -> CallRecord {
+    CallRecord::new(
+        CallId::from_string(format!("call-{n:06}")),
+        format!("sip-{n}@198.51.100.7"),
+        PhoneNumber::new("+447700900123"),
+        PhoneNumber::new("+441632960034"),
+        PhoneNumber::new("2001"),
+        "*",
+        "sip:q@pbx",
+        started,
+    )
+}
+
 /// A recording row, its call, a key row and a small file.
 async fn make_recording(store: &Store, dir: &Path, n: usize, created: i64) -> RecordingId {
     let rec = RecordingId::from_string(format!("rec-{n:06}"));
@@ -48,16 +63,7 @@ async fn make_recording(store: &Store, dir: &Path, n: usize, created: i64) -> Re
         })
         .await
         .unwrap();
-    let mut c = CallRecord::new(
-        call,
-        format!("sip-{n}"),
-        PhoneNumber::new("+447700900123"),
-        PhoneNumber::new("+441632960034"),
-        PhoneNumber::new("2001"),
-        "*",
-        "sip:q@pbx",
-        created,
-    );
+    let mut c = call_row(n, created);
     c.recording_id = Some(rec.clone());
     c.recording_state = recording_state::OK.into();
     store.upsert_call(&c).await.unwrap();
@@ -751,22 +757,10 @@ pub(super) async fn calls_without_audio_are_redacted_after_the_default_period(ct
     let policy = Policy::from_config(&cfg());
     let default = policy.default_ms;
     let sys = Actor::new("sweeper@test", Role::System);
-    let unrecorded = |n: usize, started: i64| {
-        CallRecord::new(
-            CallId::from_string(format!("call-{n:06}")),
-            format!("sip-{n}@198.51.100.7"),
-            PhoneNumber::new("+447700900123"),
-            PhoneNumber::new("+441632960034"),
-            PhoneNumber::new("2001"),
-            "*",
-            "sip:q@pbx",
-            started,
-        )
-    };
     // 10: declined at T0; 11: unanswered 100 days later; 12: recorded then, and held.
-    store.upsert_call(&unrecorded(10, T0)).await.unwrap();
+    store.upsert_call(&call_row(10, T0)).await.unwrap();
     store
-        .upsert_call(&unrecorded(11, T0 + 100 * DAY))
+        .upsert_call(&call_row(11, T0 + 100 * DAY))
         .await
         .unwrap();
     let rec12 = make_recording(store, dir.path(), 12, T0 + 100 * DAY).await;
@@ -851,5 +845,59 @@ pub(super) async fn calls_without_audio_are_redacted_after_the_default_period(ct
     );
     assert_call_redacted(store, 12).await;
     assert_eq!(count_action(store, action::CALL_REDACT).await, 2);
+    verify_audit(store).await;
+}
+
+/// A call without a recording is erased on request at once (dpo only, reason required, one
+/// `call.erase` entry without numbers); a recorded call is refused (its recording is what to
+/// erase), as are a second erasure and an unknown call.
+pub(super) async fn a_call_without_a_recording_is_erased_on_request(ctx: &Ctx) {
+    let store = &ctx.store;
+    let dir = tempfile::tempdir().unwrap();
+    let declined = CallId::from_string("call-000020");
+    store.upsert_call(&call_row(20, T0)).await.unwrap();
+    let rec = make_recording(store, dir.path(), 21, T0).await;
+    let (dpo, sup) = (
+        Actor::new("dee", Role::Dpo),
+        Actor::new("sam", Role::Supervisor),
+    );
+    assert!(matches!(
+        service::erase_call(store, &sup, &declined, "x", T0).await,
+        Err(RetentionError::Forbidden { .. })
+    ));
+    assert!(matches!(
+        service::erase_call(store, &dpo, &declined, " ", T0).await,
+        Err(RetentionError::BadText { .. })
+    ));
+    service::erase_call(store, &dpo, &declined, "art. 17 request 9", T0 + 1)
+        .await
+        .unwrap();
+    assert_call_redacted(store, 20).await;
+    assert!(matches!(
+        service::erase_call(store, &dpo, &declined, "again", T0 + 2).await,
+        Err(RetentionError::CallErased(_))
+    ));
+    match service::erase_call(store, &dpo, &CallId::from_string("call-000021"), "x", T0).await {
+        Err(RetentionError::CallHasRecording { recording_id, .. }) => assert_eq!(recording_id, rec),
+        other => panic!("{other:?}"),
+    }
+    let kept = store
+        .get_call(&CallId::from_string("call-000021"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(kept.from_number.expose(), "+447700900123");
+    assert!(matches!(
+        service::erase_call(store, &dpo, &CallId::from_string("call-nope"), "x", T0).await,
+        Err(RetentionError::UnknownCall(_))
+    ));
+    let entries = store.audit_entries(0, i64::MAX).await.unwrap();
+    let e: Vec<_> = entries
+        .iter()
+        .filter(|e| e.action == action::CALL_ERASE)
+        .collect();
+    assert_eq!(e.len(), 1);
+    assert_eq!(e[0].reason.as_deref(), Some("art. 17 request 9"));
+    assert!(!e[0].details.contains("900123") && !e[0].targets.contains("900123"));
     verify_audit(store).await;
 }
