@@ -539,13 +539,14 @@ pub async fn erase_call(
             Some(c) if c.from_number.expose() == crate::store::REDACTED => {
                 RetentionError::CallErased(call.clone())
             }
-            Some(c) => match store.recording_for_call(call).await? {
-                Some(r) => RetentionError::CallHasRecording {
+            // Not redacted, so the update found the recording the row names still kept.
+            Some(c) => match c.recording_id {
+                Some(recording_id) => RetentionError::CallHasRecording {
                     call_id: call.clone(),
-                    recording_id: r.recording_id,
+                    recording_id,
                 },
-                // Neither redacted nor recorded: changed meanwhile; the caller may retry.
-                None => RetentionError::CallErased(c.call_id),
+                // Redacted by someone else between the update and this read.
+                None => RetentionError::CallErased(call.clone()),
             },
         });
     }
