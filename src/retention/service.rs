@@ -539,8 +539,12 @@ pub async fn erase_call(
             Some(c) if c.from_number.expose() == crate::store::REDACTED => {
                 RetentionError::CallErased(call.clone())
             }
-            // Not redacted, so the update found the recording the row names still kept.
-            Some(c) => match c.recording_id {
+            // Not redacted, so the update found a recording of the call still kept.
+            Some(c) => match c.recording_id.or(store
+                .recording_for_call(call)
+                .await?
+                .map(|r| r.recording_id))
+            {
                 Some(recording_id) => RetentionError::CallHasRecording {
                     call_id: call.clone(),
                     recording_id,

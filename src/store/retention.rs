@@ -24,11 +24,13 @@ macro_rules! redact_call {
     };
 }
 
-/// SQL condition on a `calls` row: no recording of it is left that is not deleted.
+/// SQL condition on a `calls` row: no recording of it is left that is not deleted, whether the
+/// row names it yet or not (a recording row exists before its call row is updated).
 macro_rules! without_audio {
     () => {
         " NOT EXISTS (SELECT 1 FROM recordings r \
-          WHERE r.recording_id = calls.recording_id AND r.state <> 'deleted') "
+          WHERE (r.recording_id = calls.recording_id OR r.call_id = calls.call_id) \
+          AND r.state <> 'deleted') "
     };
 }
 

@@ -881,6 +881,16 @@ pub(super) async fn a_call_without_a_recording_is_erased_on_request(ctx: &Ctx) {
         Err(RetentionError::CallHasRecording { recording_id, .. }) => assert_eq!(recording_id, rec),
         other => panic!("{other:?}"),
     }
+    // A recording whose call row does not name it yet (the row is updated after the
+    // recording row is written) still protects the call.
+    let unlinked = make_recording(store, dir.path(), 22, T0).await;
+    store.upsert_call(&call_row(22, T0)).await.unwrap();
+    match service::erase_call(store, &dpo, &CallId::from_string("call-000022"), "x", T0).await {
+        Err(RetentionError::CallHasRecording { recording_id, .. }) => {
+            assert_eq!(recording_id, unlinked)
+        }
+        other => panic!("{other:?}"),
+    }
     let kept = store
         .get_call(&CallId::from_string("call-000021"))
         .await
