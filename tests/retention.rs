@@ -64,6 +64,23 @@ impl Fixture {
     }
 }
 
+/// `call_id`'s row in `calls list --json`: it must exist, and hold neither number nor Call-ID.
+#[track_caller]
+fn assert_row_redacted(f: &Fixture, call_id: &str) {
+    let calls: serde_json::Value =
+        serde_json::from_str(&ok(&f.run(&["calls", "list", "--json"]))).unwrap();
+    let row = calls
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["call_id"] == call_id)
+        .expect("the call row stays");
+    for field in ["from_number", "to_number", "dialled", "sip_call_id"] {
+        assert_eq!(row[field], "redacted", "{field}: {row}");
+    }
+    assert!(row["started_at_ms"].as_i64().is_some(), "{row}");
+}
+
 fn actions(entries: &[serde_json::Value]) -> Vec<String> {
     entries
         .iter()
@@ -463,18 +480,7 @@ fn subject_access_then_erasure() {
     ]);
     // The erased recording's call row lost its numbers with the audio: not found any more.
     assert!(ok(&o).contains("0 call(s), 0 recording(s)"), "{}", stdout(&o));
-    let calls: serde_json::Value =
-        serde_json::from_str(&ok(&f.run(&["calls", "list", "--json"]))).unwrap();
-    let call = calls
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["call_id"] == f.call_id.as_str())
-        .expect("the call row stays");
-    for field in ["from_number", "to_number", "dialled", "sip_call_id"] {
-        assert_eq!(call[field], "redacted", "{field}: {call}");
-    }
-    assert!(call["started_at_ms"].as_i64().is_some(), "{call}");
+    assert_row_redacted(&f, f.call_id.as_str());
 
     let entries = f.audit_json();
     let acts = actions(&entries);
@@ -626,17 +632,7 @@ fn a_call_without_a_recording_is_erased_by_its_call_id() {
         "--actor", "dee", "--role", "dpo", "erase", declined, "--reason", "art. 17 request 7",
     ]));
     assert!(out.contains("erased (no recording"), "{out}");
-    let calls: serde_json::Value =
-        serde_json::from_str(&ok(&f.run(&["calls", "list", "--json"]))).unwrap();
-    let row = calls
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["call_id"] == declined)
-        .unwrap();
-    for field in ["from_number", "to_number", "dialled", "sip_call_id"] {
-        assert_eq!(row[field], "redacted", "{field}: {row}");
-    }
+    assert_row_redacted(&f, declined);
     fails(
         &f.run(&["--role", "dpo", "erase", declined, "--reason", "again"]),
         1,
