@@ -881,7 +881,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_burst_is_relayed_whole_and_then_the_thread_sleeps() {
         let threads = MediaThreads::with_threads(1).unwrap();
-        let pool = PortPool::new(42200, 42299);
+        let pool = PortPool::new(42700, 42799);
         let (ev_tx, _ev_rx) = mpsc::channel(64);
         let c = open_bridged(&threads, &pool, &ev_tx, 1).remove(0);
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -539,19 +539,25 @@ pub async fn erase_call(
             Some(c) if c.from_number.expose() == crate::store::REDACTED => {
                 RetentionError::CallErased(call.clone())
             }
-            // Not redacted, so the update found a recording of the call still kept.
-            Some(c) => match c.recording_id.or(store
-                .recording_for_call(call)
-                .await?
-                .map(|r| r.recording_id))
-            {
-                Some(recording_id) => RetentionError::CallHasRecording {
-                    call_id: call.clone(),
-                    recording_id,
-                },
-                // Redacted by someone else between the update and this read.
-                None => RetentionError::CallErased(call.clone()),
-            },
+            // Not redacted, so the update found a recording of the call still kept (by the
+            // row's recording id, or one not linked to the row yet).
+            Some(c) => {
+                let kept = match c.recording_id {
+                    Some(r) => Some(r),
+                    None => store
+                        .recording_for_call(call)
+                        .await?
+                        .map(|r| r.recording_id),
+                };
+                match kept {
+                    Some(recording_id) => RetentionError::CallHasRecording {
+                        call_id: call.clone(),
+                        recording_id,
+                    },
+                    // Redacted by someone else between the update and this read.
+                    None => RetentionError::CallErased(call.clone()),
+                }
+            }
         });
     }
     tx.append(
