@@ -164,10 +164,70 @@ impl Routable for Route {
 
 #[derive(Debug, Clone)]
 pub struct RecordingConfig {
-    /// Directory (default `recordings`) or, later, `s3://bucket/prefix`.
+    /// Directory (default `recordings`) or `s3://bucket/prefix`, as written.
     pub storage: String,
+    /// Set when `storage` is an `s3://` URL.
+    pub s3: Option<S3Config>,
     /// Seal and flush a chunk this often. Default `1s`.
     pub flush: Duration,
+}
+
+/// `[recording] storage = "s3://bucket/prefix"` and its companions. Credentials are never in
+/// the config file: they come from the environment (`AWS_ACCESS_KEY_ID`,
+/// `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`) or the instance's role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Config {
+    pub bucket: String,
+    /// Key prefix without leading or trailing `/`; may be empty.
+    pub prefix: String,
+    /// `[recording] s3_endpoint`: an S3-compatible server (`http://` allowed, for a server on
+    /// the same host or network). Default: AWS (or `AWS_ENDPOINT_URL`).
+    pub endpoint: Option<String>,
+    /// `[recording] s3_region`. Default: `AWS_REGION`, else `us-east-1`.
+    pub region: Option<String>,
+    /// `[recording] spool` (default `data/spool`): recordings are written here while the call
+    /// lasts (a crash loses at most `flush` of audio), then uploaded and removed.
+    pub spool: PathBuf,
+}
+
+/// Parses `s3://bucket[/prefix]`: `Ok(None)` for anything that is not an `s3://` URL.
+pub fn parse_s3_url(s: &str) -> Result<Option<(String, String)>, String> {
+    let Some(rest) = s
+        .get(..5)
+        .filter(|scheme| scheme.eq_ignore_ascii_case("s3://"))
+        .map(|_| &s[5..])
+    else {
+        return Ok(None);
+    };
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    // S3's bucket naming rules (the subset every S3-compatible server accepts).
+    let bucket_ok = (3..=63).contains(&bucket.len())
+        && bucket
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+        && bucket.as_bytes()[0].is_ascii_alphanumeric()
+        && bucket.as_bytes()[bucket.len() - 1].is_ascii_alphanumeric();
+    if !bucket_ok {
+        return Err(format!(
+            "`{s}`: bucket name `{bucket}` must be 3-63 characters of a-z, 0-9, `.` and `-`"
+        ));
+    }
+    let prefix = prefix.trim_matches('/');
+    let prefix_ok = prefix.is_empty()
+        || prefix.split('/').all(|seg| {
+            !seg.is_empty()
+                && seg != "."
+                && seg != ".."
+                && seg
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        });
+    if !prefix_ok {
+        return Err(format!(
+            "`{s}`: the prefix `{prefix}` may hold only A-Z a-z 0-9 - _ . and single `/` between parts"
+        ));
+    }
+    Ok(Some((bucket.to_owned(), prefix.to_owned())))
 }
 
 #[derive(Debug, Clone)]
@@ -285,6 +345,9 @@ struct RawConsent {
 struct RawRecording {
     storage: Option<String>,
     flush: Option<String>,
+    spool: Option<String>,
+    s3_endpoint: Option<String>,
+    s3_region: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -482,6 +545,49 @@ impl Config {
             return Err(invalid("recording.flush", "must be between 100ms and 60s".into()));
         }
 
+        let storage = raw.recording.storage.clone().unwrap_or_else(|| "recordings".into());
+        if storage.trim().is_empty() {
+            return Err(invalid("recording.storage", "must name a directory or an s3:// URL".into()));
+        }
+        let s3 = match parse_s3_url(&storage).map_err(|m| invalid("recording.storage", m))? {
+            None => {
+                for (key, v) in [
+                    ("recording.spool", &raw.recording.spool),
+                    ("recording.s3_endpoint", &raw.recording.s3_endpoint),
+                    ("recording.s3_region", &raw.recording.s3_region),
+                ] {
+                    if v.is_some() {
+                        return Err(invalid(key, format!("only applies when recording.storage is an s3:// URL (it is `{storage}`)")));
+                    }
+                }
+                None
+            }
+            Some((bucket, prefix)) => {
+                if let Some(e) = &raw.recording.s3_endpoint {
+                    let scheme_ok = ["http://", "https://"].iter().any(|p| e.len() > p.len() && e[..p.len()].eq_ignore_ascii_case(p));
+                    if !scheme_ok || e.chars().any(char::is_whitespace) {
+                        return Err(invalid("recording.s3_endpoint", format!("`{e}` is not an http:// or https:// URL")));
+                    }
+                }
+                if let Some(r) = &raw.recording.s3_region
+                    && (r.is_empty() || !r.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+                {
+                    return Err(invalid("recording.s3_region", format!("`{r}` is not a region name (e.g. eu-west-2)")));
+                }
+                let spool = PathBuf::from(raw.recording.spool.clone().unwrap_or_else(|| "data/spool".into()));
+                if spool.as_os_str().is_empty() {
+                    return Err(invalid("recording.spool", "must name a local directory".into()));
+                }
+                Some(S3Config {
+                    bucket,
+                    prefix,
+                    endpoint: raw.recording.s3_endpoint.clone(),
+                    region: raw.recording.s3_region.clone(),
+                    spool,
+                })
+            }
+        };
+
         let portal_listen = raw
             .portal
             .listen
@@ -504,7 +610,8 @@ impl Config {
             },
             routes,
             recording: RecordingConfig {
-                storage: raw.recording.storage.unwrap_or_else(|| "recordings".into()),
+                storage,
+                s3,
                 flush,
             },
             keys: KeysConfig {
@@ -705,6 +812,49 @@ mod tests {
         let c = parse(&text).unwrap();
         assert!(!c.routes.is_empty());
         assert!(c.route_for(LO, "0800123456", "07700900123").is_ok());
+    }
+
+    #[test]
+    fn s3_storage_is_parsed_with_its_companion_keys() {
+        let c = parse(
+            "[recording]\nstorage = \"s3://calls-eu.example/site-1/rec/\"\n\
+             s3_endpoint = \"http://127.0.0.1:9000\"\ns3_region = \"eu-west-2\"\nspool = \"/var/spool/callgate\"",
+        )
+        .unwrap();
+        assert_eq!(
+            c.recording.s3,
+            Some(S3Config {
+                bucket: "calls-eu.example".into(),
+                prefix: "site-1/rec".into(),
+                endpoint: Some("http://127.0.0.1:9000".into()),
+                region: Some("eu-west-2".into()),
+                spool: PathBuf::from("/var/spool/callgate"),
+            })
+        );
+        let c = parse("[recording]\nstorage = \"S3://calls\"").unwrap();
+        let s3 = c.recording.s3.unwrap();
+        assert_eq!((s3.bucket.as_str(), s3.prefix.as_str()), ("calls", ""));
+        assert_eq!(s3.spool, PathBuf::from("data/spool"));
+        assert!(parse("").unwrap().recording.s3.is_none());
+    }
+
+    #[test]
+    fn bad_s3_settings_name_the_key() {
+        for (text, key) in [
+            ("storage = \"s3://\"", "recording.storage"),
+            ("storage = \"s3://Calls\"", "recording.storage"),
+            ("storage = \"s3://calls/a/../b\"", "recording.storage"),
+            ("storage = \"s3://calls/a//b\"", "recording.storage"),
+            ("storage = \"\"", "recording.storage"),
+            ("storage = \"s3://calls\"\ns3_endpoint = \"ftp://x\"", "recording.s3_endpoint"),
+            ("storage = \"s3://calls\"\ns3_region = \"eu west\"", "recording.s3_region"),
+            ("storage = \"s3://calls\"\nspool = \"\"", "recording.spool"),
+            ("storage = \"recordings\"\ns3_region = \"eu-west-2\"", "recording.s3_region"),
+            ("storage = \"recordings\"\nspool = \"x\"", "recording.spool"),
+        ] {
+            let e = parse(&format!("[recording]\n{text}")).unwrap_err().to_string();
+            assert!(e.contains(key) && e.contains("test.toml"), "{text}: {e}");
+        }
     }
 
     const LO: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);

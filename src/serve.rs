@@ -10,7 +10,6 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,7 +24,7 @@ use crate::portal::{Action, ControlError, ControlRequest};
 use crate::media::reactor::MediaThreads;
 use crate::media::relay::{MediaCmd, MediaEvent, MediaHandle, MediaSettings, PortPool, RecordingPlan, Syncer};
 use crate::recording::keys::Keyring;
-use crate::recording::storage::{DirStorage, Storage};
+use crate::recording::storage::Storage;
 use crate::sip::dialog::Local;
 use crate::sip::transport::{NetEvent, SipSockets};
 use crate::store::{CallRecord, Store, recording_state};
@@ -39,8 +38,8 @@ pub enum ServeError {
     Store(#[from] crate::store::StoreError),
     #[error("keys: {0}")]
     Keys(#[from] crate::recording::keys::KeyError),
-    #[error("recording storage `{0}`: only a local directory is supported in this version")]
-    UnsupportedStorage(String),
+    #[error("{0}")]
+    Storage(#[from] crate::recording::storage::StorageError),
     #[error("internal task failed: {0}")]
     Task(String),
     #[error("HTTP API: {0}")]
@@ -103,11 +102,18 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     if keyring.permissions_too_open() {
         tracing::warn!(file = %config.keys.kek_file.display(), "key file is readable by group or others; chmod 600 it");
     }
-    if config.recording.storage.starts_with("s3://") {
-        return Err(ServeError::UnsupportedStorage(config.recording.storage.clone()));
-    }
-    let storage = Arc::new(Storage::Dir(DirStorage::new(PathBuf::from(&config.recording.storage))));
+    let storage = Arc::new(Storage::from_config(&config.recording)?);
+    // Before the uploader's first spool scan: files of interrupted recordings must no longer
+    // look like recordings in progress.
     recover_interrupted(&store).await;
+    let (upload_stop_tx, upload_stop_rx) = watch::channel(false);
+    let upload_task = match &*storage {
+        Storage::S3(s3) => {
+            tracing::info!(bucket = %s3.bucket(), spool = %s3.spool().root().display(), "recordings go to S3 through the local spool");
+            Some(crate::recording::storage::upload::spawn(s3.clone(), store.clone(), upload_stop_rx))
+        }
+        Storage::Dir(_) => None,
+    };
 
     let mut announcements = HashMap::new();
     for route in &config.routes {
@@ -190,6 +196,11 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         let _ = sync_stop_tx.send(true);
         let _ = sync_task.await;
         let _ = rec_task.await;
+        // Last: every recording is sealed and its row final, so the queue is complete.
+        let _ = upload_stop_tx.send(true);
+        if let Some(t) = upload_task {
+            let _ = t.await;
+        }
         result
     });
     Ok(Running { sip_addr, api_addr, stop: stop_tx, task })

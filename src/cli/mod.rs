@@ -368,10 +368,6 @@ pub enum CliError {
     Storage(#[from] StorageError),
     #[error("database file {} does not exist (wrong [database] url in {}, or the gateway never ran)", file.display(), config.display())]
     DatabaseMissing { file: PathBuf, config: PathBuf },
-    #[error(
-        "recording storage {storage:?}: S3 storage is not supported yet by this command; use a directory"
-    )]
-    S3Unsupported { storage: String },
     #[error("{id:?} is neither a recording id (rec-…) nor a call id (call-…)")]
     InvalidId { id: String },
     #[error("no recording {0}")]

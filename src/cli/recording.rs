@@ -12,17 +12,13 @@ use crate::ids::{CallId, RecordingId};
 use crate::recording::container::SAMPLE_RATE;
 use crate::recording::keys::{Dek, Keyring, WrappedDek};
 use crate::recording::reader::{ReadOutcome, ReadStatus, read, read_header};
-use crate::recording::storage::{DirStorage, Storage};
+use crate::recording::storage::Storage;
 use crate::recording::wav::render_stereo_wav;
 use crate::store::{RecordingRow, Store};
 
 /// The recording storage named by `[recording] storage`.
 pub(super) fn storage(config: &Config) -> Result<Storage, CliError> {
-    let s = &config.recording.storage;
-    if s.to_ascii_lowercase().starts_with("s3://") {
-        return Err(CliError::S3Unsupported { storage: s.clone() });
-    }
-    Ok(Storage::Dir(DirStorage::new(s)))
+    Ok(Storage::from_config(&config.recording)?)
 }
 
 /// What the user typed as ID.
@@ -97,11 +93,6 @@ pub(super) async fn open_row(
     storage: &Storage,
     row: RecordingRow,
 ) -> Result<(RecordingId, ReadOutcome), CliError> {
-    if row.location.to_ascii_lowercase().starts_with("s3://") {
-        return Err(CliError::S3Unsupported {
-            storage: row.location.clone(),
-        });
-    }
     let rec_id = row.recording_id;
     let (key_id, wrapped) = store
         .get_recording_key(&rec_id)
@@ -121,7 +112,7 @@ pub(super) async fn open_row(
             key_id: key_id.clone(),
             source,
         })?;
-    let bytes = storage.read_all(&rec_id)?;
+    let bytes = storage.read_all(&rec_id).await?;
     // A file copied in under the wrong name: say so plainly rather than "authentication failed".
     if let Ok(h) = read_header(&bytes)
         && h.recording_id != rec_id

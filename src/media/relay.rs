@@ -729,12 +729,7 @@ impl MediaTask {
             self.remote[1].map(|r| r.codec).unwrap_or(G711::Pcmu),
         ];
         let window = self.settings.reorder_window;
-        let location = match &*plan.storage {
-            Storage::Dir(d) => d
-                .path_for(&plan.recording_id)
-                .map(|p| p.display().to_string())
-                .unwrap_or_else(|_| plan.recording_id.to_string()),
-        };
+        let location = plan.storage.location(&plan.recording_id);
         let mut rec = Recorder {
             id: plan.recording_id.clone(),
             key_id: plan.key_id.clone(),
@@ -1243,6 +1238,10 @@ impl Recorder {
         };
         if let Err(e) = self.store.upsert_recording(&row).await {
             tracing::warn!(recording = %self.id, error = %e, "could not update the recording row");
+        }
+        if self.file.is_some() {
+            // Sealed and synced (or abandoned): S3 storage uploads it from the spool now.
+            self.storage.finished(&self.id);
         }
         if let Some(e) = &self.error {
             tracing::warn!(recording = %self.id, error = %e, "recording failed");

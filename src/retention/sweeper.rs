@@ -101,47 +101,11 @@ pub fn node_name() -> String {
     format!("{host}:{}", std::process::id())
 }
 
-/// Removes a recording's file; already gone is fine.
-fn remove_file(storage: &Storage, rec: &RecordingId) -> Result<(), StorageError> {
-    match storage {
-        Storage::Dir(d) => {
-            let path = d.path_for(rec)?;
-            match std::fs::remove_file(&path) {
-                Ok(()) => Ok(()),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                Err(source) => Err(StorageError::Io { path, source }),
-            }
-        }
-    }
-}
-
 /// Removes the files of shredded recordings (off the async threads), then writes their
 /// tombstones. Returns them with `finished` set.
 async fn finish(store: &Store, storage: &Storage, tombs: Vec<Tombstone>) -> (Vec<Deleted>, usize) {
-    let st = storage.clone();
     let ids: Vec<RecordingId> = tombs.iter().map(|t| t.recording_id.clone()).collect();
-    let removed = tokio::task::spawn_blocking(move || {
-        ids.iter()
-            .map(|id| remove_file(&st, id))
-            .collect::<Vec<_>>()
-    })
-    .await;
-    let removed = match removed {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::error!(error = %e, "file removal task failed");
-            return (
-                tombs
-                    .into_iter()
-                    .map(|tombstone| Deleted {
-                        tombstone,
-                        finished: false,
-                    })
-                    .collect(),
-                1,
-            );
-        }
-    };
+    let removed = storage.remove_many(&ids).await;
     let mut out = Vec::with_capacity(tombs.len());
     let mut errors = 0;
     let mut removed_ok = Vec::new();
@@ -328,14 +292,8 @@ pub(crate) async fn erase_one(
     let (done, _) = finish(store, storage, vec![tomb.clone()]).await;
     if !done.first().is_some_and(|d| d.finished) {
         // The key is gone (the audio is unreadable); say so, but report the leftover file.
-        let path = match storage {
-            Storage::Dir(d) => d.path_for(rec).unwrap_or_default(),
-        };
-        return Err(RetentionError::Storage(StorageError::Io {
-            path,
-            source: std::io::Error::other(
-                "data key destroyed, but the file or tombstone could not be finished; `callgate sweep` retries",
-            ),
+        return Err(RetentionError::Storage(StorageError::Leftover {
+            location: storage.location(rec),
         }));
     }
     Ok(tomb)
