@@ -188,6 +188,9 @@ pub struct S3Config {
     /// `[recording] spool` (default `data/spool`): recordings are written here while the call
     /// lasts (a crash loses at most `flush` of audio), then uploaded and removed.
     pub spool: PathBuf,
+    /// `[recording] upload_retry` (default `30s`): how often the spool is scanned for
+    /// recordings whose upload failed (server away) or was never announced (a crash).
+    pub upload_retry: Duration,
 }
 
 /// Parses `s3://bucket[/prefix]`: `Ok(None)` for anything that is not an `s3://` URL.
@@ -348,6 +351,7 @@ struct RawRecording {
     spool: Option<String>,
     s3_endpoint: Option<String>,
     s3_region: Option<String>,
+    upload_retry: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -555,6 +559,7 @@ impl Config {
                     ("recording.spool", &raw.recording.spool),
                     ("recording.s3_endpoint", &raw.recording.s3_endpoint),
                     ("recording.s3_region", &raw.recording.s3_region),
+                    ("recording.upload_retry", &raw.recording.upload_retry),
                 ] {
                     if v.is_some() {
                         return Err(invalid(key, format!("only applies when recording.storage is an s3:// URL (it is `{storage}`)")));
@@ -578,12 +583,17 @@ impl Config {
                 if spool.as_os_str().is_empty() {
                     return Err(invalid("recording.spool", "must name a local directory".into()));
                 }
+                let upload_retry = dur("recording.upload_retry", &raw.recording.upload_retry, Duration::from_secs(30))?;
+                if upload_retry < Duration::from_secs(1) || upload_retry > Duration::from_secs(3600) {
+                    return Err(invalid("recording.upload_retry", "must be between 1s and 1h".into()));
+                }
                 Some(S3Config {
                     bucket,
                     prefix,
                     endpoint: raw.recording.s3_endpoint.clone(),
                     region: raw.recording.s3_region.clone(),
                     spool,
+                    upload_retry,
                 })
             }
         };
@@ -818,7 +828,8 @@ mod tests {
     fn s3_storage_is_parsed_with_its_companion_keys() {
         let c = parse(
             "[recording]\nstorage = \"s3://calls-eu.example/site-1/rec/\"\n\
-             s3_endpoint = \"http://127.0.0.1:9000\"\ns3_region = \"eu-west-2\"\nspool = \"/var/spool/callgate\"",
+             s3_endpoint = \"http://127.0.0.1:9000\"\ns3_region = \"eu-west-2\"\nspool = \"/var/spool/callgate\"\n\
+             upload_retry = \"5s\"",
         )
         .unwrap();
         assert_eq!(
@@ -829,12 +840,14 @@ mod tests {
                 endpoint: Some("http://127.0.0.1:9000".into()),
                 region: Some("eu-west-2".into()),
                 spool: PathBuf::from("/var/spool/callgate"),
+                upload_retry: Duration::from_secs(5),
             })
         );
         let c = parse("[recording]\nstorage = \"S3://calls\"").unwrap();
         let s3 = c.recording.s3.unwrap();
         assert_eq!((s3.bucket.as_str(), s3.prefix.as_str()), ("calls", ""));
         assert_eq!(s3.spool, PathBuf::from("data/spool"));
+        assert_eq!(s3.upload_retry, Duration::from_secs(30));
         assert!(parse("").unwrap().recording.s3.is_none());
     }
 
@@ -849,6 +862,8 @@ mod tests {
             ("storage = \"s3://calls\"\ns3_endpoint = \"ftp://x\"", "recording.s3_endpoint"),
             ("storage = \"s3://calls\"\ns3_region = \"eu west\"", "recording.s3_region"),
             ("storage = \"s3://calls\"\nspool = \"\"", "recording.spool"),
+            ("storage = \"s3://calls\"\nupload_retry = \"100ms\"", "recording.upload_retry"),
+            ("storage = \"recordings\"\nupload_retry = \"5s\"", "recording.upload_retry"),
             ("storage = \"recordings\"\ns3_region = \"eu-west-2\"", "recording.s3_region"),
             ("storage = \"recordings\"\nspool = \"x\"", "recording.spool"),
         ] {

@@ -110,7 +110,8 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     let upload_task = match &*storage {
         Storage::S3(s3) => {
             tracing::info!(bucket = %s3.bucket(), spool = %s3.spool().root().display(), "recordings go to S3 through the local spool");
-            Some(crate::recording::storage::upload::spawn(s3.clone(), store.clone(), upload_stop_rx))
+            let rescan = config.recording.s3.as_ref().map_or(Duration::from_secs(30), |c| c.upload_retry);
+            Some(crate::recording::storage::upload::spawn(s3.clone(), store.clone(), rescan, upload_stop_rx))
         }
         Storage::Dir(_) => None,
     };

@@ -6,6 +6,8 @@
 pub mod audio;
 pub mod dtmf;
 pub mod phone;
+pub mod process;
+pub mod s3;
 pub mod sip;
 pub mod toy_gateway;
 

@@ -73,7 +73,21 @@ impl S3Storage {
     }
 
     fn build(c: &S3Config, creds: Option<S3Credentials>) -> Result<S3Storage, StorageError> {
-        let mut b = AmazonS3Builder::from_env().with_bucket_name(&c.bucket);
+        // Bounded: a CLI read or an upload fails within about a minute when the server is
+        // away; the uploader retries on its own schedule, keeping the spool file. (Client
+        // options first: the builder's own settings below write into them.)
+        let mut b = AmazonS3Builder::from_env()
+            .with_client_options(
+                ClientOptions::new()
+                    .with_connect_timeout(Duration::from_secs(5))
+                    .with_timeout(Duration::from_secs(120)),
+            )
+            .with_retry(RetryConfig {
+                backoff: BackoffConfig::default(),
+                max_retries: 3,
+                retry_timeout: Duration::from_secs(30),
+            })
+            .with_bucket_name(&c.bucket);
         if let Some(endpoint) = &c.endpoint {
             // Plain HTTP only when the operator wrote an http:// endpoint: the objects are
             // ciphertext and requests are signed, but the choice is theirs to make.
@@ -88,19 +102,6 @@ impl S3Storage {
                 .with_access_key_id(k.access_key_id)
                 .with_secret_access_key(k.secret_access_key);
         }
-        // Bounded: a CLI read or an upload fails within about a minute when the server is
-        // away; the uploader retries on its own schedule, keeping the spool file.
-        b = b
-            .with_retry(RetryConfig {
-                backoff: BackoffConfig::default(),
-                max_retries: 3,
-                retry_timeout: Duration::from_secs(30),
-            })
-            .with_client_options(
-                ClientOptions::new()
-                    .with_connect_timeout(Duration::from_secs(5))
-                    .with_timeout(Duration::from_secs(120)),
-            );
         let objects = b
             .build()
             .map_err(|e| StorageError::Setup(format!("s3://{}: {e}", c.bucket)))?;
@@ -328,19 +329,35 @@ mod tests {
         let (s, mem) = storage(dir.path());
         let id = RecordingId::from_string("rec-1");
         assert_eq!(s.url(&id), "s3://calls/site-1/rec/rec-1.cgrec");
-        assert!(matches!(s.read_all(&id).await, Err(StorageError::NotFound { location, .. }) if location == s.url(&id)));
+        assert!(
+            matches!(s.read_all(&id).await, Err(StorageError::NotFound { location, .. }) if location == s.url(&id))
+        );
         spool_file(&s, &id, b"sealed bytes");
-        assert_eq!(s.read_all(&id).await.unwrap(), b"sealed bytes", "from the spool");
+        assert_eq!(
+            s.read_all(&id).await.unwrap(),
+            b"sealed bytes",
+            "from the spool"
+        );
         assert!(!s.object_exists(&id).await.unwrap());
         assert_eq!(s.upload(&id).await.unwrap(), 12);
         let key = ObjectPath::from("site-1/rec/rec-1.cgrec");
-        assert_eq!(mem.get(&key).await.unwrap().bytes().await.unwrap().as_ref(), b"sealed bytes");
+        assert_eq!(
+            mem.get(&key).await.unwrap().bytes().await.unwrap().as_ref(),
+            b"sealed bytes"
+        );
         s.spool().remove(&id).unwrap();
-        assert_eq!(s.read_all(&id).await.unwrap(), b"sealed bytes", "from the bucket");
+        assert_eq!(
+            s.read_all(&id).await.unwrap(),
+            b"sealed bytes",
+            "from the bucket"
+        );
         s.remove(&id).await.unwrap();
         s.remove(&id).await.unwrap();
         assert!(!s.object_exists(&id).await.unwrap());
-        assert!(matches!(s.read_all(&id).await, Err(StorageError::NotFound { .. })));
+        assert!(matches!(
+            s.read_all(&id).await,
+            Err(StorageError::NotFound { .. })
+        ));
     }
 
     #[tokio::test]
@@ -349,18 +366,25 @@ mod tests {
         let (mut s, _) = storage(dir.path());
         s.set_multipart_threshold(1024);
         let id = RecordingId::from_string("rec-big");
-        let bytes: Vec<u8> = (0..12 * 1024 * 1024 + 17).map(|i| (i * 7 % 251) as u8).collect();
+        let bytes: Vec<u8> = (0..12 * 1024 * 1024 + 17)
+            .map(|i| (i * 7 % 251) as u8)
+            .collect();
         spool_file(&s, &id, &bytes);
         assert_eq!(s.upload(&id).await.unwrap(), bytes.len() as u64);
         s.spool().remove(&id).unwrap();
-        assert!(s.read_all(&id).await.unwrap() == bytes, "the object is the file");
+        assert!(
+            s.read_all(&id).await.unwrap() == bytes,
+            "the object is the file"
+        );
     }
 
     #[tokio::test]
     async fn removal_takes_object_and_spool_copy_and_reports_per_id() {
         let dir = tempfile::tempdir().unwrap();
         let (s, _) = storage(dir.path());
-        let ids: Vec<RecordingId> = (0..40).map(|i| RecordingId::from_string(format!("rec-{i}"))).collect();
+        let ids: Vec<RecordingId> = (0..40)
+            .map(|i| RecordingId::from_string(format!("rec-{i}")))
+            .collect();
         for (i, id) in ids.iter().enumerate() {
             spool_file(&s, id, b"x");
             if i % 2 == 0 {
@@ -382,7 +406,13 @@ mod tests {
     fn keys_refuse_unsafe_ids_and_omit_an_empty_prefix() {
         let mem = Arc::new(InMemory::new());
         let s = S3Storage::with_store(mem, "calls", "", DirStorage::new("/nonexistent"));
-        assert_eq!(s.key(&RecordingId::from_string("rec-a")).unwrap().as_ref(), "rec-a.cgrec");
-        assert!(matches!(s.key(&RecordingId::from_string("a/../b")), Err(StorageError::InvalidId(_))));
+        assert_eq!(
+            s.key(&RecordingId::from_string("rec-a")).unwrap().as_ref(),
+            "rec-a.cgrec"
+        );
+        assert!(matches!(
+            s.key(&RecordingId::from_string("a/../b")),
+            Err(StorageError::InvalidId(_))
+        ));
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! It learns of a finished recording from the media path ([`super::Storage::finished`]) and,
 //! so that nothing depends on that message arriving, scans the spool at start and every
-//! [`RESCAN`]: a crash, a full queue or a failed upload leaves the file in the spool, and a
+//! `[recording] upload_retry`: a crash, a full queue or a failed upload leaves the file in the spool, and a
 //! later pass uploads it. A spool file is removed only after its object is stored. A recording
 //! shredded meanwhile is never uploaded, and one shredded during its upload is deleted again.
 
@@ -16,8 +16,6 @@ use super::{S3Storage, StorageError};
 use crate::ids::RecordingId;
 use crate::store::{Store, deletion_state, recording_state};
 
-/// How often the spool is scanned for files no message announced (or whose upload failed).
-pub const RESCAN: Duration = Duration::from_secs(30);
 /// Uploads in flight at once.
 const PARALLEL: usize = 4;
 /// Finished-recording messages waiting; beyond this the next scan catches up.
@@ -129,7 +127,9 @@ async fn run_pending(s3: &S3Storage, store: &Store, pending: &mut BTreeSet<Recor
                 (id, r)
             });
         }
-        let Some(joined) = set.join_next().await else { break };
+        let Some(joined) = set.join_next().await else {
+            break;
+        };
         let Ok((id, r)) = joined else {
             left += 1;
             continue;
@@ -160,6 +160,7 @@ async fn run_pending(s3: &S3Storage, store: &Store, pending: &mut BTreeSet<Recor
 pub fn spawn(
     s3: S3Storage,
     store: Store,
+    rescan: Duration,
     mut stop: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     let (tx, mut rx) = mpsc::channel(QUEUE);
@@ -172,7 +173,7 @@ pub fn spawn(
         if !pending.is_empty() {
             tracing::info!(files = pending.len(), bucket = %s3.bucket(), "recordings in the spool at start: uploading");
         }
-        let mut next_scan = tokio::time::Instant::now() + RESCAN;
+        let mut next_scan = tokio::time::Instant::now() + rescan;
         loop {
             if !pending.is_empty() {
                 run_pending(&s3, &store, &mut pending).await;
@@ -189,7 +190,7 @@ pub fn spawn(
                 },
                 _ = tokio::time::sleep_until(next_scan) => {
                     pending.extend(scan(&s3).await);
-                    next_scan = tokio::time::Instant::now() + RESCAN;
+                    next_scan = tokio::time::Instant::now() + rescan;
                 }
                 _ = async { stop.wait_for(|s| *s).await.map(|_| ()) } => break,
             }
@@ -198,10 +199,11 @@ pub fn spawn(
             pending.insert(id);
         }
         let queued = pending.len();
-        let left = match tokio::time::timeout(DRAIN_LIMIT, run_pending(&s3, &store, &mut pending)).await {
-            Ok(left) => left,
-            Err(_) => queued,
-        };
+        let left =
+            match tokio::time::timeout(DRAIN_LIMIT, run_pending(&s3, &store, &mut pending)).await {
+                Ok(left) => left,
+                Err(_) => queued,
+            };
         if left > 0 {
             tracing::warn!(files = left, spool = %s3.spool().root().display(), "recordings left in the spool at shutdown; they are uploaded at the next start");
         }
