@@ -21,7 +21,7 @@ const PARALLEL: usize = 4;
 /// Finished-recording messages waiting; beyond this the next scan catches up.
 const QUEUE: usize = 4096;
 /// At shutdown, how long queued uploads may still take; what is left waits for the next start.
-const DRAIN_LIMIT: Duration = Duration::from_secs(30);
+const DRAIN_LIMIT: Duration = Duration::from_secs(15);
 
 /// What to do with a spool file, from its recording row's state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
