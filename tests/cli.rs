@@ -396,10 +396,10 @@ fn bad_input_gives_one_line_errors() {
     assert_one_line_error(&o, 2, &["not found", f.rec_id.as_str()]);
     std::fs::rename(f.path("moved.cgrec"), &f.rec_file).unwrap();
 
-    // S3 storage is not supported yet.
+    // A malformed S3 URL names the key and the file.
     let s3 = write_config(
         dir.path(),
-        "[recording]\nstorage = \"s3://bucket/prefix\"\n",
+        "[recording]\nstorage = \"s3://Bad_Bucket/prefix\"\n",
     );
     let o = callgate(
         dir.path(),
@@ -411,7 +411,11 @@ fn bad_input_gives_one_line_errors() {
             f.rec_id.as_str(),
         ],
     );
-    assert_one_line_error(&o, 2, &["s3://bucket/prefix", "not supported yet"]);
+    assert_one_line_error(
+        &o,
+        2,
+        &["recording.storage", "callgate.toml", "Bad_Bucket", "3-63 characters"],
+    );
 
     // A database file that does not exist is not created by the tools.
     let nodb = write_config(dir.path(), "");

@@ -94,6 +94,23 @@ pub async fn upload_one(
     Ok(Outcome::Uploaded(bytes))
 }
 
+/// A spool file from an earlier run whose row still says "recording" was cut off by a crash
+/// (even one that hit before its call row named it): it is truncated, and uploadable.
+async fn settle_interrupted(store: &Store, id: &RecordingId) -> Result<(), String> {
+    let row = store
+        .get_recording(id)
+        .await
+        .map_err(|e| format!("reading the recording row: {e}"))?;
+    if let Some(mut row) = row.filter(|r| r.state == recording_state::RECORDING) {
+        row.state = recording_state::TRUNCATED.into();
+        store
+            .upsert_recording(&row)
+            .await
+            .map_err(|e| format!("marking the recording truncated: {e}"))?;
+    }
+    Ok(())
+}
+
 async fn remove_spool(s3: &S3Storage, id: &RecordingId) -> Result<(), String> {
     let (spool, id) = (s3.spool().clone(), id.clone());
     super::blocking(move || spool.remove(&id))
@@ -168,11 +185,24 @@ pub fn spawn(
         tracing::error!("a second uploader was started for the same storage; it does nothing");
         return tokio::spawn(async {});
     }
-    tokio::spawn(async move {
-        let mut pending: BTreeSet<RecordingId> = scan(&s3).await.into_iter().collect();
-        if !pending.is_empty() {
-            tracing::info!(files = pending.len(), bucket = %s3.bucket(), "recordings in the spool at start: uploading");
+    // Listed before any call can start: every file here was left by an earlier run.
+    let left_over = match s3.spool().list() {
+        Ok(ids) => ids,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot list the recording spool");
+            Vec::new()
         }
+    };
+    tokio::spawn(async move {
+        if !left_over.is_empty() {
+            tracing::info!(files = left_over.len(), bucket = %s3.bucket(), "recordings in the spool at start: uploading");
+        }
+        for id in &left_over {
+            if let Err(e) = settle_interrupted(&store, id).await {
+                tracing::warn!(recording = %id, error = %e, "could not mark an interrupted recording truncated");
+            }
+        }
+        let mut pending: BTreeSet<RecordingId> = left_over.into_iter().collect();
         let mut next_scan = tokio::time::Instant::now() + rescan;
         loop {
             if !pending.is_empty() {
@@ -213,6 +243,173 @@ pub fn spawn(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ids::CallId;
+    use crate::recording::storage::{DirStorage, Storage};
+    use crate::store::RecordingRow;
+    use object_store::memory::InMemory;
+    use std::io::Write as _;
+    use std::sync::Arc;
+
+    async fn row(store: &Store, id: &str, state: &str) {
+        let r = RecordingRow {
+            recording_id: RecordingId::from_string(id),
+            call_id: CallId::from_string(format!("call-{id}")),
+            location: format!("s3://calls/{id}.cgrec"),
+            state: state.into(),
+            bytes: 3,
+            sha256: None,
+            created_at_ms: 1,
+            finished_at_ms: None,
+        };
+        store.upsert_recording(&r).await.unwrap();
+    }
+
+    async fn state(store: &Store, id: &str) -> String {
+        store
+            .get_recording(&RecordingId::from_string(id))
+            .await
+            .unwrap()
+            .unwrap()
+            .state
+    }
+
+    async fn settle(mut cond: impl AsyncFnMut() -> bool) {
+        for _ in 0..200 {
+            if cond().await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the uploader did not get there in 2 s");
+    }
+
+    #[tokio::test]
+    async fn the_uploader_moves_finished_recordings_and_never_uploads_shredded_or_live_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::connect(&format!(
+            "sqlite://{}/db.sqlite?mode=rwc",
+            dir.path().display()
+        ))
+        .await
+        .unwrap();
+        let s3 = S3Storage::with_store(
+            Arc::new(InMemory::new()),
+            "calls",
+            "",
+            DirStorage::new(dir.path().join("spool")),
+        );
+        let spool = |id: &str| {
+            s3.spool()
+                .create(&RecordingId::from_string(id))
+                .unwrap()
+                .write_all(b"abc")
+                .unwrap();
+        };
+        let id = RecordingId::from_string;
+        // Left by an earlier run: cut off by a crash, finished, shredded, and unknown.
+        for (name, st) in [
+            ("rec-cut", Some("recording")),
+            ("rec-done", Some("ok")),
+            ("rec-gone", Some("deleted")),
+            ("rec-who", None),
+        ] {
+            spool(name);
+            if let Some(st) = st {
+                row(&store, name, st).await;
+            }
+        }
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let task = spawn(
+            s3.clone(),
+            store.clone(),
+            Duration::from_secs(3600),
+            stop_rx,
+        );
+        settle(async || {
+            s3.object_exists(&id("rec-cut")).await.unwrap()
+                && s3.object_exists(&id("rec-done")).await.unwrap()
+        })
+        .await;
+        assert_eq!(
+            state(&store, "rec-cut").await,
+            "truncated",
+            "an interrupted recording is marked truncated"
+        );
+        assert!(
+            !s3.spool().exists(&id("rec-cut")).unwrap()
+                && !s3.spool().exists(&id("rec-done")).unwrap()
+        );
+        settle(async || !s3.spool().exists(&id("rec-gone")).unwrap()).await;
+        assert!(
+            !s3.object_exists(&id("rec-gone")).await.unwrap(),
+            "a shredded recording is never uploaded"
+        );
+        assert!(
+            s3.spool().exists(&id("rec-who")).unwrap(),
+            "a file without a row stays"
+        );
+        assert!(!s3.object_exists(&id("rec-who")).await.unwrap());
+
+        // A call in progress: announced early (or found by a scan), it waits for its row.
+        spool("rec-live");
+        row(&store, "rec-live", "recording").await;
+        let storage = Storage::S3(s3.clone());
+        storage.finished(&id("rec-live"));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            s3.spool().exists(&id("rec-live")).unwrap(),
+            "a live recording is not uploaded"
+        );
+        assert!(!s3.object_exists(&id("rec-live")).await.unwrap());
+        row(&store, "rec-live", "ok").await;
+        storage.finished(&id("rec-live"));
+        settle(async || s3.object_exists(&id("rec-live")).await.unwrap()).await;
+        assert_eq!(
+            state(&store, "rec-live").await,
+            "ok",
+            "a finished recording keeps its state"
+        );
+
+        stop_tx.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_shred_during_the_upload_deletes_the_object_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::connect(&format!(
+            "sqlite://{}/db.sqlite?mode=rwc",
+            dir.path().display()
+        ))
+        .await
+        .unwrap();
+        // The store's answer changes between the check before and the check after the upload:
+        // a throttled object store gives the shred time to land while the bytes are in flight.
+        let mem = Arc::new(object_store::throttle::ThrottledStore::new(
+            InMemory::new(),
+            object_store::throttle::ThrottleConfig {
+                wait_put_per_call: Duration::from_millis(300),
+                ..Default::default()
+            },
+        ));
+        let s3 = S3Storage::with_store(mem, "calls", "", DirStorage::new(dir.path().join("spool")));
+        let rec = RecordingId::from_string("rec-raced");
+        s3.spool().create(&rec).unwrap().write_all(b"abc").unwrap();
+        row(&store, "rec-raced", "ok").await;
+        let (s3b, storeb, recb) = (s3.clone(), store.clone(), rec.clone());
+        let upload = tokio::spawn(async move { upload_one(&s3b, &storeb, &recb).await });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        row(&store, "rec-raced", "deleting").await;
+        assert_eq!(upload.await.unwrap().unwrap(), Outcome::Discarded);
+        assert!(
+            !s3.object_exists(&rec).await.unwrap(),
+            "the object stored meanwhile is deleted"
+        );
+        assert!(!s3.spool().exists(&rec).unwrap());
+    }
 
     #[test]
     fn steps_follow_the_recording_row() {
