@@ -26,7 +26,10 @@
 # 100 = off, so capacity runs measure the relay, not the refusals; empty = key not written, for
 # builds older than the key), LOAD_AUDIO: `tones` (default: both sides send a continuous loud tone, the worst case for the
 # in-band DTMF detectors) or `conversation` (turn-taking: each side talks 2 s, band-limited noise
-# at about -21 dBFS, then listens 2 s in silence, as in a real call).
+# at about -21 dBFS, then listens 2 s in silence, as in a real call), LOAD_S3FS (path to an
+# s3s-fs binary: recordings go to S3 through the spool, `[recording] storage = "s3://…"`, with
+# s3s-fs on 127.0.0.1:LOAD_SIP_PORT+700; the run then also waits for the spool to empty, counts
+# the objects, and verifies every recording from the bucket).
 #
 # What happens, per relay (callgate, then rtpengine):
 #   1. the relay starts; its idle RSS is read from /proc/PID/status;
@@ -141,6 +144,17 @@ if [[ -n ${LOAD_WORK:-} ]]; then
 else work="$(mktemp -d -t callgate-load.XXXXXX)"; fi
 cd "$work"
 mkdir -p recordings
+S3_PORT=$((SIP_PORT + 700))
+if [[ -n ${LOAD_S3FS:-} ]]; then
+  [[ -x $LOAD_S3FS ]] || { echo "load: LOAD_S3FS=$LOAD_S3FS is not an executable" >&2; exit 1; }
+  mkdir -p s3/callgate-load
+  export AWS_ACCESS_KEY_ID=callgate-load AWS_SECRET_ACCESS_KEY=callgate-load-secret AWS_REGION=us-east-1
+  "$LOAD_S3FS" --host 127.0.0.1 --port "$S3_PORT" --access-key "$AWS_ACCESS_KEY_ID" \
+    --secret-key "$AWS_SECRET_ACCESS_KEY" "$work/s3" >s3s-fs.log 2>&1 &
+  pids+=("$!")
+  for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$S3_PORT") 2>/dev/null && break; sleep 0.1; done
+  say "s3s-fs on 127.0.0.1:$S3_PORT (recordings through the spool to s3://callgate-load/rec)"
+fi
 say "work dir $work; $CALLS calls at $RATE cps, window ${WINDOW}s, hold ${HOLD_S}s, announcement ${ANNOUNCE_S}s"
 sox -n -r 8000 -c 1 -b 16 notice.wav synth "$ANNOUNCE_S" sine 1000 vol 0.5
 case "${LOAD_AUDIO:-tones}" in
@@ -181,7 +195,11 @@ announcement = "$work/notice.wav"
 record = true
 
 [recording]
-storage = "$work/recordings"
+$( if [[ -n ${LOAD_S3FS:-} ]]; then
+  printf 'storage = "s3://callgate-load/rec"\nspool = "%s/spool"\ns3_endpoint = "http://127.0.0.1:%s"\n' "$work" "$S3_PORT"
+else
+  printf 'storage = "%s/recordings"\n' "$work"
+fi )
 flush = "1s"
 
 [keys]
@@ -325,6 +343,19 @@ n_recok=$(jq '.recording_ok' <<<"$cg_calls" 2>/dev/null || echo 0)
 cg_lost=$(jq '(.caller_lost // 0) + (.agent_lost // 0)' <<<"$cg_calls" 2>/dev/null || echo 0)
 (( cg_lost == 0 )) || bad "callgate: $cg_lost packets lost (call records, both directions)"
 (( ${cg_drops:-0} == 0 )) || bad "callgate: $cg_drops datagrams dropped at its sockets (receive queues full)"
+if [[ -n ${LOAD_S3FS:-} ]]; then
+  # Uploads start at each hangup; wait (up to 120 s) until the spool is empty.
+  t_up=$(date +%s.%N)
+  for _ in $(seq 1 240); do
+    [[ -z $(ls -A spool 2>/dev/null) ]] && break
+    sleep 0.5
+  done
+  up_s=$(awk -v a="$t_up" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}')
+  n_obj=$(find s3/callgate-load/rec -name '*.cgrec' 2>/dev/null | wc -l)
+  n_spool=$(ls -A spool 2>/dev/null | wc -l)
+  say "callgate: $n_obj objects in the bucket, $n_spool files left in the spool, ${up_s}s after the call records settled"
+  (( n_obj == CALLS && n_spool == 0 )) || bad "callgate: $n_obj of $CALLS recordings uploaded ($n_spool left in the spool)"
+fi
 say "callgate: verifying $n_rec recordings"
 v_bad=0
 while read -r id; do
