@@ -29,7 +29,9 @@
 # at about -21 dBFS, then listens 2 s in silence, as in a real call), LOAD_S3FS (path to an
 # s3s-fs binary: recordings go to S3 through the spool, `[recording] storage = "s3://…"`, with
 # s3s-fs on 127.0.0.1:LOAD_SIP_PORT+700; the run then also waits for the spool to empty, counts
-# the objects, and verifies every recording from the bucket).
+# the objects, and verifies every recording from the bucket; LOAD_S3FS_ROOT: where s3s-fs keeps
+# the objects, default WORK/s3 on the gateway's disk; a tmpfs such as /dev/shm/x models a
+# server elsewhere).
 #
 # What happens, per relay (callgate, then rtpengine):
 #   1. the relay starts; its idle RSS is read from /proc/PID/status;
@@ -147,10 +149,12 @@ mkdir -p recordings
 S3_PORT=$((SIP_PORT + 700))
 if [[ -n ${LOAD_S3FS:-} ]]; then
   [[ -x $LOAD_S3FS ]] || { echo "load: LOAD_S3FS=$LOAD_S3FS is not an executable" >&2; exit 1; }
-  mkdir -p s3/callgate-load
+  s3_root="${LOAD_S3FS_ROOT:-$work/s3}"
+  mkdir -p "$s3_root/callgate-load"
+  [[ $s3_root == "$work/s3" ]] || ln -sfn "$s3_root" "$work/s3"
   export AWS_ACCESS_KEY_ID=callgate-load AWS_SECRET_ACCESS_KEY=callgate-load-secret AWS_REGION=us-east-1
   "$LOAD_S3FS" --host 127.0.0.1 --port "$S3_PORT" --access-key "$AWS_ACCESS_KEY_ID" \
-    --secret-key "$AWS_SECRET_ACCESS_KEY" "$work/s3" >s3s-fs.log 2>&1 &
+    --secret-key "$AWS_SECRET_ACCESS_KEY" "$s3_root" >s3s-fs.log 2>&1 &
   pids+=("$!")
   for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$S3_PORT") 2>/dev/null && break; sleep 0.1; done
   say "s3s-fs on 127.0.0.1:$S3_PORT (recordings through the spool to s3://callgate-load/rec)"
