@@ -129,6 +129,51 @@ async fn only_call(env: &GatewayEnv) -> callgate::store::CallRecord {
     calls.into_iter().next().expect("one call")
 }
 
+/// One test's gateway set-up: its files, the agent phone, the S3 port and the config file.
+struct Rig {
+    env: GatewayEnv,
+    agent: AgentPhone,
+    port: u16,
+    cfg: std::path::PathBuf,
+}
+
+async fn rig(rtp_ports: (u16, u16)) -> Rig {
+    let env = GatewayEnv::new(&audio::announcement_at(16_000, 0.5));
+    let port = s3t::free_port();
+    let agent = AgentPhone::start(AgentAnswer::After(Duration::from_millis(100))).await;
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let cfg = s3_config(&env, rtp_ports, &agent.uri(), &endpoint);
+    Rig {
+        env,
+        agent,
+        port,
+        cfg,
+    }
+}
+
+impl Rig {
+    fn server(&self, bin: &Path) -> S3Server {
+        S3Server::start(bin, &self.env.dir.path().join("s3"), self.port)
+    }
+    async fn gateway(&self) -> GatewayProc {
+        GatewayProc::start_with_env(&self.cfg, &aws_env()).await
+    }
+}
+
+/// The only call, once its recording row is final (at most 5 s after hangup); it must be "ok".
+async fn finished_call(env: &GatewayEnv) -> callgate::store::CallRecord {
+    let mut call = only_call(env).await;
+    for _ in 0..100 {
+        if call.recording_state != "recording" {
+            break;
+        }
+        sleep(Duration::from_millis(50)).await;
+        call = only_call(env).await;
+    }
+    assert_eq!(call.recording_state, "ok", "{call:?}");
+    call
+}
+
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -139,23 +184,14 @@ async fn a_recorded_call_goes_to_the_bucket_and_is_verified_decrypted_and_erased
         return;
     };
     bounded(async {
-        let env = GatewayEnv::new(&audio::announcement_at(16_000, 0.5));
-        let server = S3Server::start(&bin, &env.dir.path().join("s3"), s3t::free_port());
-        let agent = AgentPhone::start(AgentAnswer::After(Duration::from_millis(100))).await;
-        let cfg = s3_config(&env, (43_000, 43_099), &agent.uri(), &server.endpoint());
-        let gw = GatewayProc::start_with_env(&cfg, &aws_env()).await;
+        let r = rig((43_000, 43_099)).await;
+        let (env, agent, cfg) = (&r.env, &r.agent, &r.cfg);
+        let server = r.server(&bin);
+        let gw = r.gateway().await;
         let (a, b, _caller) = talk(gw.sip_addr, &agent, 2.0, true).await;
 
         // The row turns final at hangup; the upload follows.
-        let mut call = only_call(&env).await;
-        for _ in 0..100 {
-            if call.recording_state != "recording" {
-                break;
-            }
-            sleep(Duration::from_millis(50)).await;
-            call = only_call(&env).await;
-        }
-        assert_eq!(call.recording_state, "ok", "{call:?}");
+        let call = finished_call(&env).await;
         let rec = call.recording_id.clone().expect("recording id").to_string();
         let object = server.object_file(&object_key(&rec));
         wait_for(
@@ -292,11 +328,10 @@ async fn after_a_crash_the_next_start_uploads_the_truncated_recording() {
         return;
     };
     bounded(async {
-        let env = GatewayEnv::new(&audio::announcement_at(16_000, 0.5));
-        let server = S3Server::start(&bin, &env.dir.path().join("s3"), s3t::free_port());
-        let agent = AgentPhone::start(AgentAnswer::After(Duration::from_millis(100))).await;
-        let cfg = s3_config(&env, (43_100, 43_199), &agent.uri(), &server.endpoint());
-        let gw = GatewayProc::start_with_env(&cfg, &aws_env()).await;
+        let r = rig((43_100, 43_199)).await;
+        let (env, agent, cfg) = (&r.env, &r.agent, &r.cfg);
+        let server = r.server(&bin);
+        let gw = r.gateway().await;
         let (_a, _b, _caller) = talk(gw.sip_addr, &agent, 2.5, false).await;
         gw.kill();
 
@@ -313,7 +348,7 @@ async fn after_a_crash_the_next_start_uploads_the_truncated_recording() {
             "nothing was uploaded while the call lasted"
         );
 
-        let gw = GatewayProc::start_with_env(&cfg, &aws_env()).await;
+        let gw = r.gateway().await;
         wait_for(
             Duration::from_secs(10),
             "the restart uploads the spool file",
@@ -352,22 +387,11 @@ async fn with_the_server_away_the_recording_waits_in_the_spool_and_goes_up_later
         return;
     };
     bounded(async {
-        let env = GatewayEnv::new(&audio::announcement_at(16_000, 0.5));
-        let port = s3t::free_port();
-        let endpoint = format!("http://127.0.0.1:{port}");
-        let agent = AgentPhone::start(AgentAnswer::After(Duration::from_millis(100))).await;
-        let cfg = s3_config(&env, (43_200, 43_299), &agent.uri(), &endpoint);
-        let gw = GatewayProc::start_with_env(&cfg, &aws_env()).await;
+        let r = rig((43_200, 43_299)).await;
+        let (env, agent, cfg) = (&r.env, &r.agent, &r.cfg);
+        let gw = r.gateway().await;
         let (_a, _b, _caller) = talk(gw.sip_addr, &agent, 1.0, true).await;
-        let mut call = only_call(&env).await;
-        for _ in 0..100 {
-            if call.recording_state != "recording" {
-                break;
-            }
-            sleep(Duration::from_millis(50)).await;
-            call = only_call(&env).await;
-        }
-        assert_eq!(call.recording_state, "ok", "{call:?}");
+        let call = finished_call(&env).await;
         let rec = call.recording_id.clone().expect("recording id").to_string();
         // Several retries fail meanwhile; the file stays and is readable from the spool.
         sleep(Duration::from_secs(3)).await;
@@ -379,7 +403,7 @@ async fn with_the_server_away_the_recording_waits_in_the_spool_and_goes_up_later
             "the failure is logged"
         );
 
-        let server = S3Server::start(&bin, &env.dir.path().join("s3"), port);
+        let server = r.server(&bin);
         let object = server.object_file(&object_key(&rec));
         wait_for(
             Duration::from_secs(15),

@@ -250,6 +250,13 @@ mod tests {
     use std::io::Write as _;
     use std::sync::Arc;
 
+    async fn temp_store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/db.sqlite?mode=rwc", dir.path().display());
+        let store = Store::connect(&url).await.unwrap();
+        (dir, store)
+    }
+
     async fn row(store: &Store, id: &str, state: &str) {
         let r = RecordingRow {
             recording_id: RecordingId::from_string(id),
@@ -285,13 +292,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_uploader_moves_finished_recordings_and_never_uploads_shredded_or_live_ones() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::connect(&format!(
-            "sqlite://{}/db.sqlite?mode=rwc",
-            dir.path().display()
-        ))
-        .await
-        .unwrap();
+        let (dir, store) = temp_store().await;
         let s3 = S3Storage::with_store(
             Arc::new(InMemory::new()),
             "calls",
@@ -379,13 +380,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_shred_during_the_upload_deletes_the_object_again() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::connect(&format!(
-            "sqlite://{}/db.sqlite?mode=rwc",
-            dir.path().display()
-        ))
-        .await
-        .unwrap();
+        let (dir, store) = temp_store().await;
         // The store's answer changes between the check before and the check after the upload:
         // a throttled object store gives the shred time to land while the bytes are in flight.
         let mem = Arc::new(object_store::throttle::ThrottledStore::new(
