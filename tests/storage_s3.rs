@@ -7,7 +7,8 @@
 //!   verify` and `decrypt` read the bucket (audio checked by correlation); a damaged object is
 //!   reported as damaged; a subject access export renders it; `erase` deletes the object;
 //! * SIGKILL mid-call leaves the recording in the spool; the next start marks it truncated and
-//!   uploads it, and `verify` reports the truncation from the bucket;
+//!   uploads it, and `verify` reports the truncation from the bucket; once its retention has
+//!   passed, `sweep` deletes the object;
 //! * with the server away the recording stays in the spool (and is readable there); once the
 //!   server is back the uploader's retry moves it;
 //! * a multipart upload (the path of long calls) against the real server.
@@ -375,6 +376,30 @@ async fn after_a_crash_the_next_start_uploads_the_truncated_recording() {
         assert!(
             chunks >= 2,
             "about 2.5 s of sealed audio at 1 s flushes: {chunks} chunks"
+        );
+
+        // 200 days on, past the default 183: the sweeper shreds the key and deletes the object.
+        let later = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock after 1970")
+            .as_millis()
+            + 200 * 86_400_000;
+        let later = later.to_string();
+        let mut sweep_env = aws_env().to_vec();
+        sweep_env.push(("CALLGATE_NOW_MS", later.as_str()));
+        let (oks, out, err) = cli_with_env(cfg, &["sweep"], &sweep_env).await;
+        assert!(oks, "sweep: {} {}", text(&out), text(&err));
+        assert!(
+            !object.exists(),
+            "the sweeper deleted the object: {}",
+            text(&out)
+        );
+        let (okv, out, err) = cli_with_env(cfg, &["recording", "verify", &rec], &aws_env()).await;
+        assert!(
+            !okv,
+            "verify after the sweep must fail: {} {}",
+            text(&out),
+            text(&err)
         );
         server.stop();
     })
