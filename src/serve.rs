@@ -103,17 +103,15 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         tracing::warn!(file = %config.keys.kek_file.display(), "key file is readable by group or others; chmod 600 it");
     }
     let storage = Arc::new(Storage::from_config(&config.recording)?);
-    // Before the uploader's first spool scan: files of interrupted recordings must no longer
-    // look like recordings in progress.
     recover_interrupted(&store).await;
     let (upload_stop_tx, upload_stop_rx) = watch::channel(false);
-    let upload_task = match &*storage {
-        Storage::S3(s3) => {
+    // S3 storage is built from `recording.s3`, so the two are present together.
+    let upload_task = match (&*storage, &config.recording.s3) {
+        (Storage::S3(s3), Some(s3_config)) => {
             tracing::info!(bucket = %s3.bucket(), spool = %s3.spool().root().display(), "recordings go to S3 through the local spool");
-            let rescan = config.recording.s3.as_ref().map_or(Duration::from_secs(30), |c| c.upload_retry);
-            Some(crate::recording::storage::upload::spawn(s3.clone(), store.clone(), rescan, upload_stop_rx))
+            Some(crate::recording::storage::upload::spawn(s3.clone(), store.clone(), s3_config.upload_retry, upload_stop_rx))
         }
-        Storage::Dir(_) => None,
+        _ => None,
     };
 
     let mut announcements = HashMap::new();
@@ -241,12 +239,11 @@ async fn recover_interrupted(store: &Store) {
         if let Err(e) = store.upsert_call(&c).await {
             tracing::warn!(call = %c.call_id, error = %e, "could not mark interrupted call");
         }
-        if let Some(id) = &c.recording_id {
-            if let Ok(Some(mut r)) = store.get_recording(id).await {
+        if let Some(id) = &c.recording_id
+            && let Ok(Some(mut r)) = store.get_recording(id).await {
                 r.state = recording_state::TRUNCATED.into();
                 let _ = store.upsert_recording(&r).await;
             }
-        }
     }
 }
 
@@ -299,11 +296,10 @@ async fn signalling(
             // Awaiting here is the back-pressure: a slow database slows signalling, never drops.
             let _ = records.send(r).await;
         }
-        if let Some(d) = drain_deadline {
-            if engine.is_drained() || now >= d {
+        if let Some(d) = drain_deadline
+            && (engine.is_drained() || now >= d) {
                 break;
             }
-        }
         let next = engine.poll_timeout().unwrap_or(now + Duration::from_secs(1)).min(now + Duration::from_secs(1));
         tokio::select! {
             ev = net.recv() => match ev {

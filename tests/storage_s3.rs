@@ -179,6 +179,12 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// `callgate recording verify` with the S3 credentials: (exit 0, stdout, stderr).
+async fn verify(cfg: &Path, rec: &str) -> (bool, String, String) {
+    let (ok, out, err) = cli_with_env(cfg, &["recording", "verify", rec], &aws_env()).await;
+    (ok, text(&out), text(&err))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_recorded_call_goes_to_the_bucket_and_is_verified_decrypted_and_erased_there() {
     let Some(bin) = s3t::s3fs_binary("storage_s3") else {
@@ -189,16 +195,16 @@ async fn a_recorded_call_goes_to_the_bucket_and_is_verified_decrypted_and_erased
         let (env, agent, cfg) = (&r.env, &r.agent, &r.cfg);
         let server = r.server(&bin);
         let gw = r.gateway().await;
-        let (a, b, _caller) = talk(gw.sip_addr, &agent, 2.0, true).await;
+        let (a, b, _caller) = talk(gw.sip_addr, agent, 2.0, true).await;
 
         // The row turns final at hangup; the upload follows.
-        let call = finished_call(&env).await;
+        let call = finished_call(env).await;
         let rec = call.recording_id.clone().expect("recording id").to_string();
         let object = server.object_file(&object_key(&rec));
         wait_for(
             Duration::from_secs(10),
             "the object in the bucket and the spool emptied",
-            || object.is_file() && spool_files(&env).is_empty(),
+            || object.is_file() && spool_files(env).is_empty(),
         )
         .await;
         let (_, stderr) = gw.stop().await;
@@ -229,19 +235,14 @@ async fn a_recorded_call_goes_to_the_bucket_and_is_verified_decrypted_and_erased
         );
 
         // Readers, with nothing left in the spool: everything comes from the bucket.
-        assert!(spool_files(&env).is_empty());
+        assert!(spool_files(env).is_empty());
         let env_vars = aws_env();
-        let (okv, out, err) = cli_with_env(&cfg, &["recording", "verify", &rec], &env_vars).await;
-        assert!(
-            okv && text(&out).contains("ok ("),
-            "verify: {} {}",
-            text(&out),
-            text(&err)
-        );
+        let (okv, out, err) = verify(cfg, &rec).await;
+        assert!(okv && out.contains("ok ("), "verify: {out} {err}");
         let wav = env.dir.path().join("call.wav");
         let wav_s = wav.display().to_string();
         let (okd, out, err) = cli_with_env(
-            &cfg,
+            cfg,
             &["recording", "decrypt", &rec, "--out", &wav_s],
             &env_vars,
         )
@@ -261,12 +262,10 @@ async fn a_recorded_call_goes_to_the_bucket_and_is_verified_decrypted_and_erased
         let mid = damaged.len() / 2;
         damaged[mid] ^= 0x40;
         std::fs::write(&object, &damaged).expect("damage the object");
-        let (okv, out, err) = cli_with_env(&cfg, &["recording", "verify", &rec], &env_vars).await;
+        let (okv, out, err) = verify(cfg, &rec).await;
         assert!(
-            !okv && text(&out).contains("damaged"),
-            "verify of a damaged object: {} {}",
-            text(&out),
-            text(&err)
+            !okv && out.contains("damaged"),
+            "verify of a damaged object: {out} {err}"
         );
         std::fs::write(&object, &bytes).expect("restore the object");
 
@@ -274,7 +273,7 @@ async fn a_recorded_call_goes_to_the_bucket_and_is_verified_decrypted_and_erased
         let sar_dir = env.dir.path().join("sar");
         let sar_s = sar_dir.display().to_string();
         let (oks, out, err) = cli_with_env(
-            &cfg,
+            cfg,
             &[
                 "--role",
                 "dpo",
@@ -297,7 +296,7 @@ async fn a_recorded_call_goes_to_the_bucket_and_is_verified_decrypted_and_erased
 
         // Erasure deletes the object.
         let (oke, out, err) = cli_with_env(
-            &cfg,
+            cfg,
             &[
                 "--role",
                 "dpo",
@@ -311,13 +310,8 @@ async fn a_recorded_call_goes_to_the_bucket_and_is_verified_decrypted_and_erased
         .await;
         assert!(oke, "erase: {} {}", text(&out), text(&err));
         assert!(!object.exists(), "the object is gone from the bucket");
-        let (okv, out, err) = cli_with_env(&cfg, &["recording", "verify", &rec], &env_vars).await;
-        assert!(
-            !okv,
-            "verify after erasure must fail: {} {}",
-            text(&out),
-            text(&err)
-        );
+        let (okv, out, err) = verify(cfg, &rec).await;
+        assert!(!okv, "verify after erasure must fail: {out} {err}");
         server.stop();
     })
     .await;
@@ -333,10 +327,10 @@ async fn after_a_crash_the_next_start_uploads_the_truncated_recording() {
         let (env, agent, cfg) = (&r.env, &r.agent, &r.cfg);
         let server = r.server(&bin);
         let gw = r.gateway().await;
-        let (_a, _b, _caller) = talk(gw.sip_addr, &agent, 2.5, false).await;
+        let (_a, _b, _caller) = talk(gw.sip_addr, agent, 2.5, false).await;
         gw.kill();
 
-        let in_spool = spool_files(&env);
+        let in_spool = spool_files(env);
         assert_eq!(
             in_spool.len(),
             1,
@@ -353,19 +347,17 @@ async fn after_a_crash_the_next_start_uploads_the_truncated_recording() {
         wait_for(
             Duration::from_secs(10),
             "the restart uploads the spool file",
-            || object.is_file() && spool_files(&env).is_empty(),
+            || object.is_file() && spool_files(env).is_empty(),
         )
         .await;
         gw.stop().await;
-        let call = only_call(&env).await;
+        let call = only_call(env).await;
         assert_eq!(call.recording_state, "truncated", "{call:?}");
 
-        let (okv, out, err) = cli_with_env(&cfg, &["recording", "verify", &rec], &aws_env()).await;
-        let out = text(&out);
+        let (okv, out, err) = verify(cfg, &rec).await;
         assert!(
             !okv && out.contains("truncated after"),
-            "verify: {out} {}",
-            text(&err)
+            "verify: {out} {err}"
         );
         let chunks: u32 = out
             .split("truncated after ")
@@ -394,13 +386,8 @@ async fn after_a_crash_the_next_start_uploads_the_truncated_recording() {
             "the sweeper deleted the object: {}",
             text(&out)
         );
-        let (okv, out, err) = cli_with_env(cfg, &["recording", "verify", &rec], &aws_env()).await;
-        assert!(
-            !okv,
-            "verify after the sweep must fail: {} {}",
-            text(&out),
-            text(&err)
-        );
+        let (okv, out, err) = verify(cfg, &rec).await;
+        assert!(!okv, "verify after the sweep must fail: {out} {err}");
         server.stop();
     })
     .await;
@@ -415,14 +402,14 @@ async fn with_the_server_away_the_recording_waits_in_the_spool_and_goes_up_later
         let r = rig((43_200, 43_299)).await;
         let (env, agent, cfg) = (&r.env, &r.agent, &r.cfg);
         let gw = r.gateway().await;
-        let (_a, _b, _caller) = talk(gw.sip_addr, &agent, 1.0, true).await;
-        let call = finished_call(&env).await;
+        let (_a, _b, _caller) = talk(gw.sip_addr, agent, 1.0, true).await;
+        let call = finished_call(env).await;
         let rec = call.recording_id.clone().expect("recording id").to_string();
         // Several retries fail meanwhile; the file stays and is readable from the spool.
         sleep(Duration::from_secs(3)).await;
-        assert_eq!(spool_files(&env), vec![format!("{rec}.cgrec")]);
-        let (okv, out, err) = cli_with_env(&cfg, &["recording", "verify", &rec], &aws_env()).await;
-        assert!(okv, "verify from the spool: {} {}", text(&out), text(&err));
+        assert_eq!(spool_files(env), vec![format!("{rec}.cgrec")]);
+        let (okv, out, err) = verify(cfg, &rec).await;
+        assert!(okv, "verify from the spool: {out} {err}");
         assert!(
             gw.stderr_text().contains("upload failed"),
             "the failure is logged"
@@ -433,12 +420,12 @@ async fn with_the_server_away_the_recording_waits_in_the_spool_and_goes_up_later
         wait_for(
             Duration::from_secs(15),
             "the retry uploads once the server is back",
-            || object.is_file() && spool_files(&env).is_empty(),
+            || object.is_file() && spool_files(env).is_empty(),
         )
         .await;
         gw.stop().await;
-        let (okv, out, err) = cli_with_env(&cfg, &["recording", "verify", &rec], &aws_env()).await;
-        assert!(okv, "verify from the bucket: {} {}", text(&out), text(&err));
+        let (okv, out, err) = verify(cfg, &rec).await;
+        assert!(okv, "verify from the bucket: {out} {err}");
         server.stop();
     })
     .await;

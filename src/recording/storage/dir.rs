@@ -51,6 +51,17 @@ impl DirStorage {
         }
     }
 
+    /// A missing file is `NotFound` (naming the recording), anything else an IO error.
+    fn read_error(id: &RecordingId, path: &Path, source: io::Error) -> StorageError {
+        match source.kind() {
+            io::ErrorKind::NotFound => StorageError::NotFound {
+                id: id.clone(),
+                location: path.display().to_string(),
+            },
+            _ => Self::io_error(path, source),
+        }
+    }
+
     /// Creates the file for a new recording (never overwrites; parents created; mode 0600).
     pub fn create(&self, id: &RecordingId) -> Result<File, StorageError> {
         let path = self.path_for(id)?;
@@ -74,22 +85,13 @@ impl DirStorage {
     /// Opens an existing recording for reading.
     pub fn open_read(&self, id: &RecordingId) -> Result<File, StorageError> {
         let path = self.path_for(id)?;
-        File::open(&path).map_err(|source| match source.kind() {
-            io::ErrorKind::NotFound => StorageError::NotFound {
-                id: id.clone(),
-                location: path.display().to_string(),
-            },
-            _ => Self::io_error(&path, source),
-        })
+        File::open(&path).map_err(|e| Self::read_error(id, &path, e))
     }
 
     /// Reads a whole recording into memory.
     pub fn read_all(&self, id: &RecordingId) -> Result<Vec<u8>, StorageError> {
-        let mut f = self.open_read(id)?;
-        let mut buf = Vec::new();
-        io::Read::read_to_end(&mut f, &mut buf)
-            .map_err(|e| Self::io_error(&self.path_for(id).unwrap_or_default(), e))?;
-        Ok(buf)
+        let path = self.path_for(id)?;
+        fs::read(&path).map_err(|e| Self::read_error(id, &path, e))
     }
 
     /// Whether the recording's file exists (an unreadable directory counts as an error).

@@ -118,15 +118,20 @@ async fn remove_spool(s3: &S3Storage, id: &RecordingId) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
+/// The spool's recordings; an unreadable spool is logged and counts as empty (the next scan
+/// tries again).
+fn list_spool(spool: &super::DirStorage) -> Vec<RecordingId> {
+    spool.list().unwrap_or_else(|e| {
+        tracing::error!(error = %e, "cannot list the recording spool");
+        Vec::new()
+    })
+}
+
 async fn scan(s3: &S3Storage) -> Vec<RecordingId> {
     let spool = s3.spool().clone();
-    match super::blocking(move || spool.list()).await {
-        Ok(ids) => ids,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot list the recording spool");
-            Vec::new()
-        }
-    }
+    tokio::task::spawn_blocking(move || list_spool(&spool))
+        .await
+        .unwrap_or_default()
 }
 
 /// Runs every pending upload, [`PARALLEL`] at a time. Returns how many are still waiting or
@@ -186,13 +191,7 @@ pub fn spawn(
         return tokio::spawn(async {});
     }
     // Listed before any call can start: every file here was left by an earlier run.
-    let left_over = match s3.spool().list() {
-        Ok(ids) => ids,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot list the recording spool");
-            Vec::new()
-        }
-    };
+    let left_over = list_spool(s3.spool());
     tokio::spawn(async move {
         if !left_over.is_empty() {
             tracing::info!(files = left_over.len(), bucket = %s3.bucket(), "recordings in the spool at start: uploading");
