@@ -10,6 +10,7 @@ pub mod audit;
 pub mod call;
 pub mod cli;
 pub mod config;
+pub mod export;
 pub mod ids;
 pub mod media;
 pub mod pci;

@@ -62,6 +62,9 @@ pub mod action {
     pub const DECRYPT: &str = "recording.decrypt";
     /// A subject access request was answered.
     pub const SAR: &str = "sar.export";
+    /// An investigation bundle was written (targets: the case, then the recordings; details:
+    /// the manifest's SHA-256). See `crate::export`.
+    pub const EXPORT: &str = "export.create";
     pub const KEY_INIT: &str = "key.init";
     pub const KEY_ROTATE: &str = "key.rotate";
     pub const KEY_RETIRE: &str = "key.retire";
@@ -186,7 +189,7 @@ impl NewEntry {
 }
 
 /// One stored entry, exactly as in the table.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Entry {
     pub seq: i64,
     pub at_ms: i64,

@@ -25,7 +25,7 @@ pub(super) async fn verify(config: &Config) -> Result<u8, CliError> {
     Ok(0)
 }
 
-async fn verify_store(store: &Store) -> Result<(i64, String), CliError> {
+pub(super) async fn verify_store(store: &Store) -> Result<(i64, String), CliError> {
     // The head first: entries appended while we read are beyond it and ignored.
     let (head_seq, head_hash) = store.audit_head().await?;
     let mut v = ChainVerifier::default();

@@ -13,6 +13,7 @@
 //! callgate restrict ID --reason TEXT  ·  callgate unrestrict ID [--reason TEXT]
 //! callgate retention show ID [--json]
 //! callgate audit verify  ·  callgate audit list [--json] [--limit N]
+//! callgate export --case REF --out BUNDLE.zip [--reason TEXT] ID...  ·  export verify BUNDLE.zip [--log]
 //! ```
 //!
 //! Global `--actor NAME` (default `$USER`, else `cli`) and `--role ROLE` (supervisor,
@@ -32,6 +33,7 @@
 mod api;
 mod audit;
 mod calls;
+mod export;
 mod keys;
 mod recording;
 mod retention;
@@ -198,6 +200,41 @@ pub enum Command {
     /// The hash-chained audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Investigation bundles: `export --case REF --out BUNDLE.zip ID...` writes one
+    /// (investigator, dpo); `export verify BUNDLE.zip` checks one (anyone, no database needed).
+    Export(ExportArgs),
+}
+
+#[derive(clap::Args, Debug)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct ExportArgs {
+    #[command(subcommand)]
+    pub command: Option<ExportCommand>,
+    /// Case reference the bundle is for, e.g. INQ-2026-014.
+    #[arg(long = "case", value_name = "REF", required = true)]
+    pub case_ref: Option<String>,
+    /// The bundle to write (a new file; never overwritten; mode 0600).
+    #[arg(long, value_name = "BUNDLE.zip", required = true)]
+    pub out: Option<PathBuf>,
+    /// Why it is exported (goes into the audit entry).
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
+    /// Recording ids (rec-…) or call ids (call-…).
+    #[arg(value_name = "ID", required = true)]
+    pub ids: Vec<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ExportCommand {
+    /// Check a bundle: files against the manifest, each recording authenticated under its key
+    /// and re-rendered to its WAV, the audit entries' hashes. Exit 0 intact, 1 not.
+    Verify {
+        #[arg(value_name = "BUNDLE.zip")]
+        bundle: PathBuf,
+        /// Also check every audit entry against this gateway's audit log (needs the database).
+        #[arg(long)]
+        log: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -423,6 +460,16 @@ pub enum CliError {
     KeyInUse { key_id: KeyId, count: usize },
     #[error("subject access output {}: {problem}", path.display())]
     SarOut { path: PathBuf, problem: &'static str },
+    #[error(transparent)]
+    Bundle(#[from] crate::export::bundle::BundleError),
+    #[error("{0} recordings in one export; at most {max} (split the case into several bundles)", max = crate::export::MAX_RECORDINGS)]
+    TooManyRecordings(usize),
+    #[error("audit entry #{seq} records this export, but the bundle could not be published: {source}")]
+    ExportUnpublished {
+        seq: i64,
+        #[source]
+        source: crate::export::bundle::BundleError,
+    },
     #[error("gateway: {0}")]
     Serve(#[from] ServeError),
     #[error(transparent)]
@@ -566,6 +613,23 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
             }
             Command::Sar { number, out } => sar::run(&config, &ctx, &number, out.as_deref()).await,
             Command::Audit(AuditCommand::Verify) => audit::verify(&config).await,
+            Command::Export(ExportArgs {
+                command: Some(ExportCommand::Verify { bundle, log }),
+                ..
+            }) => export::verify(&config, &ctx, &bundle, log).await,
+            Command::Export(ExportArgs {
+                command: None,
+                case_ref,
+                out,
+                reason,
+                ids,
+            }) => {
+                // Invariant: clap requires --case and --out when there is no subcommand.
+                let (Some(case_ref), Some(out)) = (case_ref, out) else {
+                    unreachable!("clap enforces --case and --out")
+                };
+                export::create(&config, &ctx, &case_ref, reason.as_deref(), &out, &ids).await
+            }
             Command::Audit(AuditCommand::List { json, limit }) => {
                 audit::list(&config, &ctx, json, limit).await
             }

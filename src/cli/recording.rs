@@ -93,6 +93,25 @@ pub(super) async fn open_row(
     storage: &Storage,
     row: RecordingRow,
 ) -> Result<(RecordingId, ReadOutcome), CliError> {
+    let o = open_row_full(config, store, storage, row).await?;
+    Ok((o.id, o.outcome))
+}
+
+/// A recording read whole: its stored bytes, its data key and what they read to.
+pub(super) struct Opened {
+    pub id: RecordingId,
+    pub bytes: Vec<u8>,
+    pub dek: Dek,
+    pub outcome: ReadOutcome,
+}
+
+/// [`open_row`], keeping the container bytes and the data key (for export bundles).
+pub(super) async fn open_row_full(
+    config: &Config,
+    store: &Store,
+    storage: &Storage,
+    row: RecordingRow,
+) -> Result<Opened, CliError> {
     let rec_id = row.recording_id;
     let (key_id, wrapped) = store
         .get_recording_key(&rec_id)
@@ -123,7 +142,12 @@ pub(super) async fn open_row(
         });
     }
     let outcome = read(&bytes, &dek);
-    Ok((rec_id, outcome))
+    Ok(Opened {
+        id: rec_id,
+        bytes,
+        dek,
+        outcome,
+    })
 }
 
 /// One line on stdout; exit 0 only for a complete recording.

@@ -12,6 +12,7 @@
 //! | tag `training`, `complaint` (add/remove) | supervisor, investigator, dpo |
 //! | any other tag (`evidence`, `abusive`, custom) | investigator, dpo |
 //! | create / release a legal hold | investigator, dpo |
+//! | export an investigation bundle | investigator, dpo (restricted recordings: dpo) |
 //! | subject access, erasure, restriction | dpo |
 //! | read the audit log | investigator, dpo, admin |
 //! | run the sweeper by hand | admin, dpo (and the gateway itself) |
@@ -46,6 +47,8 @@ pub enum Permission {
     TagRoutine,
     TagSensitive,
     Hold,
+    /// Write an investigation bundle (`callgate export`).
+    Export,
     DataSubject,
     ReadAudit,
     Sweep,
@@ -59,6 +62,7 @@ impl Permission {
             Permission::TagRoutine => "tag recordings",
             Permission::TagSensitive => "add or remove this tag",
             Permission::Hold => "create or release legal holds",
+            Permission::Export => "export investigation bundles",
             Permission::DataSubject => {
                 "run subject access, erasure or restriction (data protection officer only)"
             }
@@ -74,7 +78,7 @@ pub fn allowed(role: Role, perm: Permission) -> bool {
     use Role::*;
     match perm {
         Play | TagRoutine => matches!(role, Supervisor | Investigator | Dpo),
-        TagSensitive | Hold => matches!(role, Investigator | Dpo),
+        TagSensitive | Hold | Export => matches!(role, Investigator | Dpo),
         PlayRestricted | DataSubject => role == Dpo,
         ReadAudit => matches!(role, Investigator | Dpo | Admin),
         Sweep => matches!(role, Admin | Dpo | System),
@@ -93,7 +97,7 @@ pub fn require(actor: &Actor, perm: Permission) -> Result<(), RetentionError> {
     }
 }
 
-fn check_text(field: &'static str, s: &str, required: bool) -> Result<(), RetentionError> {
+pub fn check_text(field: &'static str, s: &str, required: bool) -> Result<(), RetentionError> {
     if required && s.trim().is_empty() {
         return Err(RetentionError::BadText {
             field,

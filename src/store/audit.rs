@@ -108,6 +108,48 @@ impl Store {
     }
 }
 
+impl Store {
+    /// The entry at `seq`, if any.
+    pub async fn audit_entry(&self, seq: i64) -> Result<Option<Entry>, StoreError> {
+        Ok(self
+            .audit_entries(seq - 1, 1)
+            .await?
+            .into_iter()
+            .find(|e| e.seq == seq))
+    }
+
+    /// Entries up to `max_seq` (oldest first) whose targets include any of `ids` exactly.
+    pub async fn audit_entries_targeting(
+        &self,
+        ids: &[String],
+        max_seq: i64,
+    ) -> Result<Vec<Entry>, StoreError> {
+        let op = "audit_entries_targeting";
+        let mut found = std::collections::BTreeMap::new();
+        for id in ids {
+            // A coarse filter in SQL (`_` in a case reference is a LIKE wildcard, so it may
+            // match more), then the exact test on the parsed targets.
+            let rows = sqlx::query(
+                "SELECT seq, at_ms, actor, role, action, targets, reason, details, prev_hash, hash \
+                 FROM audit_log WHERE seq <= $1 AND targets LIKE $2 ORDER BY seq",
+            )
+            .bind(max_seq)
+            .bind(format!("%\"{id}\"%"))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::query(op))?;
+            for r in &rows {
+                let e = entry_from_row(r).map_err(StoreError::query(op))?;
+                let targets: Vec<String> = serde_json::from_str(&e.targets).unwrap_or_default();
+                if targets.iter().any(|t| t == id) {
+                    found.insert(e.seq, e);
+                }
+            }
+        }
+        Ok(found.into_values().collect())
+    }
+}
+
 impl AuditTx {
     /// The connection of the transaction, for the changes being audited.
     pub fn conn(&mut self) -> &mut AnyConnection {
