@@ -25,10 +25,10 @@ use callgate::ids::RecordingId;
 use callgate::recording::storage::s3::{S3Credentials, S3Storage};
 use callgate::store::Store;
 use common::audio::{self, best_alignment_correlation};
-use common::phone::{AgentAnswer, AgentPhone, CallerPhone};
+use common::phone::{AgentAnswer, AgentPhone};
 use common::process::{GatewayProc, cli_with_env};
 use common::s3::{self as s3t, BUCKET, S3Server, aws_env, wait_for};
-use common::{CALLER_NUMBER, DIALLED, GatewayEnv, GatewayOpts, SIP_WAIT};
+use common::{CALLER_NUMBER, GatewayEnv, GatewayOpts, finished_call, only_call, talk};
 use sha2::Digest;
 use tokio::time::sleep;
 
@@ -39,10 +39,6 @@ async fn bounded<F: Future<Output = ()>>(f: F) {
     if tokio::time::timeout(TEST_LIMIT, f).await.is_err() {
         panic!("test exceeded {TEST_LIMIT:?}");
     }
-}
-
-fn ok<T>(r: Result<T, String>) -> T {
-    r.unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// The shared test config with the recording section pointed at the bucket.
@@ -92,44 +88,6 @@ fn object_key(rec: &str) -> String {
     format!("{PREFIX}/{rec}.cgrec")
 }
 
-/// Caller and agent talk for `talk_s` seconds (A from the caller, B from the agent); the
-/// caller hangs up unless `hang_up` is false. Returns (A, B).
-async fn talk(
-    gw: std::net::SocketAddr,
-    agent: &AgentPhone,
-    talk_s: f64,
-    hang_up: bool,
-) -> (Vec<i16>, Vec<i16>, CallerPhone) {
-    let mut caller = CallerPhone::new(gw, CALLER_NUMBER).await;
-    let fin = ok(caller.call(DIALLED, Duration::from_secs(10)).await);
-    assert_eq!(
-        fin.status(),
-        Some(200),
-        "caller answered: {}",
-        caller.summary()
-    );
-    ok(agent
-        .wait_until(SIP_WAIT, "the agent's 200 ACKed", |s| s.acked.is_some())
-        .await);
-    let a = audio::signal_a(talk_s);
-    let b = audio::signal_b(talk_s);
-    let send_a = ok(caller.start_audio(a.clone()));
-    let send_b = ok(agent.start_audio(b.clone()));
-    let _ = (send_a.await, send_b.await);
-    sleep(Duration::from_millis(300)).await;
-    if hang_up {
-        let bye = ok(caller.bye(SIP_WAIT).await);
-        assert_eq!(bye.status(), Some(200));
-    }
-    (a, b, caller)
-}
-
-async fn only_call(env: &GatewayEnv) -> callgate::store::CallRecord {
-    let calls = env.calls().await;
-    assert_eq!(calls.len(), 1, "one call record: {calls:?}");
-    calls.into_iter().next().expect("one call")
-}
-
 /// One test's gateway set-up: its files, the agent phone, the S3 port and the config file.
 struct Rig {
     env: GatewayEnv,
@@ -159,20 +117,6 @@ impl Rig {
     async fn gateway(&self) -> GatewayProc {
         GatewayProc::start_with_env(&self.cfg, &aws_env()).await
     }
-}
-
-/// The only call, once its recording row is final (at most 5 s after hangup); it must be "ok".
-async fn finished_call(env: &GatewayEnv) -> callgate::store::CallRecord {
-    let mut call = only_call(env).await;
-    for _ in 0..100 {
-        if call.recording_state != "recording" {
-            break;
-        }
-        sleep(Duration::from_millis(50)).await;
-        call = only_call(env).await;
-    }
-    assert_eq!(call.recording_state, "ok", "{call:?}");
-    call
 }
 
 fn text(b: &[u8]) -> String {

@@ -20,6 +20,8 @@ use callgate::recording::keys::{Keyring, WrappedDek};
 use callgate::recording::storage::DirStorage;
 use callgate::store::CallRecord;
 use callgate::store::Store;
+use phone::{AgentPhone, CallerPhone};
+use tokio::time::sleep;
 
 /// The number every test dials.
 pub const DIALLED: &str = "2001";
@@ -212,4 +214,63 @@ pub async fn raw_socket() -> (tokio::net::UdpSocket, SocketAddr) {
         .expect("bind raw socket");
     let addr = sock.local_addr().expect("raw socket address");
     (sock, addr)
+}
+
+// Shared by the tests that make one real recorded call through the gateway binary.
+
+/// Unwraps a test step's result, panicking with its message.
+pub fn ok<T>(r: Result<T, String>) -> T {
+    r.unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Caller and agent talk for `talk_s` seconds (A from the caller, B from the agent); the
+/// caller hangs up unless `hang_up` is false. Returns (A, B).
+pub async fn talk(
+    gw: std::net::SocketAddr,
+    agent: &AgentPhone,
+    talk_s: f64,
+    hang_up: bool,
+) -> (Vec<i16>, Vec<i16>, CallerPhone) {
+    let mut caller = CallerPhone::new(gw, CALLER_NUMBER).await;
+    let fin = ok(caller.call(DIALLED, Duration::from_secs(10)).await);
+    assert_eq!(
+        fin.status(),
+        Some(200),
+        "caller answered: {}",
+        caller.summary()
+    );
+    ok(agent
+        .wait_until(SIP_WAIT, "the agent's 200 ACKed", |s| s.acked.is_some())
+        .await);
+    let a = audio::signal_a(talk_s);
+    let b = audio::signal_b(talk_s);
+    let send_a = ok(caller.start_audio(a.clone()));
+    let send_b = ok(agent.start_audio(b.clone()));
+    let _ = (send_a.await, send_b.await);
+    sleep(Duration::from_millis(300)).await;
+    if hang_up {
+        let bye = ok(caller.bye(SIP_WAIT).await);
+        assert_eq!(bye.status(), Some(200));
+    }
+    (a, b, caller)
+}
+
+pub async fn only_call(env: &GatewayEnv) -> callgate::store::CallRecord {
+    let calls = env.calls().await;
+    assert_eq!(calls.len(), 1, "one call record: {calls:?}");
+    calls.into_iter().next().expect("one call")
+}
+
+/// The only call, once its recording row is final (at most 5 s after hangup); it must be "ok".
+pub async fn finished_call(env: &GatewayEnv) -> callgate::store::CallRecord {
+    let mut call = only_call(env).await;
+    for _ in 0..100 {
+        if call.recording_state != "recording" {
+            break;
+        }
+        sleep(Duration::from_millis(50)).await;
+        call = only_call(env).await;
+    }
+    assert_eq!(call.recording_state, "ok", "{call:?}");
+    call
 }
