@@ -30,20 +30,16 @@ def records(pt):
         elif typ == 3: yield ("end", body[0])
         # other types: skipped (forward compatibility)
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("file"); ap.add_argument("--dek"); ap.add_argument("--kek")
-    ap.add_argument("--wrapped-dek"); ap.add_argument("--wav")
-    a = ap.parse_args()
-    dek = bytes.fromhex(a.dek) if a.dek else aes_key_unwrap(bytes.fromhex(a.kek), bytes.fromhex(a.wrapped_dek))
-    data = open(a.file, "rb").read()
-    if data[:8] != b"CGREC\0\r\n" or struct.unpack_from(">H", data, 8)[0] != 1: sys.exit("not a v1 callgate recording")
+def decrypt(data, dek):
+    """(header fields, records of the authenticated chunks, status): status is `complete`,
+    `truncated` or `damaged chunk N ...`; chunks = how many authenticated."""
+    if data[:8] != b"CGREC\0\r\n" or struct.unpack_from(">H", data, 8)[0] != 1:
+        return None, [], "damaged header (not a v1 callgate recording)", 0
     hlen = 14 + struct.unpack_from(">I", data, 10)[0]
     header = data[:hlen]; o = 14
     rid = header[o + 1:o + 1 + header[o]].decode(); o += 1 + header[o]
     kid = header[o + 1:o + 1 + header[o]].decode(); o += 1 + header[o]
     created, rate = struct.unpack_from(">qI", header, o); prefix = header[o + 12:o + 19]
-    print(f"header {rid} {kid} {created} {rate}")
     gcm, pos, idx, recs, status = AESGCM(dek), hlen, 0, [], None
     while status is None:
         if pos + 4 > len(data): status = "truncated"; break
@@ -59,21 +55,38 @@ def main():
         recs += list(records(pt)); idx += 1
         if last: status = "complete"
         elif at_end: status = "truncated"
+    return (rid, kid, created, rate), recs, status, idx
+
+def pcm_frames(recs):
+    """Interleaved little-endian PCM16 stereo (left caller, right agent), as the gateway renders."""
+    frames = max([r[2] + len(r[4]) for r in recs if r[0] == "audio"] + [r[3] for r in recs if r[0] == "gap"] + [0])
+    pcm = [[0] * frames, [0] * frames]
+    for r in recs:
+        if r[0] == "audio":
+            dec = ulaw if r[3] == 0 else alaw
+            for k, b in enumerate(r[4]): pcm[r[1]][r[2] + k] = dec(b)
+    for r in recs:  # pauses are silence even if audio was recorded there
+        if r[0] == "gap" and r[4] == 1: pcm[r[1]][r[2]:r[3]] = [0] * (r[3] - r[2])
+    return b"".join(struct.pack("<hh", pcm[0][i], pcm[1][i]) for i in range(frames))
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("file"); ap.add_argument("--dek"); ap.add_argument("--kek")
+    ap.add_argument("--wrapped-dek"); ap.add_argument("--wav")
+    a = ap.parse_args()
+    dek = bytes.fromhex(a.dek) if a.dek else aes_key_unwrap(bytes.fromhex(a.kek), bytes.fromhex(a.wrapped_dek))
+    data = open(a.file, "rb").read()
+    hdr, recs, status, _ = decrypt(data, dek)
+    if hdr is None: sys.exit("not a v1 callgate recording")
+    print("header {} {} {} {}".format(*hdr))
     for r in recs:
         print(" ".join(x.hex() if isinstance(x, bytes) else str(x) for x in r))
     print("status", status)
     if a.wav and not status.startswith("damaged"):
-        frames = max([r[2] + len(r[4]) for r in recs if r[0] == "audio"] + [r[3] for r in recs if r[0] == "gap"] + [0])
-        pcm = [[0] * frames, [0] * frames]
-        for r in recs:
-            if r[0] == "audio":
-                dec = ulaw if r[3] == 0 else alaw
-                for k, b in enumerate(r[4]): pcm[r[1]][r[2] + k] = dec(b)
-        for r in recs:  # pauses are silence even if audio was recorded there
-            if r[0] == "gap" and r[4] == 1: pcm[r[1]][r[2]:r[3]] = [0] * (r[3] - r[2])
         with wave.open(a.wav, "wb") as w:
             w.setnchannels(2); w.setsampwidth(2); w.setframerate(8000)
-            w.writeframes(b"".join(struct.pack("<hh", pcm[0][i], pcm[1][i]) for i in range(frames)))
+            w.writeframes(pcm_frames(recs))
     sys.exit(0 if status == "complete" else 1)
 
-main()
+if __name__ == "__main__":
+    main()
