@@ -138,6 +138,7 @@ both_dialects!(
     training_tag_needs_consent,
     calls_without_audio_are_redacted_after_the_default_period,
     a_call_without_a_recording_is_erased_on_request,
+    audit_entries_by_target,
 );
 
 fn minimal_call(id: &str, started: i64) -> CallRecord {

@@ -911,3 +911,48 @@ pub(super) async fn a_call_without_a_recording_is_erased_on_request(ctx: &Ctx) {
     assert!(!e[0].details.contains("900123") && !e[0].targets.contains("900123"));
     verify_audit(store).await;
 }
+
+/// The export's audit excerpt: entries naming an id exactly (a LIKE wildcard in a case
+/// reference, `_`, matches nothing extra), up to a sequence number; and one entry by number.
+pub(super) async fn audit_entries_by_target(ctx: &Ctx) {
+    let a = Actor::new("ivy", Role::Investigator);
+    let s = &ctx.store;
+    let add = |targets: Vec<&'static str>| {
+        let e = NewEntry::new(T0, &a, action::TAG_ADD).targets(targets);
+        async move { s.audit_append(T0, &[e]).await.unwrap() }
+    };
+    add(vec!["rec-1"]).await; // 1
+    add(vec!["rec-10"]).await; // 2: contains "rec-1" as text, not as a target
+    add(vec!["CASE_1", "rec-2"]).await; // 3
+    add(vec!["CASEx1"]).await; // 4: matches CASE_1 under LIKE only
+    add(vec!["rec-2", "rec-1"]).await; // 5
+    let seqs = |v: Vec<crate::audit::Entry>| v.iter().map(|e| e.seq).collect::<Vec<_>>();
+    let ids = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        seqs(
+            s.audit_entries_targeting(&ids(&["rec-1"]), 99)
+                .await
+                .unwrap()
+        ),
+        [1, 5]
+    );
+    assert_eq!(
+        seqs(
+            s.audit_entries_targeting(&ids(&["CASE_1"]), 99)
+                .await
+                .unwrap()
+        ),
+        [3]
+    );
+    assert_eq!(
+        seqs(
+            s.audit_entries_targeting(&ids(&["rec-1", "CASE_1", "rec-2"]), 4)
+                .await
+                .unwrap()
+        ),
+        [1, 3]
+    );
+    let e = s.audit_entry(3).await.unwrap().unwrap();
+    assert_eq!((e.seq, e.targets.as_str()), (3, r#"["CASE_1","rec-2"]"#));
+    assert!(s.audit_entry(6).await.unwrap().is_none());
+}
