@@ -243,6 +243,25 @@ pub struct KeysConfig {
 pub struct DatabaseConfig {
     /// Default `sqlite://data/callgate.db?mode=rwc`.
     pub url: String,
+    /// This gateway's name among those sharing the database: call rows carry it, so that at
+    /// start a gateway marks only its own interrupted calls truncated. Default: the host name.
+    pub node: String,
+}
+
+/// The host name (`/etc/hostname`, else `$HOSTNAME`, else `localhost`).
+pub fn host_name() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| valid_node(h))
+        .or_else(|| std::env::var("HOSTNAME").ok().filter(|h| valid_node(h)))
+        .unwrap_or_else(|| "localhost".into())
+}
+
+fn valid_node(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 64
+        && n.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 #[derive(Debug, Clone)]
@@ -364,6 +383,7 @@ struct RawKeys {
 #[serde(deny_unknown_fields)]
 struct RawDatabase {
     url: Option<String>,
+    node: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -632,6 +652,16 @@ impl Config {
                     .database
                     .url
                     .unwrap_or_else(|| "sqlite://data/callgate.db?mode=rwc".into()),
+                node: match raw.database.node {
+                    None => host_name(),
+                    Some(n) if valid_node(&n) => n,
+                    Some(_) => {
+                        return Err(invalid(
+                            "database.node",
+                            "1-64 characters of A-Z a-z 0-9 . _ -".into(),
+                        ));
+                    }
+                },
             },
             call: CallConfig {
                 max_calls: raw.call.max_calls.unwrap_or(2000),
@@ -822,6 +852,16 @@ mod tests {
         let c = parse(&text).unwrap();
         assert!(!c.routes.is_empty());
         assert!(c.route_for(LO, "0800123456", "07700900123").is_ok());
+    }
+
+    #[test]
+    fn database_node_defaults_to_the_host_name_and_is_checked() {
+        assert_eq!(parse("").unwrap().database.node, host_name());
+        assert_eq!(parse("[database]\nnode = \"gw-2.site\"").unwrap().database.node, "gw-2.site");
+        for bad in ["", "a b", "x/y"] {
+            let e = parse(&format!("[database]\nnode = \"{bad}\"")).unwrap_err().to_string();
+            assert!(e.contains("database.node"), "{e}");
+        }
     }
 
     #[test]

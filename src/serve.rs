@@ -103,7 +103,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         tracing::warn!(file = %config.keys.kek_file.display(), "key file is readable by group or others; chmod 600 it");
     }
     let storage = Arc::new(Storage::from_config(&config.recording)?);
-    recover_interrupted(&store).await;
+    recover_interrupted(&store, &config.database.node).await;
     let (upload_stop_tx, upload_stop_rx) = watch::channel(false);
     // S3 storage is built from `recording.s3`, so the two are present together.
     let upload_task = match (&*storage, &config.recording.s3) {
@@ -157,7 +157,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     let (sync_stop_tx, sync_stop_rx) = watch::channel(false);
     let sync_task = tokio::spawn(syncer_run.run(config.recording.flush, sync_stop_rx));
     let (rec_tx, rec_rx) = mpsc::channel::<CallRecord>(4096);
-    let rec_task = tokio::spawn(record_writer(store.clone(), rec_rx));
+    let rec_task = tokio::spawn(record_writer(store.clone(), config.database.node.clone(), rec_rx));
     let (media_tx, media_rx) = mpsc::channel(4096);
 
     let local = Local { advertise: config.sip.advertise, port: sip_addr.port() };
@@ -226,10 +226,21 @@ fn check_open_files(ports: (u16, u16)) {
     }
 }
 
-/// Calls left "recording" by a crash: their files lack the final chunk.
-async fn recover_interrupted(store: &Store) {
+/// This node's calls left "recording" by a crash: their files lack the final chunk. Calls of
+/// other gateways sharing the database are theirs to recover: they may be live right now.
+/// Rows without a node (written before nodes were recorded) count as this node's.
+async fn recover_interrupted(store: &Store, node: &str) {
     let Ok(calls) = store.calls_in_state(recording_state::RECORDING).await else { return };
-    for mut c in calls {
+    let (mine, others): (Vec<_>, Vec<_>) = calls
+        .into_iter()
+        .partition(|c| c.node.as_deref().is_none_or(|n| n == node));
+    if !others.is_empty() {
+        tracing::info!(
+            calls = others.len(),
+            "calls recording on other gateways sharing the database left to them"
+        );
+    }
+    for mut c in mine {
         c.recording_state = recording_state::TRUNCATED.into();
         c.recording_error = Some("the gateway stopped before the recording was finished".into());
         if c.ended_at_ms.is_none() {
@@ -263,8 +274,10 @@ async fn resolve_target(target: &str) -> Option<SocketAddr> {
 }
 
 /// Writes call records in order; bounded queue, one connection's worth of work at a time.
-async fn record_writer(store: Store, mut rx: mpsc::Receiver<CallRecord>) {
-    while let Some(rec) = rx.recv().await {
+async fn record_writer(store: Store, node: String, mut rx: mpsc::Receiver<CallRecord>) {
+    while let Some(mut rec) = rx.recv().await {
+        // Stamped here, in the shell: the call core knows nothing of other gateways.
+        rec.node = Some(node.clone());
         if let Err(e) = store.upsert_call(&rec).await {
             tracing::error!(call = %rec.call_id, error = %e, "call record not written");
         }

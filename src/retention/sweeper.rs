@@ -92,13 +92,7 @@ pub struct SweepReport {
 
 /// A node name for claims: host name and process id.
 pub fn node_name() -> String {
-    let host = std::fs::read_to_string("/etc/hostname")
-        .ok()
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "localhost".into());
-    format!("{host}:{}", std::process::id())
+    format!("{}:{}", crate::config::host_name(), std::process::id())
 }
 
 /// Removes the files of shredded recordings (off the async threads), then writes their

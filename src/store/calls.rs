@@ -135,6 +135,10 @@ pub struct CallRecord {
     pub consent_source: Option<String>,
     #[serde(default)]
     pub consent_at_ms: Option<i64>,
+    /// The gateway that wrote the call (`[database] node`); `None` for rows from before nodes
+    /// were recorded.
+    #[serde(default)]
+    pub node: Option<String>,
 }
 
 fn default_customer_leg() -> String {
@@ -218,12 +222,13 @@ impl CallRecord {
             consent_training: None,
             consent_source: None,
             consent_at_ms: None,
+            node: None,
         }
     }
 }
 
 /// Column order of every `calls` query; [`bind_call`] binds in exactly this order.
-const COLUMNS: [&str; 45] = [
+const COLUMNS: [&str; 46] = [
     "call_id",
     "sip_call_id",
     "direction",
@@ -269,6 +274,7 @@ const COLUMNS: [&str; 45] = [
     "consent_training",
     "consent_source",
     "consent_at_ms",
+    "node",
 ];
 
 fn select(rest: &str) -> String {
@@ -355,6 +361,7 @@ fn bind_call<'q>(q: AnyQuery<'q>, c: &'q CallRecord) -> AnyQuery<'q> {
         .bind(c.consent_training.map(i64::from))
         .bind(c.consent_source.as_deref())
         .bind(c.consent_at_ms)
+        .bind(c.node.as_deref())
 }
 
 fn call_from_row(r: &AnyRow) -> Result<CallRecord, sqlx::Error> {
@@ -411,6 +418,7 @@ fn call_from_row(r: &AnyRow) -> Result<CallRecord, sqlx::Error> {
         consent_training: r.try_get::<Option<i64>, _>("consent_training")?.map(|v| v != 0),
         consent_source: r.try_get("consent_source")?,
         consent_at_ms: r.try_get("consent_at_ms")?,
+        node: r.try_get("node")?,
     })
 }
 

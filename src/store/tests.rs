@@ -217,6 +217,7 @@ fn full_call(id: &str) -> CallRecord {
         consent_training: Some(false),
         consent_source: Some("keypad".into()),
         consent_at_ms: Some(1_760_000_000_008),
+        node: Some("node-1.example".into()),
     }
 }
 
