@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use callgate::audit::Entry;
 use callgate::export::{AUDIT, AuditExcerpt, MANIFEST, Manifest, sha256_hex};
-use common::audio::{self, best_alignment_correlation};
+use common::audio;
 use common::phone::{AgentAnswer, AgentPhone};
 use common::process::{GatewayProc, cli};
 use common::{CALLER_NUMBER, GatewayEnv, GatewayOpts, finished_call, talk};
@@ -234,14 +234,7 @@ async fn a_recorded_call_is_exported_for_a_case_and_the_bundle_stands_up() {
         let wav = entry_bytes(&bundle, &format!("recordings/{rec}.wav"));
         let wav_path = env.dir.path().join("from-bundle.wav");
         std::fs::write(&wav_path, &wav).unwrap();
-        let (rate, left, right) = audio::read_stereo_wav(&wav_path);
-        assert_eq!(rate, 8000);
-        let (_, r_left) = best_alignment_correlation(&a, &left, 20_000);
-        let (_, r_right) = best_alignment_correlation(&b, &right, 20_000);
-        assert!(
-            r_left >= 0.95 && r_right >= 0.95,
-            "left~A {r_left:.3}, right~B {r_right:.3}"
-        );
+        audio::assert_stereo_holds(&wav_path, &a, &b);
 
         // The manifest: the case's facts, the container the gateway sealed at hangup.
         let manifest_bytes = entry_bytes(&bundle, MANIFEST);

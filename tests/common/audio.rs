@@ -224,3 +224,17 @@ pub fn rms(samples: &[i16]) -> f64 {
     }
     (samples.iter().map(|&s| (s as f64).powi(2)).sum::<f64>() / samples.len() as f64).sqrt()
 }
+
+/// A rendered recording at `wav` is 8 kHz stereo whose left channel is `caller` and right
+/// channel is `agent` (best-aligned correlation at least 0.95 each).
+#[track_caller]
+pub fn assert_stereo_holds(wav: &Path, caller: &[i16], agent: &[i16]) {
+    let (rate, left, right) = read_stereo_wav(wav);
+    assert_eq!(rate, 8000);
+    let (_, r_left) = best_alignment_correlation(caller, &left, 20_000);
+    let (_, r_right) = best_alignment_correlation(agent, &right, 20_000);
+    assert!(
+        r_left >= 0.95 && r_right >= 0.95,
+        "left~caller {r_left:.3}, right~agent {r_right:.3}"
+    );
+}
