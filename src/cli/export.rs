@@ -8,7 +8,6 @@
 //! (naming the manifest's SHA-256) is appended, and only then is the file linked to `--out`,
 //! which is never overwritten. No entry, no bundle.
 
-use std::fs;
 use std::path::Path;
 
 use serde_json::json;
@@ -18,7 +17,7 @@ use super::recording::{open_row_full, parse_target, resolve, storage};
 use super::{CliError, Ctx, DEFAULT_ROLE, EXIT_BAD, open_existing_store, out};
 use crate::audit::{Actor, NewEntry, action, hex};
 use crate::config::Config;
-use crate::export::bundle::{self, BundleWriter, create_private, temp_beside};
+use crate::export::bundle::{self, BundleWriter, PrivateTemp, temp_beside};
 use crate::export::{
     AUDIT, AuditExcerpt, Ending, Exporter, FORMAT, MANIFEST, Manifest, Problem, README,
     RecordingFacts, TagFact, container_name, sha256_hex, wav_name,
@@ -28,7 +27,7 @@ use crate::recording::reader::ReadStatus;
 use crate::recording::storage::Storage;
 use crate::recording::wav::render_stereo_wav;
 use crate::retention::RetentionError;
-use crate::retention::service::{self, Permission, valid_case_ref};
+use crate::retention::service::{self, Permission};
 use crate::store::{CallRecord, RecordingRow, Store, now_ms};
 
 pub(super) async fn create(
@@ -41,12 +40,7 @@ pub(super) async fn create(
 ) -> Result<u8, CliError> {
     let actor = ctx.actor(DEFAULT_ROLE);
     service::require(&actor, Permission::Export)?;
-    if !valid_case_ref(case_ref) {
-        return Err(CliError::Retention(RetentionError::BadHold {
-            case_ref: case_ref.to_owned(),
-            problem: "a case reference is 1-64 characters of A-Z a-z 0-9 . _ / -".into(),
-        }));
-    }
+    service::check_case_ref(case_ref)?;
     if let Some(r) = reason {
         service::check_text("--reason", r, true)?;
     }
@@ -92,14 +86,6 @@ pub(super) async fn create(
     Ok(0)
 }
 
-/// Removes a temporary file when dropped.
-struct TempFile(std::path::PathBuf);
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = fs::remove_file(&self.0);
-    }
-}
-
 #[allow(clippy::too_many_arguments)]
 async fn write_bundle(
     config: &Config,
@@ -131,16 +117,16 @@ async fn write_bundle(
         };
         let rec = o.id.as_str().to_owned();
         w.add_bytes(&container_name(&rec), &o.bytes)?;
-        let tmp = TempFile(temp_beside(out_path, "wav"));
-        create_private(&tmp.0).map_err(|source| CliError::Output {
-            path: tmp.0.clone(),
+        let tmp_path = temp_beside(out_path, "wav");
+        let tmp = PrivateTemp::create(tmp_path.clone()).map_err(|source| CliError::Output {
+            path: tmp_path,
             source,
         })?;
-        let report = render_stereo_wav(&o.outcome, &tmp.0).map_err(|source| CliError::Wav {
+        let report = render_stereo_wav(&o.outcome, tmp.path()).map_err(|source| CliError::Wav {
             id: o.id.clone(),
             source,
         })?;
-        w.add_file(&wav_name(&rec), &tmp.0)?;
+        w.add_file(&wav_name(&rec), tmp.path())?;
         drop(tmp);
         let tags = store
             .tags_of(&o.id)

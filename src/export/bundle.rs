@@ -57,6 +57,25 @@ pub fn create_private(path: &Path) -> io::Result<File> {
     o.open(path)
 }
 
+/// A private (0600) temporary file, removed when dropped.
+pub struct PrivateTemp(PathBuf);
+
+impl PrivateTemp {
+    pub fn create(path: PathBuf) -> io::Result<PrivateTemp> {
+        create_private(&path)?;
+        Ok(PrivateTemp(path))
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for PrivateTemp {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
+    }
+}
+
 /// A private file beside `near` (same filesystem, so it can be linked into place).
 pub fn temp_beside(near: &Path, what: &str) -> PathBuf {
     let name = near
@@ -431,17 +450,12 @@ pub fn verify(path: &Path) -> Result<Verified, BundleError> {
 
 /// Renders to a private temporary WAV (hound needs to seek back for its header) and hashes it.
 fn rendered_sha256(outcome: &crate::recording::reader::ReadOutcome) -> Result<String, String> {
-    let tmp =
+    let path =
         std::env::temp_dir().join(format!("callgate-verify-{}.wav", crate::ids::random_hex(8)));
-    create_private(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
-    let res = render_stereo_wav(outcome, &tmp)
+    let tmp = PrivateTemp::create(path.clone()).map_err(|e| format!("{}: {e}", path.display()))?;
+    render_stereo_wav(outcome, tmp.path()).map_err(|e| e.to_string())?;
+    let mut f = File::open(tmp.path()).map_err(|e| e.to_string())?;
+    copy_hashing(&mut f, &mut io::sink())
+        .map(|(_, h)| hex(&h))
         .map_err(|e| e.to_string())
-        .and_then(|_| {
-            let mut f = File::open(&tmp).map_err(|e| e.to_string())?;
-            copy_hashing(&mut f, &mut io::sink())
-                .map(|(_, h)| hex(&h))
-                .map_err(|e| e.to_string())
-        });
-    let _ = fs::remove_file(&tmp);
-    res
 }

@@ -127,6 +127,17 @@ pub fn valid_case_ref(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'/' | b'-'))
 }
 
+/// [`valid_case_ref`], as the error a user sees.
+pub fn check_case_ref(case_ref: &str) -> Result<(), RetentionError> {
+    if valid_case_ref(case_ref) {
+        return Ok(());
+    }
+    Err(RetentionError::BadHold {
+        case_ref: case_ref.to_string(),
+        problem: "a case reference is 1-64 characters of A-Z a-z 0-9 . _ / -".into(),
+    })
+}
+
 fn is_gone(row: &RetentionRow) -> bool {
     row.state == deletion_state::DELETING || row.state == deletion_state::DELETED
 }
@@ -331,12 +342,7 @@ pub async fn hold_create(
     now_ms: i64,
 ) -> Result<HoldCreated, RetentionError> {
     require(actor, Permission::Hold)?;
-    if !valid_case_ref(case_ref) {
-        return Err(RetentionError::BadHold {
-            case_ref: case_ref.to_string(),
-            problem: "a case reference is 1-64 characters of A-Z a-z 0-9 . _ / -".into(),
-        });
-    }
+    check_case_ref(case_ref)?;
     check_text("reason", reason, true)?;
     let policy = Policy::from_config(cfg);
     let mut tx = store.begin_audited(now_ms).await?;
