@@ -68,6 +68,17 @@ pub mod action {
     pub const KEY_INIT: &str = "key.init";
     pub const KEY_ROTATE: &str = "key.rotate";
     pub const KEY_RETIRE: &str = "key.retire";
+    /// A portal user was created (`callgate user add`; target: the user name).
+    pub const USER_ADD: &str = "user.add";
+    /// A portal user was disabled (`callgate user disable`).
+    pub const USER_DISABLE: &str = "user.disable";
+    /// A portal user's password was set (`callgate user passwd`).
+    pub const USER_PASSWORD: &str = "user.password";
+    /// Portal sign-in (actor: the user) and a refused attempt (actor: the name typed, if it is
+    /// a known user; otherwise `(unknown)`: a password typed into the name box is never kept).
+    pub const LOGIN: &str = "portal.login";
+    pub const LOGIN_FAILED: &str = "portal.login-failed";
+    pub const LOGOUT: &str = "portal.logout";
 }
 
 /// Who may do what (DESIGN.md, "Roles"). Admins do not listen to calls.

@@ -10,8 +10,9 @@ use crate::audit::Role;
 use crate::config::Config;
 use crate::ids::{CallId, RecordingId};
 use crate::recording::container::SAMPLE_RATE;
-use crate::recording::keys::{Dek, Keyring, WrappedDek};
-use crate::recording::reader::{ReadOutcome, ReadStatus, read, read_header};
+use crate::recording::keys::Keyring;
+use crate::recording::open::{OpenError, open_recording};
+use crate::recording::reader::{ReadOutcome, ReadStatus};
 use crate::recording::storage::Storage;
 use crate::recording::wav::render_stereo_wav;
 use crate::store::{RecordingRow, Store};
@@ -97,13 +98,7 @@ pub(super) async fn open_row(
     Ok((o.id, o.outcome))
 }
 
-/// A recording read whole: its stored bytes, its data key and what they read to.
-pub(super) struct Opened {
-    pub id: RecordingId,
-    pub bytes: Vec<u8>,
-    pub dek: Dek,
-    pub outcome: ReadOutcome,
-}
+pub(super) use crate::recording::open::Opened;
 
 /// [`open_row`], keeping the container bytes and the data key (for export bundles).
 pub(super) async fn open_row_full(
@@ -112,11 +107,6 @@ pub(super) async fn open_row_full(
     storage: &Storage,
     row: RecordingRow,
 ) -> Result<Opened, CliError> {
-    let rec_id = row.recording_id;
-    let (key_id, wrapped) = store
-        .get_recording_key(&rec_id)
-        .await?
-        .ok_or_else(|| CliError::Shredded(rec_id.clone()))?;
     let keyring = Keyring::load(&config.keys.kek_file)?;
     if keyring.permissions_too_open() {
         tracing::warn!(
@@ -124,30 +114,15 @@ pub(super) async fn open_row_full(
             "key file is readable or writable by group or others; chmod 600 it"
         );
     }
-    let dek: Dek = keyring
-        .unwrap_dek(&key_id, &WrappedDek(wrapped))
-        .map_err(|source| CliError::Unwrap {
-            id: rec_id.clone(),
-            key_id: key_id.clone(),
-            source,
-        })?;
-    let bytes = storage.read_all(&rec_id).await?;
-    // A file copied in under the wrong name: say so plainly rather than "authentication failed".
-    if let Ok(h) = read_header(&bytes)
-        && h.recording_id != rec_id
-    {
-        return Err(CliError::WrongFile {
-            id: rec_id,
-            found: h.recording_id,
-        });
-    }
-    let outcome = read(&bytes, &dek);
-    Ok(Opened {
-        id: rec_id,
-        bytes,
-        dek,
-        outcome,
-    })
+    open_recording(store, storage, &keyring, row.recording_id)
+        .await
+        .map_err(|e| match e {
+            OpenError::Store(e) => CliError::Store(e),
+            OpenError::Storage(e) => CliError::Storage(e),
+            OpenError::Shredded(id) => CliError::Shredded(id),
+            OpenError::Unwrap { id, key_id, source } => CliError::Unwrap { id, key_id, source },
+            OpenError::WrongFile { id, found } => CliError::WrongFile { id, found },
+        })
 }
 
 /// One line on stdout; exit 0 only for a complete recording.

@@ -5,10 +5,12 @@
 //! * [`writer`]: sans-IO; records in, sealed chunks out every `flush` (time is an input).
 //! * [`reader`]: authenticates every chunk, tells complete / truncated / damaged apart.
 //! * [`wav`]: stereo PCM16 8 kHz WAV, left caller, right agent.
-//! * [`storage`]: where the files live (a directory today).
+//! * [`storage`]: where the files live (a directory or S3).
+//! * [`open`]: key from the database, file from storage, every chunk authenticated.
 
 pub mod container;
 pub mod keys;
+pub mod open;
 pub mod reader;
 pub mod storage;
 pub mod wav;

@@ -295,6 +295,38 @@ static CALLS_BY_NUMBERS: LazyLock<String> = LazyLock::new(|| {
          ORDER BY started_at_ms, call_id"
     ))
 });
+/// The portal's search: recorded calls started in `[$1, $2)`; when `$3` is not 0, one of the
+/// number spellings `$4..` is the from, to or dialled number; when the tag is not empty, the
+/// recording carries it now. Newest first.
+static SEARCH_RECORDED: LazyLock<String> = LazyLock::new(|| {
+    let n = MAX_NUMBER_VARIANTS;
+    let ph: Vec<String> = (4..4 + n).map(|i| format!("${i}")).collect();
+    let ph = ph.join(", ");
+    let tag = 4 + n;
+    let limit = tag + 1;
+    select(&format!(
+        "WHERE recording_id IS NOT NULL AND started_at_ms >= $1 AND started_at_ms < $2 \
+         AND ($3 = 0 OR from_number IN ({ph}) OR to_number IN ({ph}) OR dialled IN ({ph})) \
+         AND (${tag} = '' OR recording_id IN (SELECT recording_id FROM recording_tags \
+              WHERE tag = ${tag} AND removed_at_ms IS NULL)) \
+         ORDER BY started_at_ms DESC, call_id DESC LIMIT ${limit}"
+    ))
+});
+
+/// What the portal searches recorded calls by (see [`Store::search_recorded_calls`]).
+#[derive(Clone, Debug, Default)]
+pub struct CallSearch {
+    /// Unix ms, inclusive; `None`: no lower bound.
+    pub from_ms: Option<i64>,
+    /// Unix ms, exclusive; `None`: no upper bound.
+    pub to_ms: Option<i64>,
+    /// Spellings of one number (at most [`MAX_NUMBER_VARIANTS`]); empty: any number.
+    pub numbers: Vec<String>,
+    /// A tag in force on the recording; `None`: any.
+    pub tag: Option<String>,
+    pub limit: u32,
+}
+
 static CALLS_IN_STATE: LazyLock<String> =
     LazyLock::new(|| select("WHERE recording_state = $1 ORDER BY started_at_ms, call_id"));
 
@@ -479,6 +511,25 @@ impl Store {
                 q = q.bind(v);
             }
             q
+        })
+        .await
+    }
+
+    /// Recorded calls matching `q`, newest first (at most `q.limit`).
+    pub async fn search_recorded_calls(&self, q: &CallSearch) -> Result<Vec<CallRecord>, StoreError> {
+        let mut numbers: Vec<String> = q.numbers.iter().take(MAX_NUMBER_VARIANTS).cloned().collect();
+        let any_number = i64::from(!numbers.is_empty());
+        let pad = numbers.first().cloned().unwrap_or_default();
+        numbers.resize(MAX_NUMBER_VARIANTS, pad);
+        let (from, to) = (q.from_ms.unwrap_or(i64::MIN), q.to_ms.unwrap_or(i64::MAX));
+        let tag = q.tag.clone().unwrap_or_default();
+        let limit = i64::from(q.limit);
+        self.fetch_calls(SEARCH_RECORDED.as_str(), "search_recorded_calls", move |mut q| {
+            q = q.bind(from).bind(to).bind(any_number);
+            for v in numbers {
+                q = q.bind(v);
+            }
+            q.bind(tag).bind(limit)
         })
         .await
     }

@@ -22,6 +22,7 @@ mod calls;
 mod recordings;
 mod retention;
 pub mod url;
+mod users;
 
 #[cfg(test)]
 mod tests;
@@ -38,12 +39,13 @@ use crate::ids::{KeyId, RecordingId};
 
 pub use calls::{CallRecord, MAX_NUMBER_VARIANTS, PauseSpan, announcement_state, consent_state, recording_state};
 pub use audit::AuditTx;
-pub use calls::CallConsent;
+pub use calls::{CallConsent, CallSearch};
 pub use recordings::RecordingRow;
 pub use retention::{
     Candidate, HoldRow, REDACTED, RetentionRow, TagRow, Tombstone, deletion_state,
 };
 pub use url::Dialect;
+pub use users::UserRow;
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
