@@ -22,3 +22,4 @@ pub mod serve;
 pub mod sip;
 pub mod store;
 pub mod sys;
+pub mod time;

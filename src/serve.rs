@@ -143,7 +143,15 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         tracing::info!("no API tokens yet: the pause/resume API refuses every request (create one with `callgate api token create NAME`)");
     }
     let (control_tx, control_rx) = mpsc::channel(256);
-    let (api_addr, api_server) = crate::portal::bind(config.portal.listen, tokens, control_tx, net_stop_rx.clone()).await?;
+    let portal = crate::portal::web::PortalDeps {
+        store: store.clone(),
+        storage: storage.clone(),
+        kek_file: config.keys.kek_file.clone(),
+        retention: config.retention.clone(),
+        temp_dir: std::env::temp_dir(),
+    };
+    let (api_addr, api_server) =
+        crate::portal::bind(config.portal.listen, tokens, control_tx, portal, net_stop_rx.clone()).await?;
     let api_task = tokio::spawn(api_server);
     // The retention sweeper: sleeps until the next expiry; safe beside sweepers on other nodes.
     let sweeper_task = tokio::spawn(crate::retention::sweeper::run_sweeper(

@@ -13,6 +13,7 @@
 //! callgate restrict ID --reason TEXT  ·  callgate unrestrict ID [--reason TEXT]
 //! callgate retention show ID [--json]
 //! callgate audit verify  ·  callgate audit list [--json] [--limit N]
+//! callgate user add NAME --role ROLE [--password-stdin]  ·  user passwd | disable | list
 //! callgate export --case REF --out BUNDLE.zip [--reason TEXT] ID...  ·  export verify BUNDLE.zip [--log]
 //! ```
 //!
@@ -38,6 +39,7 @@ mod keys;
 mod recording;
 mod retention;
 mod sar;
+mod user;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -154,6 +156,10 @@ pub enum Command {
     /// HTTP API administration.
     #[command(subcommand)]
     Api(ApiCommand),
+    /// Portal accounts (acts as admin). `user add NAME --role ROLE`: the global --role is the
+    /// new account's role.
+    #[command(subcommand)]
+    User(UserCommand),
     /// Tags on recordings (training, complaint, evidence, abusive, custom ones from config).
     #[command(subcommand)]
     Tag(TagCommand),
@@ -287,6 +293,35 @@ pub enum ApiCommand {
     /// API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UserCommand {
+    /// Create a portal account: `callgate user add NAME --role supervisor|investigator|dpo|admin`.
+    /// Without --password-stdin a password is generated and printed once.
+    Add {
+        name: String,
+        /// Read the password (12+ characters) from the first line of stdin.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Set a new password (generated unless --password-stdin); the user's sessions end.
+    Passwd {
+        name: String,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Disable an account (the name stays reserved); the user's sessions end.
+    Disable {
+        name: String,
+        #[arg(long, value_name = "TEXT")]
+        reason: Option<String>,
+    },
+    /// List accounts (never their hashes).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -484,6 +519,10 @@ pub enum CliError {
     Runtime(std::io::Error),
     #[error("writing to stdout: {0}")]
     Stdout(std::io::Error),
+    #[error("reading stdin: {0}")]
+    Stdin(std::io::Error),
+    #[error(transparent)]
+    User(#[from] crate::portal::users::UserError),
 }
 
 impl CliError {
@@ -580,6 +619,14 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
             Command::Call(CallCommand::Resume { id, token }) => api::control(&config, &id, "resume", token),
             Command::Call(CallCommand::Record { id, token }) => api::control(&config, &id, "record", token),
             Command::Api(ApiCommand::Token(TokenCommand::Create { name })) => api::create_token(&config, &name),
+            Command::User(UserCommand::Add { name, password_stdin }) => user::add(&config, &ctx, &name, password_stdin).await,
+            Command::User(UserCommand::Passwd { name, password_stdin }) => {
+                user::passwd(&config, &ctx, &name, password_stdin).await
+            }
+            Command::User(UserCommand::Disable { name, reason }) => {
+                user::disable(&config, &ctx, &name, reason.as_deref()).await
+            }
+            Command::User(UserCommand::List { json }) => user::list(&config, json).await,
             Command::Keys(KeysCommand::Retire { key_id }) => {
                 keys::retire(&config, &ctx, &key_id).await
             }

@@ -1,5 +1,6 @@
-//! The HTTP side of the gateway: today the call-control API a payment or CRM screen uses to
-//! pause and resume recording while card details are taken.
+//! The HTTP side of the gateway: the supervisor portal ([`web`]: pages, playback, tags, audit
+//! log, for people signed in with `callgate user add` accounts) and the call-control API a
+//! payment or CRM screen uses to pause and resume recording while card details are taken:
 //!
 //! ```text
 //! POST /api/calls/{id}/pause     200 {"call_id":…,"state":"paused"}   409 already paused / not connected
@@ -11,7 +12,11 @@
 //! Every `/api/calls` request needs `Authorization: Bearer <token>`; tokens are created with
 //! `callgate api token create NAME`, and only their SHA-256 is kept (see [`tokens`]).
 
+pub mod playback;
+pub mod sessions;
 pub mod tokens;
+pub mod users;
+pub mod web;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -87,6 +92,7 @@ pub async fn bind(
     listen: SocketAddr,
     tokens: tokens::TokenSet,
     control: mpsc::Sender<ControlRequest>,
+    portal: web::PortalDeps,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(SocketAddr, impl std::future::Future<Output = ()>), PortalError> {
     let listener = tokio::net::TcpListener::bind(listen)
@@ -94,7 +100,7 @@ pub async fn bind(
         .map_err(|source| PortalError::Bind { addr: listen, source })?;
     let addr = listener.local_addr().map_err(|source| PortalError::Bind { addr: listen, source })?;
     let state = AppState { tokens: Arc::new(tokens), control };
-    let app = router(state);
+    let app = router(state).merge(web::routes(web::Web::new(portal)).layer(axum::middleware::map_response(harden)));
     let server = async move {
         let shutdown = async move {
             let _ = stop.changed().await;
@@ -104,6 +110,10 @@ pub async fn bind(
         }
     };
     Ok((addr, server))
+}
+
+async fn harden(res: axum::response::Response) -> axum::response::Response {
+    web::harden(res)
 }
 
 fn router(state: AppState) -> Router {

@@ -121,39 +121,11 @@ fn consent_summary(
     format!("{prompt}, {choice}")
 }
 
-/// Unix milliseconds as `YYYY-MM-DDTHH:MM:SSZ` (UTC, proleptic Gregorian; H. Hinnant's
-/// `civil_from_days`, as `callgate calls list` uses).
-fn rfc3339_utc(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let z = secs.div_euclid(86_400) + 719_468;
-    let sod = secs.rem_euclid(86_400);
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        sod / 3600,
-        sod % 3600 / 60,
-        sod % 60
-    )
-}
+use crate::time::rfc3339_utc;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rfc3339_formatting() {
-        assert_eq!(rfc3339_utc(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339_utc(1_700_000_000_123), "2023-11-14T22:13:20Z");
-        assert_eq!(rfc3339_utc(951_825_600_000), "2000-02-29T12:00:00Z");
-        assert_eq!(rfc3339_utc(-1000), "1969-12-31T23:59:59Z");
-    }
 
     #[test]
     fn training_declined_message_names_the_consent() {
