@@ -279,10 +279,6 @@ async fn login(State(web): State<Web>, Form(f): Form<LoginForm>) -> Response {
         let keep = if valid_name(name) { name.to_string() } else { String::new() };
         html(StatusCode::UNAUTHORIZED, &LoginPage { nav: None, error: Some(msg.into()), name: keep })
     };
-    if let Err(l) = web.sessions().may_try(&name, now) {
-        let mins = (l.retry_after_ms + 59_999) / 60_000;
-        return again(&format!("Too many failed sign-ins for this name; try again in {mins} minute(s)."), &name);
-    }
     let user = if valid_name(&name) {
         match web.deps.store.get_user(&name).await {
             Ok(u) => u,
@@ -292,19 +288,31 @@ async fn login(State(web): State<Web>, Form(f): Form<LoginForm>) -> Response {
         None
     };
     let known = user.as_ref().is_some_and(|u| u.disabled_at_ms.is_none());
+    // The portal itself records a refusal: the name only if it is an account's (a password
+    // typed into the name box must not end up in the log).
+    let refusal = |locked: bool, locked_out: bool| {
+        let mut e = NewEntry::new(now, &Actor::new("portal", Role::System), action::LOGIN_FAILED)
+            .details(json!({ "known_user": known, "locked": locked, "locked_out": locked_out }));
+        if known {
+            e = e.target(name.as_str());
+        }
+        e
+    };
+    // Bound first: the lock guard must not live across the awaits below.
+    let allowed_now = web.sessions().may_try(&name, now);
+    if let Err(l) = allowed_now {
+        if let Err(e) = web.deps.store.audit_append(now, &[refusal(false, true)]).await {
+            return internal(&e);
+        }
+        let mins = (l.retry_after_ms + 59_999) / 60_000;
+        return again(&format!("Too many failed sign-ins for this name; try again in {mins} minute(s)."), &name);
+    }
     let pw = f.password;
     let checked = tokio::task::spawn_blocking(move || check_credentials(user.as_ref(), &pw)).await;
     let Ok(signed_in) = checked else { return internal(&"password check task failed") };
     let Some(s) = signed_in else {
         let locked = web.sessions().failed(&name, now);
-        // The portal itself records the refusal: the name only if it is an account's (a
-        // password typed into the name box must not end up in the log).
-        let mut entry = NewEntry::new(now, &Actor::new("portal", Role::System), action::LOGIN_FAILED)
-            .details(json!({ "known_user": known, "locked": locked }));
-        if known {
-            entry = entry.target(name.as_str());
-        }
-        if let Err(e) = web.deps.store.audit_append(now, &[entry]).await {
+        if let Err(e) = web.deps.store.audit_append(now, &[refusal(locked, false)]).await {
             return internal(&e);
         }
         tracing::info!(known_user = known, locked, "portal sign-in refused");

@@ -14,6 +14,8 @@ use tokio::time::{Instant, sleep};
 pub struct GatewayProc {
     child: Child,
     pub sip_addr: SocketAddr,
+    /// The HTTP listener (call-control API and portal).
+    pub http_addr: SocketAddr,
     stdout: Arc<Mutex<Vec<u8>>>,
     stderr: Arc<Mutex<Vec<u8>>>,
     readers: Vec<std::thread::JoinHandle<()>>,
@@ -86,15 +88,16 @@ impl GatewayProc {
             pump(child.stderr.take().expect("stderr pipe"), stderr.clone()),
         ];
         let deadline = Instant::now() + Duration::from_secs(15);
-        let sip_addr = loop {
+        let (sip_addr, http_addr) = loop {
             let text = strip_ansi(&String::from_utf8_lossy(&lock(&stderr)));
+            let addr = |l: &str, key: &str| -> Option<SocketAddr> {
+                let rest = &l[l.find(key)? + key.len()..];
+                rest.split_whitespace().next()?.parse::<SocketAddr>().ok()
+            };
             let found = text
                 .lines()
                 .filter(|l| l.contains("callgate serving"))
-                .find_map(|l| {
-                    let rest = &l[l.find("sip=")? + 4..];
-                    rest.split_whitespace().next()?.parse::<SocketAddr>().ok()
-                });
+                .find_map(|l| Some((addr(l, "sip=")?, addr(l, "api=")?)));
             if let Some(a) = found {
                 break a;
             }
@@ -110,6 +113,7 @@ impl GatewayProc {
         GatewayProc {
             child,
             sip_addr,
+            http_addr,
             stdout,
             stderr,
             readers,
