@@ -139,6 +139,8 @@ both_dialects!(
     calls_without_audio_are_redacted_after_the_default_period,
     a_call_without_a_recording_is_erased_on_request,
     audit_entries_by_target,
+    recorded_call_search,
+    portal_users,
 );
 
 fn minimal_call(id: &str, started: i64) -> CallRecord {

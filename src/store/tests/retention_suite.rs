@@ -956,3 +956,95 @@ pub(super) async fn audit_entries_by_target(ctx: &Ctx) {
     assert_eq!((e.seq, e.targets.as_str()), (3, r#"["CASE_1","rec-2"]"#));
     assert!(s.audit_entry(6).await.unwrap().is_none());
 }
+
+/// The portal's search: time window (from inclusive, to exclusive), number spellings, a tag
+/// in force (a removed one no longer matches), newest first, the limit.
+pub(super) async fn recorded_call_search(ctx: &Ctx) {
+    use crate::store::CallSearch;
+    let s = &ctx.store;
+    let dir = tempfile::tempdir().unwrap();
+    for n in 1..=4 {
+        make_recording(s, dir.path(), n, T0 + n as i64 * DAY).await;
+    }
+    // A call that was not recorded is never listed.
+    s.upsert_call(&call_row(9, T0 + 2 * DAY)).await.unwrap();
+    let mut other = call_row(5, T0 + 5 * DAY);
+    other.from_number = PhoneNumber::new("+441632960777");
+    other.to_number = PhoneNumber::new("+441632960778");
+    s.upsert_call(&other).await.unwrap();
+    let mut c5 = s.get_call(&other.call_id).await.unwrap().unwrap();
+    c5.recording_id = Some(RecordingId::from_string("rec-000005"));
+    s.upsert_call(&c5).await.unwrap();
+
+    let ids = |v: Vec<CallRecord>| v.into_iter().map(|c| c.call_id.to_string()).collect::<Vec<_>>();
+    let q = |f: &dyn Fn(&mut CallSearch)| {
+        let mut q = CallSearch { limit: 100, ..CallSearch::default() };
+        f(&mut q);
+        q
+    };
+    let all = ids(s.search_recorded_calls(&q(&|_| {})).await.unwrap());
+    assert_eq!(all, ["call-000005", "call-000004", "call-000003", "call-000002", "call-000001"]);
+    let window = q(&|q| {
+        q.from_ms = Some(T0 + 2 * DAY);
+        q.to_ms = Some(T0 + 4 * DAY);
+    });
+    assert_eq!(ids(s.search_recorded_calls(&window).await.unwrap()), ["call-000003", "call-000002"]);
+    let by_number = q(&|q| q.numbers = service::number_variants("07700 900123").unwrap());
+    assert_eq!(ids(s.search_recorded_calls(&by_number).await.unwrap()).len(), 4);
+    let by_other = q(&|q| q.numbers = service::number_variants("01632 960778").unwrap());
+    assert_eq!(ids(s.search_recorded_calls(&by_other).await.unwrap()), ["call-000005"]);
+    let limited = q(&|q| q.limit = 2);
+    assert_eq!(ids(s.search_recorded_calls(&limited).await.unwrap()), ["call-000005", "call-000004"]);
+
+    let cfg = RetentionConfig::default();
+    let ivy = Actor::new("ivy", Role::Investigator);
+    let rec2 = RecordingId::from_string("rec-000002");
+    service::tag_add(s, &cfg, &ivy, &rec2, "complaint", None, T0).await.unwrap();
+    let tagged = q(&|q| q.tag = Some("complaint".into()));
+    assert_eq!(ids(s.search_recorded_calls(&tagged).await.unwrap()), ["call-000002"]);
+    service::tag_remove(s, &cfg, &ivy, &rec2, "complaint", None, T0 + 1).await.unwrap();
+    assert!(s.search_recorded_calls(&tagged).await.unwrap().is_empty());
+}
+
+/// Portal accounts: created once (names stay reserved), admin only, password changes and
+/// disabling audited, hashes never in `Debug`.
+pub(super) async fn portal_users(ctx: &Ctx) {
+    use crate::portal::users::{self, UserError};
+    let s = &ctx.store;
+    let root = Actor::new("root", Role::Admin);
+    users::add(s, &root, "sam", Role::Supervisor, "a long password", T0).await.unwrap();
+    assert!(matches!(
+        users::add(s, &root, "sam", Role::Dpo, "another password", T0).await,
+        Err(UserError::Exists(_))
+    ));
+    assert!(matches!(
+        users::add(s, &Actor::new("dee", Role::Dpo), "kim", Role::Supervisor, "a long password", T0).await,
+        Err(UserError::Forbidden(Role::Dpo))
+    ));
+    let u = s.get_user("sam").await.unwrap().unwrap();
+    assert_eq!((u.role.as_str(), u.created_by.as_str(), u.password_set_at_ms), ("supervisor", "root", T0));
+    assert!(users::verify_password(&u.password_hash, "a long password"));
+    assert!(!format!("{u:?}").contains("argon2"));
+
+    users::set_password(s, &root, "sam", "a newer password", T0 + 5).await.unwrap();
+    let u = s.get_user("sam").await.unwrap().unwrap();
+    assert_eq!(u.password_set_at_ms, T0 + 5);
+    assert!(users::verify_password(&u.password_hash, "a newer password"));
+    users::disable(s, &root, "sam", Some("left"), T0 + 6).await.unwrap();
+    assert!(matches!(users::disable(s, &root, "sam", None, T0 + 7).await, Err(UserError::Unknown(_))));
+    assert!(matches!(
+        users::set_password(s, &root, "sam", "a third password", T0 + 8).await,
+        Err(UserError::Unknown(_))
+    ));
+    assert!(matches!(
+        users::add(s, &root, "sam", Role::Supervisor, "a long password", T0).await,
+        Err(UserError::Exists(_))
+    ));
+    let list = s.list_users().await.unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].disabled_at_ms, Some(T0 + 6));
+    let log = s.audit_entries(0, 100).await.unwrap();
+    let actions: Vec<&str> = log.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(actions, [action::USER_ADD, action::USER_PASSWORD, action::USER_DISABLE]);
+    assert!(log.iter().all(|e| e.targets.contains("sam") && !e.details.contains("password ")));
+}
