@@ -9,7 +9,12 @@ pub fn utc(ms: i64) -> String {
     let days = secs.div_euclid(86_400);
     let sod = secs.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", sod / 3600, sod % 3600 / 60, sod % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        sod / 3600,
+        sod % 3600 / 60,
+        sod % 60
+    )
 }
 
 /// `YYYY-MM-DDTHH:MM:SSZ`.
@@ -78,8 +83,19 @@ mod tests {
     fn dates_parse_and_round_trip() {
         assert_eq!(parse_date("1970-01-01"), Some(0));
         assert_eq!(parse_date("2023-11-14"), Some(1_699_920_000_000));
-        assert_eq!(parse_date("2000-02-29").map(utc).as_deref(), Some("2000-02-29 00:00:00"));
-        for bad in ["2001-02-29", "2023-13-01", "2023-00-10", "2023-1-1", "x", "", "2023-11-14T00"] {
+        assert_eq!(
+            parse_date("2000-02-29").map(utc).as_deref(),
+            Some("2000-02-29 00:00:00")
+        );
+        for bad in [
+            "2001-02-29",
+            "2023-13-01",
+            "2023-00-10",
+            "2023-1-1",
+            "x",
+            "",
+            "2023-11-14T00",
+        ] {
             assert_eq!(parse_date(bad), None, "{bad}");
         }
         for day in [-800_000i64, -1, 0, 1, 19_000, 2_932_896] {

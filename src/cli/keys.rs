@@ -9,6 +9,7 @@ use super::{CliError, Ctx, DEFAULT_ROLE, open_existing_store, out};
 use crate::audit::{NewEntry, action};
 use crate::config::Config;
 use crate::ids::{KeyId, RecordingId};
+use crate::recording::open::OpenError;
 use crate::recording::keys::{KEK_LINE_TAG, Keyring, WrappedDek};
 use crate::store::{Store, now_ms};
 
@@ -121,7 +122,7 @@ async fn rewrap_one(
     }
     let dek = ring
         .unwrap_dek(old, &WrappedDek(wrapped))
-        .map_err(|source| CliError::Unwrap {
+        .map_err(|source| OpenError::Unwrap {
             id: rec.clone(),
             key_id: old.clone(),
             source,

@@ -52,6 +52,7 @@ use crate::config::{Config, ConfigError};
 use crate::retention::RetentionError;
 use crate::ids::{CallId, KeyId, RecordingId};
 use crate::recording::keys::KeyError;
+use crate::recording::open::OpenError;
 use crate::recording::reader::ReadStatus;
 use crate::recording::storage::StorageError;
 use crate::recording::wav::WavError;
@@ -448,19 +449,8 @@ pub enum CliError {
     UnknownCall(CallId),
     #[error("call {call_id} has no recording (recording state: {state})")]
     CallNotRecorded { call_id: CallId, state: String },
-    #[error(
-        "recording {0}: its data key has been deleted (crypto-shredded); the audio can no longer be decrypted"
-    )]
-    Shredded(RecordingId),
-    #[error("recording {id}: cannot unwrap its data key with key {key_id}: {source}")]
-    Unwrap {
-        id: RecordingId,
-        key_id: KeyId,
-        #[source]
-        source: KeyError,
-    },
-    #[error("recording {id}: the file's header names recording {found}; refusing to use it")]
-    WrongFile { id: RecordingId, found: RecordingId },
+    #[error(transparent)]
+    Open(#[from] crate::recording::open::OpenError),
     #[error("recording {id} is {status}; not decrypted")]
     Damaged { id: RecordingId, status: ReadStatus },
     #[error("recording {id}: {source}")]
@@ -529,8 +519,7 @@ impl CliError {
     /// The process exit status for this error.
     pub fn exit_code(&self) -> u8 {
         match self {
-            CliError::Shredded(_)
-            | CliError::WrongFile { .. }
+            CliError::Open(OpenError::Shredded(_) | OpenError::WrongFile { .. })
             | CliError::Damaged { .. }
             | CliError::Wav {
                 source: WavError::Damaged { .. } | WavError::NoHeader,

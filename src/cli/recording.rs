@@ -11,7 +11,7 @@ use crate::config::Config;
 use crate::ids::{CallId, RecordingId};
 use crate::recording::container::SAMPLE_RATE;
 use crate::recording::keys::Keyring;
-use crate::recording::open::{OpenError, open_recording};
+use crate::recording::open::open_recording;
 use crate::recording::reader::{ReadOutcome, ReadStatus};
 use crate::recording::storage::Storage;
 use crate::recording::wav::render_stereo_wav;
@@ -114,15 +114,7 @@ pub(super) async fn open_row_full(
             "key file is readable or writable by group or others; chmod 600 it"
         );
     }
-    open_recording(store, storage, &keyring, row.recording_id)
-        .await
-        .map_err(|e| match e {
-            OpenError::Store(e) => CliError::Store(e),
-            OpenError::Storage(e) => CliError::Storage(e),
-            OpenError::Shredded(id) => CliError::Shredded(id),
-            OpenError::Unwrap { id, key_id, source } => CliError::Unwrap { id, key_id, source },
-            OpenError::WrongFile { id, found } => CliError::WrongFile { id, found },
-        })
+    Ok(open_recording(store, storage, &keyring, row.recording_id).await?)
 }
 
 /// One line on stdout; exit 0 only for a complete recording.

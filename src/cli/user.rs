@@ -21,13 +21,21 @@ fn password(from_stdin: bool) -> Result<(String, bool), CliError> {
         return Ok((users::generate_password(), true));
     }
     let mut line = String::new();
-    std::io::stdin().lock().read_line(&mut line).map_err(CliError::Stdin)?;
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(CliError::Stdin)?;
     let pw = line.strip_suffix('\n').unwrap_or(&line);
     let pw = pw.strip_suffix('\r').unwrap_or(pw);
     Ok((pw.to_string(), false))
 }
 
-pub async fn add(config: &Config, ctx: &Ctx, name: &str, password_stdin: bool) -> Result<u8, CliError> {
+pub async fn add(
+    config: &Config,
+    ctx: &Ctx,
+    name: &str,
+    password_stdin: bool,
+) -> Result<u8, CliError> {
     let role = ctx.role.ok_or(CliError::User(UserError::BadRole))?;
     let (pw, generated) = password(password_stdin)?;
     let store = open_existing_store(config).await?;
@@ -42,7 +50,12 @@ pub async fn add(config: &Config, ctx: &Ctx, name: &str, password_stdin: bool) -
     Ok(0)
 }
 
-pub async fn passwd(config: &Config, ctx: &Ctx, name: &str, password_stdin: bool) -> Result<u8, CliError> {
+pub async fn passwd(
+    config: &Config,
+    ctx: &Ctx,
+    name: &str,
+    password_stdin: bool,
+) -> Result<u8, CliError> {
     let (pw, generated) = password(password_stdin)?;
     let store = open_existing_store(config).await?;
     let res = users::set_password(&store, &admin(ctx), name, &pw, now_ms()).await;
@@ -56,7 +69,12 @@ pub async fn passwd(config: &Config, ctx: &Ctx, name: &str, password_stdin: bool
     Ok(0)
 }
 
-pub async fn disable(config: &Config, ctx: &Ctx, name: &str, reason: Option<&str>) -> Result<u8, CliError> {
+pub async fn disable(
+    config: &Config,
+    ctx: &Ctx,
+    name: &str,
+    reason: Option<&str>,
+) -> Result<u8, CliError> {
     if let Some(r) = reason {
         crate::retention::service::check_text("reason", r, false)?;
     }
@@ -64,7 +82,9 @@ pub async fn disable(config: &Config, ctx: &Ctx, name: &str, reason: Option<&str
     let res = users::disable(&store, &admin(ctx), name, reason, now_ms()).await;
     store.close().await;
     res?;
-    out(&format!("{name}: disabled; their portal sessions end at their next request\n"))?;
+    out(&format!(
+        "{name}: disabled; their portal sessions end at their next request\n"
+    ))?;
     Ok(0)
 }
 
@@ -93,7 +113,14 @@ pub async fn list(config: &Config, json: bool) -> Result<u8, CliError> {
             Some(ms) => format!("disabled {}", crate::time::utc(ms)),
             None => "enabled".into(),
         };
-        s.push_str(&format!("{}\t{}\t{}\tcreated {} by {}\n", u.name, u.role, state, crate::time::utc(u.created_at_ms), u.created_by));
+        s.push_str(&format!(
+            "{}\t{}\t{}\tcreated {} by {}\n",
+            u.name,
+            u.role,
+            state,
+            crate::time::utc(u.created_at_ms),
+            u.created_by
+        ));
     }
     out(&s)?;
     Ok(0)

@@ -32,10 +32,15 @@ pub enum RenderError {
 
 /// Renders `outcome` into a new private file in `dir` (blocking: call off the runtime).
 pub fn render(outcome: &ReadOutcome, dir: &Path) -> Result<Arc<Rendered>, RenderError> {
-    let tmp = PrivateTemp::create(dir.join(format!(".callgate-play-{}.wav", crate::ids::random_hex(8))))?;
+    let tmp =
+        PrivateTemp::create(dir.join(format!(".callgate-play-{}.wav", crate::ids::random_hex(8))))?;
     let report = render_stereo_wav(outcome, tmp.path())?;
     let len = std::fs::metadata(tmp.path())?.len();
-    Ok(Arc::new(Rendered { tmp, len, truncated: report.truncated }))
+    Ok(Arc::new(Rendered {
+        tmp,
+        len,
+        truncated: report.truncated,
+    }))
 }
 
 /// What a `Range` header asks of a body of `len` bytes.
@@ -65,7 +70,9 @@ pub fn parse_range(header: Option<&str>, len: u64) -> ByteRange {
     let parse = |s: &str| s.parse::<u64>().ok();
     let (start, end) = match (a.is_empty(), b.is_empty()) {
         (false, _) => {
-            let Some(start) = parse(a) else { return ByteRange::Full };
+            let Some(start) = parse(a) else {
+                return ByteRange::Full;
+            };
             let end = if b.is_empty() {
                 len.saturating_sub(1)
             } else {
@@ -80,7 +87,9 @@ pub fn parse_range(header: Option<&str>, len: u64) -> ByteRange {
             (start, end)
         }
         (true, false) => {
-            let Some(n) = parse(b) else { return ByteRange::Full };
+            let Some(n) = parse(b) else {
+                return ByteRange::Full;
+            };
             if n == 0 || len == 0 {
                 return ByteRange::Unsatisfiable;
             }
@@ -102,12 +111,31 @@ mod tests {
         assert_eq!(parse_range(None, 1000), Full);
         assert_eq!(r("bytes=0-"), Part { start: 0, end: 999 });
         assert_eq!(r("bytes=10-19"), Part { start: 10, end: 19 });
-        assert_eq!(r("bytes=990-5000"), Part { start: 990, end: 999 });
-        assert_eq!(r("bytes=-100"), Part { start: 900, end: 999 });
+        assert_eq!(
+            r("bytes=990-5000"),
+            Part {
+                start: 990,
+                end: 999
+            }
+        );
+        assert_eq!(
+            r("bytes=-100"),
+            Part {
+                start: 900,
+                end: 999
+            }
+        );
         assert_eq!(r("bytes=-5000"), Part { start: 0, end: 999 });
         assert_eq!(r("bytes=1000-"), Unsatisfiable);
         assert_eq!(r("bytes=-0"), Unsatisfiable);
-        for ignored in ["items=0-1", "bytes=5-1", "bytes=a-b", "bytes=0-1,5-9", "bytes=-", "bytes=1"] {
+        for ignored in [
+            "items=0-1",
+            "bytes=5-1",
+            "bytes=a-b",
+            "bytes=0-1,5-9",
+            "bytes=-",
+            "bytes=1",
+        ] {
             assert_eq!(r(ignored), Full, "{ignored}");
         }
         assert_eq!(parse_range(Some("bytes=0-"), 0), Unsatisfiable);

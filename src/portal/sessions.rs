@@ -79,7 +79,10 @@ pub struct Sessions<G> {
 
 impl<G: Clone> Default for Sessions<G> {
     fn default() -> Self {
-        Sessions { live: HashMap::new(), failures: HashMap::new() }
+        Sessions {
+            live: HashMap::new(),
+            failures: HashMap::new(),
+        }
     }
 }
 
@@ -87,7 +90,9 @@ impl<G: Clone> Sessions<G> {
     /// `Err` if `name` is locked out now.
     pub fn may_try(&self, name: &str, now_ms: i64) -> Result<(), Locked> {
         match self.failures.get(name) {
-            Some(f) if f.locked_until_ms > now_ms => Err(Locked { retry_after_ms: f.locked_until_ms - now_ms }),
+            Some(f) if f.locked_until_ms > now_ms => Err(Locked {
+                retry_after_ms: f.locked_until_ms - now_ms,
+            }),
             _ => Ok(()),
         }
     }
@@ -95,14 +100,22 @@ impl<G: Clone> Sessions<G> {
     /// Counts a wrong password for `name`; `true` if this one locked it.
     pub fn failed(&mut self, name: &str, now_ms: i64) -> bool {
         if !self.failures.contains_key(name) && self.failures.len() >= MAX_THROTTLED {
-            let oldest = self.failures.iter().min_by_key(|(_, f)| f.first_ms).map(|(k, _)| k.clone());
+            let oldest = self
+                .failures
+                .iter()
+                .min_by_key(|(_, f)| f.first_ms)
+                .map(|(k, _)| k.clone());
             if let Some(k) = oldest {
                 self.failures.remove(&k);
             }
         }
         let f = self.failures.entry(name.to_string()).or_default();
         if now_ms - f.first_ms > FAILURE_WINDOW_MS {
-            *f = Failures { count: 0, first_ms: now_ms, locked_until_ms: f.locked_until_ms };
+            *f = Failures {
+                count: 0,
+                first_ms: now_ms,
+                locked_until_ms: f.locked_until_ms,
+            };
         }
         f.count += 1;
         if f.count >= MAX_FAILURES {
@@ -119,11 +132,24 @@ impl<G: Clone> Sessions<G> {
         self.failures.remove(&who.user);
         self.expire(now_ms);
         if self.live.len() >= MAX_SESSIONS
-            && let Some(k) = self.live.iter().min_by_key(|(_, s)| s.last_ms).map(|(k, _)| k.clone())
+            && let Some(k) = self
+                .live
+                .iter()
+                .min_by_key(|(_, s)| s.last_ms)
+                .map(|(k, _)| k.clone())
         {
             self.live.remove(&k);
         }
-        self.live.insert(token, Session { who, csrf, created_ms: now_ms, last_ms: now_ms, grants: Vec::new() });
+        self.live.insert(
+            token,
+            Session {
+                who,
+                csrf,
+                created_ms: now_ms,
+                last_ms: now_ms,
+                grants: Vec::new(),
+            },
+        );
     }
 
     /// The live session of `token`, touched (its idle timer restarts); `None` if unknown or
@@ -136,7 +162,10 @@ impl<G: Clone> Sessions<G> {
         }
         s.last_ms = now_ms;
         s.grants.retain(|g| g.expires_ms > now_ms);
-        Some(SessionView { who: s.who.clone(), csrf: s.csrf.clone() })
+        Some(SessionView {
+            who: s.who.clone(),
+            csrf: s.csrf.clone(),
+        })
     }
 
     /// Ends a session (sign-out, or its account changed).
@@ -147,22 +176,32 @@ impl<G: Clone> Sessions<G> {
     /// The grant of this session for `rec`, if one is live.
     pub fn grant(&self, token: &str, rec: &RecordingId, now_ms: i64) -> Option<G> {
         let s = self.live.get(token)?;
-        s.grants.iter().find(|g| &g.rec == rec && g.expires_ms > now_ms).map(|g| g.payload.clone())
+        s.grants
+            .iter()
+            .find(|g| &g.rec == rec && g.expires_ms > now_ms)
+            .map(|g| g.payload.clone())
     }
 
     /// Records a grant (after its audit entry); the oldest goes when there are [`MAX_GRANTS`].
     pub fn add_grant(&mut self, token: &str, rec: RecordingId, payload: G, now_ms: i64) {
-        let Some(s) = self.live.get_mut(token) else { return };
+        let Some(s) = self.live.get_mut(token) else {
+            return;
+        };
         s.grants.retain(|g| g.rec != rec && g.expires_ms > now_ms);
         if s.grants.len() >= MAX_GRANTS {
             s.grants.remove(0);
         }
-        s.grants.push(Grant { rec, expires_ms: now_ms + GRANT_MS, payload });
+        s.grants.push(Grant {
+            rec,
+            expires_ms: now_ms + GRANT_MS,
+            payload,
+        });
     }
 
     /// Drops timed-out sessions (and with them their grants' payloads).
     pub fn expire(&mut self, now_ms: i64) {
-        self.live.retain(|_, s| now_ms - s.last_ms <= IDLE_MS && now_ms - s.created_ms <= ABSOLUTE_MS);
+        self.live
+            .retain(|_, s| now_ms - s.last_ms <= IDLE_MS && now_ms - s.created_ms <= ABSOLUTE_MS);
     }
 
     pub fn len(&self) -> usize {
@@ -179,7 +218,11 @@ mod tests {
     use super::*;
 
     fn who(name: &str) -> Who {
-        Who { user: name.into(), role: Role::Supervisor, password_set_at_ms: 0 }
+        Who {
+            user: name.into(),
+            role: Role::Supervisor,
+            password_set_at_ms: 0,
+        }
     }
 
     #[test]
@@ -243,10 +286,24 @@ mod tests {
         for i in 0..=MAX_GRANTS as u32 {
             s.add_grant("ta", RecordingId::from_string(format!("rec-x{i}")), i, 10);
         }
-        assert_eq!(s.grant("ta", &RecordingId::from_string("rec-x0".to_string()), 11), None, "oldest evicted");
-        assert_eq!(s.grant("ta", &RecordingId::from_string(format!("rec-x{MAX_GRANTS}")), 11), Some(MAX_GRANTS as u32));
+        assert_eq!(
+            s.grant("ta", &RecordingId::from_string("rec-x0".to_string()), 11),
+            None,
+            "oldest evicted"
+        );
+        assert_eq!(
+            s.grant(
+                "ta",
+                &RecordingId::from_string(format!("rec-x{MAX_GRANTS}")),
+                11
+            ),
+            Some(MAX_GRANTS as u32)
+        );
         assert_eq!(s.end("ta").unwrap().user, "a");
-        assert_eq!(s.grant("ta", &RecordingId::from_string("rec-x1".to_string()), 11), None);
+        assert_eq!(
+            s.grant("ta", &RecordingId::from_string("rec-x1".to_string()), 11),
+            None
+        );
         assert_eq!(s.len(), 1);
     }
 }

@@ -23,7 +23,9 @@ pub enum UserError {
     Store(#[from] StoreError),
     #[error("user name must be 1-64 characters of letters, digits, '.', '_', '-' or '@'")]
     BadName,
-    #[error("password must be {MIN_PASSWORD} to {MAX_PASSWORD} characters, with no control characters")]
+    #[error(
+        "password must be {MIN_PASSWORD} to {MAX_PASSWORD} characters, with no control characters"
+    )]
     BadPassword,
     #[error("role {0} may not manage users (admin only)")]
     Forbidden(Role),
@@ -46,7 +48,10 @@ pub fn valid_name(name: &str) -> bool {
 }
 
 fn check_password(pw: &str) -> Result<(), UserError> {
-    if pw.chars().count() < MIN_PASSWORD || pw.len() > MAX_PASSWORD || pw.chars().any(char::is_control) {
+    if pw.chars().count() < MIN_PASSWORD
+        || pw.len() > MAX_PASSWORD
+        || pw.chars().any(char::is_control)
+    {
         return Err(UserError::BadPassword);
     }
     Ok(())
@@ -65,7 +70,9 @@ pub fn verify_password(hash: &str, pw: &str) -> bool {
     let Ok(parsed) = PasswordHash::new(hash) else {
         return false;
     };
-    Argon2::default().verify_password(pw.as_bytes(), &parsed).is_ok()
+    Argon2::default()
+        .verify_password(pw.as_bytes(), &parsed)
+        .is_ok()
 }
 
 /// A hash of no one's password, verified when the name is unknown so that a refusal takes as
@@ -110,15 +117,30 @@ pub fn check_credentials(user: Option<&UserRow>, pw: &str) -> Option<SignedIn> {
         return None;
     }
     let role = u.role.parse().ok()?;
-    Some(SignedIn { name: u.name.clone(), role, password_set_at_ms: u.password_set_at_ms })
+    Some(SignedIn {
+        name: u.name.clone(),
+        role,
+        password_set_at_ms: u.password_set_at_ms,
+    })
 }
 
 fn require_admin(actor: &Actor) -> Result<(), UserError> {
-    if actor.role == Role::Admin { Ok(()) } else { Err(UserError::Forbidden(actor.role)) }
+    if actor.role == Role::Admin {
+        Ok(())
+    } else {
+        Err(UserError::Forbidden(actor.role))
+    }
 }
 
 /// Creates an account (admin only).
-pub async fn add(store: &Store, actor: &Actor, name: &str, role: Role, password: &str, now_ms: i64) -> Result<(), UserError> {
+pub async fn add(
+    store: &Store,
+    actor: &Actor,
+    name: &str,
+    role: Role,
+    password: &str,
+    now_ms: i64,
+) -> Result<(), UserError> {
     require_admin(actor)?;
     if !valid_name(name) {
         return Err(UserError::BadName);
@@ -147,14 +169,24 @@ pub async fn add(store: &Store, actor: &Actor, name: &str, role: Role, password:
         tx.rollback().await?;
         return Err(UserError::Exists(name.to_string()));
     }
-    tx.append(&NewEntry::new(now_ms, actor, action::USER_ADD).target(name).details(json!({ "role": role.as_str() })))
-        .await?;
+    tx.append(
+        &NewEntry::new(now_ms, actor, action::USER_ADD)
+            .target(name)
+            .details(json!({ "role": role.as_str() })),
+    )
+    .await?;
     tx.commit().await?;
     Ok(())
 }
 
 /// Sets a new password (admin only); signed-in sessions of that user end at their next request.
-pub async fn set_password(store: &Store, actor: &Actor, name: &str, password: &str, now_ms: i64) -> Result<(), UserError> {
+pub async fn set_password(
+    store: &Store,
+    actor: &Actor,
+    name: &str,
+    password: &str,
+    now_ms: i64,
+) -> Result<(), UserError> {
     require_admin(actor)?;
     check_password(password)?;
     let pw = password.to_string();
@@ -166,20 +198,32 @@ pub async fn set_password(store: &Store, actor: &Actor, name: &str, password: &s
         tx.rollback().await?;
         return Err(UserError::Unknown(name.to_string()));
     }
-    tx.append(&NewEntry::new(now_ms, actor, action::USER_PASSWORD).target(name)).await?;
+    tx.append(&NewEntry::new(now_ms, actor, action::USER_PASSWORD).target(name))
+        .await?;
     tx.commit().await?;
     Ok(())
 }
 
 /// Disables an account (admin only); its sessions end at their next request.
-pub async fn disable(store: &Store, actor: &Actor, name: &str, reason: Option<&str>, now_ms: i64) -> Result<(), UserError> {
+pub async fn disable(
+    store: &Store,
+    actor: &Actor,
+    name: &str,
+    reason: Option<&str>,
+    now_ms: i64,
+) -> Result<(), UserError> {
     require_admin(actor)?;
     let mut tx = store.begin_audited(now_ms).await?;
     if !tx.disable_user(name, now_ms).await? {
         tx.rollback().await?;
         return Err(UserError::Unknown(name.to_string()));
     }
-    tx.append(&NewEntry::new(now_ms, actor, action::USER_DISABLE).target(name).reason(reason)).await?;
+    tx.append(
+        &NewEntry::new(now_ms, actor, action::USER_DISABLE)
+            .target(name)
+            .reason(reason),
+    )
+    .await?;
     tx.commit().await?;
     Ok(())
 }
@@ -207,8 +251,15 @@ mod tests {
         assert!(!h.contains("correct horse"));
         assert!(verify_password(&h, "correct horse battery"));
         assert!(!verify_password(&h, "correct horse batterx"));
-        assert!(!verify_password("not a phc string", "correct horse battery"));
-        assert_ne!(h, hash_password("correct horse battery").unwrap(), "fresh salt each time");
+        assert!(!verify_password(
+            "not a phc string",
+            "correct horse battery"
+        ));
+        assert_ne!(
+            h,
+            hash_password("correct horse battery").unwrap(),
+            "fresh salt each time"
+        );
     }
 
     #[test]

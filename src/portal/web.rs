@@ -68,7 +68,10 @@ pub struct Web {
 
 impl Web {
     pub fn new(deps: PortalDeps) -> Web {
-        Web { deps: Arc::new(deps), sessions: Arc::new(Mutex::new(Sessions::default())) }
+        Web {
+            deps: Arc::new(deps),
+            sessions: Arc::new(Mutex::new(Sessions::default())),
+        }
     }
 
     fn sessions(&self) -> std::sync::MutexGuard<'_, Sessions<Arc<Rendered>>> {
@@ -80,7 +83,10 @@ impl Web {
 pub fn routes(web: Web) -> Router {
     Router::new()
         .route("/", get(home))
-        .route("/static/portal.css", get(|| async { ([(header::CONTENT_TYPE, "text/css")], CSS) }))
+        .route(
+            "/static/portal.css",
+            get(|| async { ([(header::CONTENT_TYPE, "text/css")], CSS) }),
+        )
         .route("/login", get(login_page).post(login))
         .route("/logout", post(logout))
         .route("/recordings", get(search))
@@ -157,9 +163,18 @@ fn cookie_token(headers: &HeaderMap) -> Option<String> {
 
 /// The live session of this request, with its account re-checked; `None`: sign in.
 async fn me(web: &Web, headers: &HeaderMap) -> Result<Option<Me>, Response> {
-    let Some(token) = cookie_token(headers) else { return Ok(None) };
-    let Some(view) = web.sessions().get(&token, now_ms()) else { return Ok(None) };
-    let user = web.deps.store.get_user(&view.who.user).await.map_err(|e| internal(&e))?;
+    let Some(token) = cookie_token(headers) else {
+        return Ok(None);
+    };
+    let Some(view) = web.sessions().get(&token, now_ms()) else {
+        return Ok(None);
+    };
+    let user = web
+        .deps
+        .store
+        .get_user(&view.who.user)
+        .await
+        .map_err(|e| internal(&e))?;
     let still = user.is_some_and(|u| {
         u.disabled_at_ms.is_none()
             && u.role == view.who.role.as_str()
@@ -169,19 +184,30 @@ async fn me(web: &Web, headers: &HeaderMap) -> Result<Option<Me>, Response> {
         web.sessions().end(&token);
         return Ok(None);
     }
-    Ok(Some(Me { token, who: view.who, csrf: view.csrf }))
+    Ok(Some(Me {
+        token,
+        who: view.who,
+        csrf: view.csrf,
+    }))
 }
 
 /// [`me`] for pages: not signed in goes to the sign-in page.
 async fn page_me(web: &Web, headers: &HeaderMap) -> Result<Me, Response> {
-    me(web, headers).await?.ok_or_else(|| Redirect::to("/login").into_response())
+    me(web, headers)
+        .await?
+        .ok_or_else(|| Redirect::to("/login").into_response())
 }
 
 fn check_csrf(me: &Me, given: &str) -> Result<(), Response> {
     if given == me.csrf {
         Ok(())
     } else {
-        Err(error_page(Some(me), StatusCode::FORBIDDEN, "Form expired", "This form is out of date; reload the page and try again."))
+        Err(error_page(
+            Some(me),
+            StatusCode::FORBIDDEN,
+            "Form expired",
+            "This form is out of date; reload the page and try again.",
+        ))
     }
 }
 
@@ -206,12 +232,24 @@ fn html<T: Template>(status: StatusCode, t: &T) -> Response {
 }
 
 fn error_page(me: Option<&Me>, status: StatusCode, title: &str, message: &str) -> Response {
-    html(status, &ErrorPage { nav: me.and_then(Me::nav), title: title.into(), message: message.into() })
+    html(
+        status,
+        &ErrorPage {
+            nav: me.and_then(Me::nav),
+            title: title.into(),
+            message: message.into(),
+        },
+    )
 }
 
 fn internal(e: &dyn std::fmt::Display) -> Response {
     tracing::error!(error = %e, "portal request failed");
-    error_page(None, StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong", "The request failed; it has been logged.")
+    error_page(
+        None,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "Something went wrong",
+        "The request failed; it has been logged.",
+    )
 }
 
 /// A retention-service refusal as a page (or the logged 500 for store errors).
@@ -226,8 +264,10 @@ fn refused(me: &Me, e: &RetentionError) -> Response {
 }
 
 fn rec_id(id: &str) -> Option<RecordingId> {
-    (id.starts_with("rec-") && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
-        .then(|| RecordingId::from_string(id.to_string()))
+    (id.starts_with("rec-")
+        && id.len() <= 64
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+    .then(|| RecordingId::from_string(id.to_string()))
 }
 
 fn minutes(ms: i64) -> String {
@@ -255,7 +295,12 @@ async fn home(State(web): State<Web>, headers: HeaderMap) -> Response {
     } else if allowed(me.who.role, Permission::ReadAudit) {
         Redirect::to("/audit").into_response()
     } else {
-        error_page(Some(&me), StatusCode::FORBIDDEN, "Nothing here", "Your role has no pages in the portal.")
+        error_page(
+            Some(&me),
+            StatusCode::FORBIDDEN,
+            "Nothing here",
+            "Your role has no pages in the portal.",
+        )
     }
 }
 
@@ -263,7 +308,14 @@ async fn login_page(State(web): State<Web>, headers: HeaderMap) -> Response {
     if let Ok(Some(_)) = me(&web, &headers).await {
         return Redirect::to("/").into_response();
     }
-    html(StatusCode::OK, &LoginPage { nav: None, error: None, name: String::new() })
+    html(
+        StatusCode::OK,
+        &LoginPage {
+            nav: None,
+            error: None,
+            name: String::new(),
+        },
+    )
 }
 
 #[derive(Deserialize)]
@@ -276,8 +328,19 @@ async fn login(State(web): State<Web>, Form(f): Form<LoginForm>) -> Response {
     let now = now_ms();
     let name = f.name.trim().to_string();
     let again = |msg: &str, name: &str| {
-        let keep = if valid_name(name) { name.to_string() } else { String::new() };
-        html(StatusCode::UNAUTHORIZED, &LoginPage { nav: None, error: Some(msg.into()), name: keep })
+        let keep = if valid_name(name) {
+            name.to_string()
+        } else {
+            String::new()
+        };
+        html(
+            StatusCode::UNAUTHORIZED,
+            &LoginPage {
+                nav: None,
+                error: Some(msg.into()),
+                name: keep,
+            },
+        )
     };
     let user = if valid_name(&name) {
         match web.deps.store.get_user(&name).await {
@@ -291,8 +354,12 @@ async fn login(State(web): State<Web>, Form(f): Form<LoginForm>) -> Response {
     // The portal itself records a refusal: the name only if it is an account's (a password
     // typed into the name box must not end up in the log).
     let refusal = |locked: bool, locked_out: bool| {
-        let mut e = NewEntry::new(now, &Actor::new("portal", Role::System), action::LOGIN_FAILED)
-            .details(json!({ "known_user": known, "locked": locked, "locked_out": locked_out }));
+        let mut e = NewEntry::new(
+            now,
+            &Actor::new("portal", Role::System),
+            action::LOGIN_FAILED,
+        )
+        .details(json!({ "known_user": known, "locked": locked, "locked_out": locked_out }));
         if known {
             e = e.target(name.as_str());
         }
@@ -301,31 +368,56 @@ async fn login(State(web): State<Web>, Form(f): Form<LoginForm>) -> Response {
     // Bound first: the lock guard must not live across the awaits below.
     let allowed_now = web.sessions().may_try(&name, now);
     if let Err(l) = allowed_now {
-        if let Err(e) = web.deps.store.audit_append(now, &[refusal(false, true)]).await {
+        if let Err(e) = web
+            .deps
+            .store
+            .audit_append(now, &[refusal(false, true)])
+            .await
+        {
             return internal(&e);
         }
         let mins = (l.retry_after_ms + 59_999) / 60_000;
-        return again(&format!("Too many failed sign-ins for this name; try again in {mins} minute(s)."), &name);
+        return again(
+            &format!("Too many failed sign-ins for this name; try again in {mins} minute(s)."),
+            &name,
+        );
     }
     let pw = f.password;
     let checked = tokio::task::spawn_blocking(move || check_credentials(user.as_ref(), &pw)).await;
-    let Ok(signed_in) = checked else { return internal(&"password check task failed") };
+    let Ok(signed_in) = checked else {
+        return internal(&"password check task failed");
+    };
     let Some(s) = signed_in else {
         let locked = web.sessions().failed(&name, now);
-        if let Err(e) = web.deps.store.audit_append(now, &[refusal(locked, false)]).await {
+        if let Err(e) = web
+            .deps
+            .store
+            .audit_append(now, &[refusal(locked, false)])
+            .await
+        {
             return internal(&e);
         }
         tracing::info!(known_user = known, locked, "portal sign-in refused");
         return again("Wrong name or password.", &name);
     };
-    let who = Who { user: s.name, role: s.role, password_set_at_ms: s.password_set_at_ms };
+    let who = Who {
+        user: s.name,
+        role: s.role,
+        password_set_at_ms: s.password_set_at_ms,
+    };
     let actor = Actor::new(who.user.clone(), who.role);
-    if let Err(e) = web.deps.store.audit_append(now, &[NewEntry::new(now, &actor, action::LOGIN)]).await {
+    if let Err(e) = web
+        .deps
+        .store
+        .audit_append(now, &[NewEntry::new(now, &actor, action::LOGIN)])
+        .await
+    {
         return internal(&e);
     }
     let token = crate::ids::random_hex(32);
     tracing::info!(user = %who.user, role = %who.role, "portal sign-in");
-    web.sessions().start(who, token.clone(), crate::ids::random_hex(16), now);
+    web.sessions()
+        .start(who, token.clone(), crate::ids::random_hex(16), now);
     let mut res = Redirect::to("/").into_response();
     let cookie = format!("{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict");
     if let Ok(v) = HeaderValue::from_str(&cookie) {
@@ -349,7 +441,12 @@ async fn logout(State(web): State<Web>, headers: HeaderMap, Form(f): Form<CsrfFo
     }
     let now = now_ms();
     web.sessions().end(&me.token);
-    if let Err(e) = web.deps.store.audit_append(now, &[NewEntry::new(now, &me.actor(), action::LOGOUT)]).await {
+    if let Err(e) = web
+        .deps
+        .store
+        .audit_append(now, &[NewEntry::new(now, &me.actor(), action::LOGOUT)])
+        .await
+    {
         return internal(&e);
     }
     let mut res = Redirect::to("/login").into_response();
@@ -398,14 +495,22 @@ struct ListPage {
 }
 
 fn known_tags(cfg: &RetentionConfig) -> Vec<String> {
-    BUILTIN_TAGS.iter().map(|t| t.to_string()).chain(cfg.custom_tags.iter().cloned()).collect()
+    BUILTIN_TAGS
+        .iter()
+        .map(|t| t.to_string())
+        .chain(cfg.custom_tags.iter().cloned())
+        .collect()
 }
 
 /// The search form as a query, or what is wrong with it.
 fn to_query(f: &SearchForm, cfg: &RetentionConfig) -> Result<CallSearch, String> {
-    let mut q = CallSearch { limit: SEARCH_LIMIT, ..CallSearch::default() };
+    let mut q = CallSearch {
+        limit: SEARCH_LIMIT,
+        ..CallSearch::default()
+    };
     if !f.number.trim().is_empty() {
-        q.numbers = service::number_variants(&f.number).ok_or("Number: type at least three digits (and + if needed).")?;
+        q.numbers = service::number_variants(&f.number)
+            .ok_or("Number: type at least three digits (and + if needed).")?;
     }
     if !f.from.trim().is_empty() {
         q.from_ms = Some(parse_date(&f.from).ok_or("From: a date as YYYY-MM-DD.")?);
@@ -422,7 +527,11 @@ fn to_query(f: &SearchForm, cfg: &RetentionConfig) -> Result<CallSearch, String>
     Ok(q)
 }
 
-async fn search(State(web): State<Web>, headers: HeaderMap, Query(form): Query<SearchForm>) -> Response {
+async fn search(
+    State(web): State<Web>,
+    headers: HeaderMap,
+    Query(form): Query<SearchForm>,
+) -> Response {
     let me = match page_me(&web, &headers).await {
         Ok(m) => m,
         Err(r) => return r,
@@ -456,7 +565,9 @@ async fn search(State(web): State<Web>, headers: HeaderMap, Query(form): Query<S
     page.capped = calls.len() as u32 >= SEARCH_LIMIT;
     let may_restricted = allowed(me.who.role, Permission::PlayRestricted);
     for c in calls {
-        let Some(rec) = c.recording_id.clone() else { continue };
+        let Some(rec) = c.recording_id.clone() else {
+            continue;
+        };
         let (ret, tags) = match (store.get_retention(&rec).await, store.tags_of(&rec).await) {
             (Ok(r), Ok(t)) => (r, t),
             (Err(e), _) | (_, Err(e)) => return internal(&e),
@@ -465,17 +576,30 @@ async fn search(State(web): State<Web>, headers: HeaderMap, Query(form): Query<S
             page.hidden += 1;
             continue;
         }
-        let gone = ret.as_ref().is_some_and(|r| r.state == deletion_state::DELETED || r.state == deletion_state::DELETING);
-        let tags: Vec<String> = tags.into_iter().filter(|t| t.removed_at_ms.is_none()).map(|t| t.tag).collect();
+        let gone = ret.as_ref().is_some_and(|r| {
+            r.state == deletion_state::DELETED || r.state == deletion_state::DELETING
+        });
+        let tags: Vec<String> = tags
+            .into_iter()
+            .filter(|t| t.removed_at_ms.is_none())
+            .map(|t| t.tag)
+            .collect();
         page.rows.push(Row {
             id: rec.to_string(),
             started: utc(c.started_at_ms),
-            length: c.ended_at_ms.map(|e| minutes(e - c.started_at_ms)).unwrap_or_else(|| "in progress".into()),
+            length: c
+                .ended_at_ms
+                .map(|e| minutes(e - c.started_at_ms))
+                .unwrap_or_else(|| "in progress".into()),
             direction: c.direction.clone(),
             from: c.from_number.expose().to_string(),
             to: c.to_number.expose().to_string(),
             tags: tags.join(", "),
-            state: if gone { "deleted".into() } else { c.recording_state.clone() },
+            state: if gone {
+                "deleted".into()
+            } else {
+                c.recording_state.clone()
+            },
         });
     }
     html(StatusCode::OK, &page)
@@ -545,7 +669,12 @@ async fn render_recording(
     status: StatusCode,
 ) -> Response {
     let Some(rec) = rec_id(id) else {
-        return error_page(Some(me), StatusCode::NOT_FOUND, "Not found", "No such recording.");
+        return error_page(
+            Some(me),
+            StatusCode::NOT_FOUND,
+            "Not found",
+            "No such recording.",
+        );
     };
     let store = &web.deps.store;
     let ret = match service::authorize_playback(store, &me.actor(), &rec).await {
@@ -554,16 +683,31 @@ async fn render_recording(
     };
     let row = match store.get_recording(&rec).await {
         Ok(Some(r)) => r,
-        Ok(None) => return error_page(Some(me), StatusCode::NOT_FOUND, "Not found", "No such recording."),
+        Ok(None) => {
+            return error_page(
+                Some(me),
+                StatusCode::NOT_FOUND,
+                "Not found",
+                "No such recording.",
+            );
+        }
         Err(e) => return internal(&e),
     };
-    let (call, tags) = match (store.get_call(&row.call_id).await, store.tags_of(&rec).await) {
+    let (call, tags) = match (
+        store.get_call(&row.call_id).await,
+        store.tags_of(&rec).await,
+    ) {
         (Ok(c), Ok(t)) => (c, t),
         (Err(e), _) | (_, Err(e)) => return internal(&e),
     };
-    let gone = ret.as_ref().is_some_and(|r| r.state == deletion_state::DELETED || r.state == deletion_state::DELETING);
+    let gone = ret
+        .as_ref()
+        .is_some_and(|r| r.state == deletion_state::DELETED || r.state == deletion_state::DELETING);
     let role = me.who.role;
-    let active: Vec<_> = tags.into_iter().filter(|t| t.removed_at_ms.is_none()).collect();
+    let active: Vec<_> = tags
+        .into_iter()
+        .filter(|t| t.removed_at_ms.is_none())
+        .collect();
     let addable = if gone {
         Vec::new()
     } else {
@@ -575,7 +719,10 @@ async fn render_recording(
     let kept = match &ret {
         Some(r) if gone => format!("deleted ({})", r.state),
         Some(r) if r.held => "under legal hold".into(),
-        Some(r) => r.expires_at_ms.map(utc).unwrap_or_else(|| "until released".into()),
+        Some(r) => r
+            .expires_at_ms
+            .map(utc)
+            .unwrap_or_else(|| "until released".into()),
         None => "not yet decided".into(),
     };
     let page = RecordingPage {
@@ -583,17 +730,36 @@ async fn render_recording(
         csrf: me.csrf.clone(),
         id: rec.to_string(),
         call_id: row.call_id.to_string(),
-        direction: call.as_ref().map(|c| c.direction.clone()).unwrap_or_default(),
-        started: call.as_ref().map(|c| utc(c.started_at_ms)).unwrap_or_else(|| utc(row.created_at_ms)),
+        direction: call
+            .as_ref()
+            .map(|c| c.direction.clone())
+            .unwrap_or_default(),
+        started: call
+            .as_ref()
+            .map(|c| utc(c.started_at_ms))
+            .unwrap_or_else(|| utc(row.created_at_ms)),
         length: call
             .as_ref()
             .and_then(|c| c.ended_at_ms.map(|e| minutes(e - c.started_at_ms)))
             .unwrap_or_else(|| "in progress".into()),
-        from: call.as_ref().map(|c| c.from_number.expose().to_string()).unwrap_or_default(),
-        to: call.as_ref().map(|c| c.to_number.expose().to_string()).unwrap_or_default(),
-        state: if gone { "deleted".into() } else { row.state.clone() },
+        from: call
+            .as_ref()
+            .map(|c| c.from_number.expose().to_string())
+            .unwrap_or_default(),
+        to: call
+            .as_ref()
+            .map(|c| c.to_number.expose().to_string())
+            .unwrap_or_default(),
+        state: if gone {
+            "deleted".into()
+        } else {
+            row.state.clone()
+        },
         // Counts only: no digits are ever stored.
-        pauses: call.as_ref().map(|c| c.pauses.len().to_string()).unwrap_or_default(),
+        pauses: call
+            .as_ref()
+            .map(|c| c.pauses.len().to_string())
+            .unwrap_or_default(),
         kept,
         playable: !gone && row.state != "recording" && row.state != "failed",
         tags: active
@@ -612,6 +778,31 @@ async fn render_recording(
     html(status, &page)
 }
 
+/// Signed in, the form's token, a well-formed id, and a recording this role may see (tagging
+/// needs the recording to be visible to the role in the first place).
+async fn tag_form_prelude(
+    web: &Web,
+    headers: &HeaderMap,
+    id: &str,
+    csrf: &str,
+) -> Result<(Me, RecordingId, Actor), Response> {
+    let me = page_me(web, headers).await?;
+    check_csrf(&me, csrf)?;
+    let Some(rec) = rec_id(id) else {
+        return Err(error_page(
+            Some(&me),
+            StatusCode::NOT_FOUND,
+            "Not found",
+            "No such recording.",
+        ));
+    };
+    let actor = me.actor();
+    if let Err(e) = service::authorize_playback(&web.deps.store, &actor, &rec).await {
+        return Err(refused(&me, &e));
+    }
+    Ok((me, rec, actor))
+}
+
 #[derive(Deserialize)]
 struct TagForm {
     csrf: String,
@@ -620,27 +811,41 @@ struct TagForm {
     note: String,
 }
 
-async fn add_tag(State(web): State<Web>, headers: HeaderMap, Path(id): Path<String>, Form(f): Form<TagForm>) -> Response {
-    let me = match page_me(&web, &headers).await {
-        Ok(m) => m,
+async fn add_tag(
+    State(web): State<Web>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(f): Form<TagForm>,
+) -> Response {
+    let (me, rec, actor) = match tag_form_prelude(&web, &headers, &id, &f.csrf).await {
+        Ok(v) => v,
         Err(r) => return r,
     };
-    if let Err(r) = check_csrf(&me, &f.csrf) {
-        return r;
-    }
-    let Some(rec) = rec_id(&id) else {
-        return error_page(Some(&me), StatusCode::NOT_FOUND, "Not found", "No such recording.");
-    };
-    let actor = me.actor();
-    // Tagging needs the recording to be visible to this role in the first place.
-    if let Err(e) = service::authorize_playback(&web.deps.store, &actor, &rec).await {
-        return refused(&me, &e);
-    }
     let note = Some(f.note.trim()).filter(|n| !n.is_empty());
-    match service::tag_add(&web.deps.store, &web.deps.retention, &actor, &rec, &f.tag, note, now_ms()).await {
+    match service::tag_add(
+        &web.deps.store,
+        &web.deps.retention,
+        &actor,
+        &rec,
+        &f.tag,
+        note,
+        now_ms(),
+    )
+    .await
+    {
         Ok(_) => Redirect::to(&format!("/recordings/{rec}?m=tagged")).into_response(),
         Err(RetentionError::Store(e)) => internal(&e),
-        Err(e) => render_recording(&web, &me, &id, None, Some(e.to_string()), StatusCode::CONFLICT).await,
+        Err(e) => {
+            render_recording(
+                &web,
+                &me,
+                &id,
+                None,
+                Some(e.to_string()),
+                StatusCode::CONFLICT,
+            )
+            .await
+        }
     }
 }
 
@@ -650,40 +855,65 @@ async fn remove_tag(
     Path((id, tag)): Path<(String, String)>,
     Form(f): Form<CsrfForm>,
 ) -> Response {
-    let me = match page_me(&web, &headers).await {
-        Ok(m) => m,
+    let (me, rec, actor) = match tag_form_prelude(&web, &headers, &id, &f.csrf).await {
+        Ok(v) => v,
         Err(r) => return r,
     };
-    if let Err(r) = check_csrf(&me, &f.csrf) {
-        return r;
-    }
-    let Some(rec) = rec_id(&id) else {
-        return error_page(Some(&me), StatusCode::NOT_FOUND, "Not found", "No such recording.");
-    };
-    let actor = me.actor();
-    if let Err(e) = service::authorize_playback(&web.deps.store, &actor, &rec).await {
-        return refused(&me, &e);
-    }
-    match service::tag_remove(&web.deps.store, &web.deps.retention, &actor, &rec, &tag, None, now_ms()).await {
+    match service::tag_remove(
+        &web.deps.store,
+        &web.deps.retention,
+        &actor,
+        &rec,
+        &tag,
+        None,
+        now_ms(),
+    )
+    .await
+    {
         Ok(_) => Redirect::to(&format!("/recordings/{rec}?m=untagged")).into_response(),
         Err(RetentionError::Store(e)) => internal(&e),
-        Err(e) => render_recording(&web, &me, &id, None, Some(e.to_string()), StatusCode::CONFLICT).await,
+        Err(e) => {
+            render_recording(
+                &web,
+                &me,
+                &id,
+                None,
+                Some(e.to_string()),
+                StatusCode::CONFLICT,
+            )
+            .await
+        }
     }
 }
 
 // ---- audio ----
 
 fn plain(status: StatusCode, msg: String) -> Response {
-    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], msg).into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        msg,
+    )
+        .into_response()
 }
 
 /// Authorises, opens, refuses damage, audits (`recording.decrypt`, via portal) and renders.
-async fn open_for_listening(web: &Web, me: &Me, rec: &RecordingId, mode: &str) -> Result<Arc<Rendered>, Response> {
+async fn open_for_listening(
+    web: &Web,
+    me: &Me,
+    rec: &RecordingId,
+    mode: &str,
+) -> Result<Arc<Rendered>, Response> {
     let store = &web.deps.store;
     let actor = me.actor();
     match service::authorize_playback(store, &actor, rec).await {
-        Ok(Some(r)) if r.state == deletion_state::DELETED || r.state == deletion_state::DELETING => {
-            return Err(plain(StatusCode::GONE, format!("recording {rec} has been deleted")));
+        Ok(Some(r))
+            if r.state == deletion_state::DELETED || r.state == deletion_state::DELETING =>
+        {
+            return Err(plain(
+                StatusCode::GONE,
+                format!("recording {rec} has been deleted"),
+            ));
         }
         Ok(_) => {}
         Err(RetentionError::Store(e)) => return Err(internal(&e)),
@@ -694,11 +924,17 @@ async fn open_for_listening(web: &Web, me: &Me, rec: &RecordingId, mode: &str) -
     let opened = match open_recording(store, &web.deps.storage, &keyring, rec.clone()).await {
         Ok(o) => o,
         Err(OpenError::Shredded(_)) => {
-            return Err(plain(StatusCode::GONE, format!("recording {rec}: its key has been destroyed; it can no longer be played")));
+            return Err(plain(
+                StatusCode::GONE,
+                format!("recording {rec}: its key has been destroyed; it can no longer be played"),
+            ));
         }
         Err(OpenError::Storage(e)) => {
             tracing::warn!(recording = %rec, error = %e, "portal: recording file unreadable");
-            return Err(plain(StatusCode::CONFLICT, format!("recording {rec}: the file cannot be read; reported, not played")));
+            return Err(plain(
+                StatusCode::CONFLICT,
+                format!("recording {rec}: the file cannot be read; reported, not played"),
+            ));
         }
         Err(e) => return Err(internal(&e)),
     };
@@ -706,14 +942,23 @@ async fn open_for_listening(web: &Web, me: &Me, rec: &RecordingId, mode: &str) -
         tracing::warn!(recording = %rec, status = %opened.outcome.status, "portal: damaged recording refused");
         return Err(plain(
             StatusCode::CONFLICT,
-            format!("recording {rec} is {}; not played (run `callgate recording verify {rec}`)", opened.outcome.status),
+            format!(
+                "recording {rec} is {}; not played (run `callgate recording verify {rec}`)",
+                opened.outcome.status
+            ),
         ));
     }
     // Audited before any audio leaves: no entry, no audio.
     let truncated = !opened.outcome.status.is_complete();
-    service::record_playback(store, &actor, rec, json!({ "via": "portal", "mode": mode, "truncated": truncated }), now_ms())
-        .await
-        .map_err(|e| internal(&e))?;
+    service::record_playback(
+        store,
+        &actor,
+        rec,
+        json!({ "via": "portal", "mode": mode, "truncated": truncated }),
+        now_ms(),
+    )
+    .await
+    .map_err(|e| internal(&e))?;
     let dir = web.deps.temp_dir.clone();
     let rendered = tokio::task::spawn_blocking(move || render(&opened.outcome, &dir))
         .await
@@ -727,7 +972,9 @@ async fn audio(State(web): State<Web>, headers: HeaderMap, Path(id): Path<String
         Ok(None) => return plain(StatusCode::UNAUTHORIZED, "sign in first".into()),
         Err(r) => return r,
     };
-    let Some(rec) = rec_id(&id) else { return plain(StatusCode::NOT_FOUND, "no such recording".into()) };
+    let Some(rec) = rec_id(&id) else {
+        return plain(StatusCode::NOT_FOUND, "no such recording".into());
+    };
     // Within a grant, seeking re-reads the same render; the account was re-checked above, and
     // the role check runs again so a restriction made meanwhile applies at once.
     let granted = web.sessions().grant(&me.token, &rec, now_ms());
@@ -740,7 +987,8 @@ async fn audio(State(web): State<Web>, headers: HeaderMap, Path(id): Path<String
         }
         None => match open_for_listening(&web, &me, &rec, "play").await {
             Ok(r) => {
-                web.sessions().add_grant(&me.token, rec.clone(), r.clone(), now_ms());
+                web.sessions()
+                    .add_grant(&me.token, rec.clone(), r.clone(), now_ms());
                 r
             }
             Err(res) => return res,
@@ -755,9 +1003,18 @@ async fn download(State(web): State<Web>, headers: HeaderMap, Path(id): Path<Str
         Ok(m) => m,
         Err(r) => return r,
     };
-    let Some(rec) = rec_id(&id) else { return plain(StatusCode::NOT_FOUND, "no such recording".into()) };
+    let Some(rec) = rec_id(&id) else {
+        return plain(StatusCode::NOT_FOUND, "no such recording".into());
+    };
     match open_for_listening(&web, &me, &rec, "download").await {
-        Ok(r) => serve_file(&r, ByteRange::Full, Some(&format!("attachment; filename=\"{rec}.wav\""))).await,
+        Ok(r) => {
+            serve_file(
+                &r,
+                ByteRange::Full,
+                Some(&format!("attachment; filename=\"{rec}.wav\"")),
+            )
+            .await
+        }
         Err(res) => res,
     }
 }
@@ -769,7 +1026,11 @@ async fn serve_file(r: &Rendered, range: ByteRange, disposition: Option<&str>) -
         ByteRange::Full => (StatusCode::OK, 0, r.len.saturating_sub(1)),
         ByteRange::Part { start, end } => (StatusCode::PARTIAL_CONTENT, start, end),
         ByteRange::Unsatisfiable => {
-            return (StatusCode::RANGE_NOT_SATISFIABLE, [(header::CONTENT_RANGE, format!("bytes */{}", r.len))]).into_response();
+            return (
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                [(header::CONTENT_RANGE, format!("bytes */{}", r.len))],
+            )
+                .into_response();
         }
     };
     let mut file = match tokio::fs::File::open(r.path()).await {
@@ -787,7 +1048,10 @@ async fn serve_file(r: &Rendered, range: ByteRange, disposition: Option<&str>) -
         .header(header::CONTENT_LENGTH, len)
         .header(header::ACCEPT_RANGES, "bytes");
     if status == StatusCode::PARTIAL_CONTENT {
-        res = res.header(header::CONTENT_RANGE, format!("bytes {start}-{end}/{}", r.len));
+        res = res.header(
+            header::CONTENT_RANGE,
+            format!("bytes {start}-{end}/{}", r.len),
+        );
     }
     if let Some(d) = disposition {
         res = res.header(header::CONTENT_DISPOSITION, d);
@@ -827,7 +1091,11 @@ async fn audit_page(State(web): State<Web>, headers: HeaderMap) -> Response {
     }
     let store = &web.deps.store;
     let entries = match store.audit_head().await {
-        Ok((seq, _)) => store.audit_entries((seq - AUDIT_PAGE).max(0), AUDIT_PAGE).await,
+        Ok((seq, _)) => {
+            store
+                .audit_entries((seq - AUDIT_PAGE).max(0), AUDIT_PAGE)
+                .await
+        }
         Err(e) => Err(e),
     };
     let entries = match entries {
@@ -840,14 +1108,22 @@ async fn audit_page(State(web): State<Web>, headers: HeaderMap) -> Response {
         .map(|e| AuditView {
             seq: e.seq,
             at: utc(e.at_ms),
-            targets: serde_json::from_str::<Vec<String>>(&e.targets).map(|t| t.join(", ")).unwrap_or(e.targets),
+            targets: serde_json::from_str::<Vec<String>>(&e.targets)
+                .map(|t| t.join(", "))
+                .unwrap_or(e.targets),
             actor: e.actor,
             role: e.role,
             action: e.action,
             reason: e.reason.unwrap_or_default(),
         })
         .collect();
-    html(StatusCode::OK, &AuditPage { nav: me.nav(), entries })
+    html(
+        StatusCode::OK,
+        &AuditPage {
+            nav: me.nav(),
+            entries,
+        },
+    )
 }
 
 #[cfg(test)]
@@ -858,10 +1134,16 @@ mod tests {
     fn cookie_token_takes_only_a_well_formed_session_cookie() {
         let t = "ab".repeat(32);
         let mut h = HeaderMap::new();
-        h.insert(header::COOKIE, HeaderValue::from_str(&format!("x=1; {COOKIE}={t}; y=2")).unwrap());
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_str(&format!("x=1; {COOKIE}={t}; y=2")).unwrap(),
+        );
         assert_eq!(cookie_token(&h), Some(t.clone()));
         let mut h = HeaderMap::new();
-        h.insert(header::COOKIE, HeaderValue::from_static("cg_session=../../etc"));
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("cg_session=../../etc"),
+        );
         assert_eq!(cookie_token(&h), None);
         assert_eq!(cookie_token(&HeaderMap::new()), None);
     }
@@ -875,21 +1157,57 @@ mod tests {
             to: to.into(),
             tag: tag.into(),
         };
-        let q = to_query(&f("07700 900123", "2026-01-02", "2026-01-02", "complaint"), &cfg).unwrap();
-        assert!(q.numbers.contains(&"+447700900123".to_string()), "{:?}", q.numbers);
-        assert_eq!(q.to_ms.unwrap() - q.from_ms.unwrap(), ONE_DAY_MS, "the to-date is inclusive");
+        let q = to_query(
+            &f("07700 900123", "2026-01-02", "2026-01-02", "complaint"),
+            &cfg,
+        )
+        .unwrap();
+        assert!(
+            q.numbers.contains(&"+447700900123".to_string()),
+            "{:?}",
+            q.numbers
+        );
+        assert_eq!(
+            q.to_ms.unwrap() - q.from_ms.unwrap(),
+            ONE_DAY_MS,
+            "the to-date is inclusive"
+        );
         assert_eq!(q.tag.as_deref(), Some("complaint"));
-        assert!(to_query(&f("", "", "", ""), &cfg).unwrap().numbers.is_empty());
-        assert!(to_query(&f("ab", "", "", ""), &cfg).unwrap_err().starts_with("Number"));
-        assert!(to_query(&f("", "2026-02-30", "", ""), &cfg).unwrap_err().starts_with("From"));
-        assert!(to_query(&f("", "", "", "nonsense"), &cfg).unwrap_err().starts_with("Tag"));
+        assert!(
+            to_query(&f("", "", "", ""), &cfg)
+                .unwrap()
+                .numbers
+                .is_empty()
+        );
+        assert!(
+            to_query(&f("ab", "", "", ""), &cfg)
+                .unwrap_err()
+                .starts_with("Number")
+        );
+        assert!(
+            to_query(&f("", "2026-02-30", "", ""), &cfg)
+                .unwrap_err()
+                .starts_with("From")
+        );
+        assert!(
+            to_query(&f("", "", "", "nonsense"), &cfg)
+                .unwrap_err()
+                .starts_with("Tag")
+        );
     }
 
     #[test]
     fn pages_escape_what_they_show() {
-        let page = ErrorPage { nav: None, title: "t".into(), message: "<script>alert(1)</script>".into() };
+        let page = ErrorPage {
+            nav: None,
+            title: "t".into(),
+            message: "<script>alert(1)</script>".into(),
+        };
         let body = page.render().unwrap();
         assert!(!body.contains("<script>alert"), "{body}");
-        assert!(body.contains("&#60;script&#62;") || body.contains("&lt;script&gt;"), "{body}");
+        assert!(
+            body.contains("&#60;script&#62;") || body.contains("&lt;script&gt;"),
+            "{body}"
+        );
     }
 }

@@ -52,14 +52,26 @@ pub async fn open_recording(
         .ok_or_else(|| OpenError::Shredded(id.clone()))?;
     let dek = keyring
         .unwrap_dek(&key_id, &WrappedDek(wrapped))
-        .map_err(|source| OpenError::Unwrap { id: id.clone(), key_id: key_id.clone(), source })?;
+        .map_err(|source| OpenError::Unwrap {
+            id: id.clone(),
+            key_id: key_id.clone(),
+            source,
+        })?;
     let bytes = storage.read_all(&id).await?;
     // A file copied in under the wrong name: say so plainly rather than "authentication failed".
     if let Ok(h) = read_header(&bytes)
         && h.recording_id != id
     {
-        return Err(OpenError::WrongFile { id, found: h.recording_id });
+        return Err(OpenError::WrongFile {
+            id,
+            found: h.recording_id,
+        });
     }
     let outcome = read(&bytes, &dek);
-    Ok(Opened { id, bytes, dek, outcome })
+    Ok(Opened {
+        id,
+        bytes,
+        dek,
+        outcome,
+    })
 }

@@ -102,7 +102,12 @@ impl super::AuditTx {
     }
 
     /// Replaces the password hash of an enabled account; `false` if there is none.
-    pub async fn set_user_password(&mut self, name: &str, hash: &str, now_ms: i64) -> Result<bool, StoreError> {
+    pub async fn set_user_password(
+        &mut self,
+        name: &str,
+        hash: &str,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
         let done = sqlx::query(
             "UPDATE users SET password_hash = $2, password_set_at_ms = $3 \
              WHERE name = $1 AND disabled_at_ms IS NULL",
@@ -118,12 +123,14 @@ impl super::AuditTx {
 
     /// Disables an enabled account; `false` if there is none.
     pub async fn disable_user(&mut self, name: &str, now_ms: i64) -> Result<bool, StoreError> {
-        let done = sqlx::query("UPDATE users SET disabled_at_ms = $2 WHERE name = $1 AND disabled_at_ms IS NULL")
-            .bind(name)
-            .bind(now_ms)
-            .execute(self.conn())
-            .await
-            .map_err(StoreError::query("disable_user"))?;
+        let done = sqlx::query(
+            "UPDATE users SET disabled_at_ms = $2 WHERE name = $1 AND disabled_at_ms IS NULL",
+        )
+        .bind(name)
+        .bind(now_ms)
+        .execute(self.conn())
+        .await
+        .map_err(StoreError::query("disable_user"))?;
         Ok(done.rows_affected() == 1)
     }
 }
