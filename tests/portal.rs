@@ -193,7 +193,10 @@ async fn one_recorded_call(
     });
     let cfg = env.dir.path().join("callgate.toml");
     std::fs::write(&cfg, cfg_text).unwrap();
-    let gw = GatewayProc::start(&cfg).await;
+    // The gateway's temporary files (playback renders) go where the test can look.
+    let tmp = env.dir.path().join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let gw = GatewayProc::start_with_env(&cfg, &[("TMPDIR", tmp.to_str().unwrap())]).await;
     let (a, b, _caller) = talk(gw.sip_addr, &agent, 2.0, true).await;
     let call = finished_call(&env).await;
     let rec = call.recording_id.clone().expect("recording id").to_string();

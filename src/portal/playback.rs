@@ -1,24 +1,29 @@
-//! Playback for the portal: a recording rendered once to a private temporary WAV (mode 0600,
-//! removed when the last request using it ends), served with HTTP byte ranges so the browser's
-//! player can seek. A damaged recording is refused before any audio is produced.
+//! Playback for the portal: a recording rendered once to a private temporary WAV that is
+//! unlinked as soon as it is written (so a crash leaves no decrypted audio on disk: the kernel
+//! frees it with the last descriptor), served with HTTP byte ranges so the browser's player
+//! can seek. A damaged recording is refused before any audio is produced.
 
-use std::path::Path;
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::export::bundle::PrivateTemp;
 use crate::recording::reader::ReadOutcome;
 use crate::recording::wav::{WavError, render_stereo_wav};
 
-/// A rendered recording. Dropping the last `Arc` removes the file.
+/// A rendered recording, held open after its name is gone.
 pub struct Rendered {
-    tmp: PrivateTemp,
+    file: File,
     pub len: u64,
     pub truncated: bool,
 }
 
 impl Rendered {
-    pub fn path(&self) -> &Path {
-        self.tmp.path()
+    /// A path that opens this file afresh (its own file offset, so concurrent range requests
+    /// do not share one): `/proc/self/fd/N` still opens an unlinked file on Linux.
+    pub fn reopen_path(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/self/fd/{}", self.file.as_raw_fd()))
     }
 }
 
@@ -30,14 +35,17 @@ pub enum RenderError {
     Io(#[from] std::io::Error),
 }
 
-/// Renders `outcome` into a new private file in `dir` (blocking: call off the runtime).
+/// Renders `outcome` into a new private file in `dir`, then unlinks it (blocking: call off
+/// the runtime).
 pub fn render(outcome: &ReadOutcome, dir: &Path) -> Result<Arc<Rendered>, RenderError> {
     let tmp =
         PrivateTemp::create(dir.join(format!(".callgate-play-{}.wav", crate::ids::random_hex(8))))?;
     let report = render_stereo_wav(outcome, tmp.path())?;
-    let len = std::fs::metadata(tmp.path())?.len();
+    let file = File::open(tmp.path())?;
+    let len = file.metadata()?.len();
+    drop(tmp); // unlinks the name; `file` keeps the data
     Ok(Arc::new(Rendered {
-        tmp,
+        file,
         len,
         truncated: report.truncated,
     }))

@@ -198,6 +198,8 @@ async fn page_me(web: &Web, headers: &HeaderMap) -> Result<Me, Response> {
         .ok_or_else(|| Redirect::to("/login").into_response())
 }
 
+// A handler step's error is the response to send; its size does not matter here.
+#[allow(clippy::result_large_err)]
 fn check_csrf(me: &Me, given: &str) -> Result<(), Response> {
     if given == me.csrf {
         Ok(())
@@ -1019,8 +1021,8 @@ async fn download(State(web): State<Web>, headers: HeaderMap, Path(id): Path<Str
     }
 }
 
-/// Streams (part of) a rendered WAV. The file is opened before returning, so it may be
-/// removed (grant expired) while the body is still being sent.
+/// Streams (part of) a rendered WAV. The file is reopened (its own offset) before returning,
+/// so the grant may end while the body is still being sent.
 async fn serve_file(r: &Rendered, range: ByteRange, disposition: Option<&str>) -> Response {
     let (status, start, end) = match range {
         ByteRange::Full => (StatusCode::OK, 0, r.len.saturating_sub(1)),
@@ -1033,7 +1035,7 @@ async fn serve_file(r: &Rendered, range: ByteRange, disposition: Option<&str>) -
                 .into_response();
         }
     };
-    let mut file = match tokio::fs::File::open(r.path()).await {
+    let mut file = match tokio::fs::File::open(r.reopen_path()).await {
         Ok(f) => f,
         Err(e) => return internal(&e),
     };
