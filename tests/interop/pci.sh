@@ -86,6 +86,9 @@ storage = "$work/recordings"
 flush = "1s"
 [keys]
 kek_file = "$work/kek.key"
+# Any free port: a gateway already on this host (the default 8080) must not stop the test.
+[portal]
+listen = "127.0.0.1:0"
 [database]
 url = "sqlite://$work/callgate.db?mode=rwc"
 [pci]
