@@ -125,6 +125,11 @@ pub struct MediaConfig {
     /// been busy at least this share of the time (percent, 1..=100; 100 = never refuse on load).
     /// Default 90.
     pub max_load_percent: u8,
+    /// Each media thread receives every call's RTP (and RTCP) on one port pair, the first
+    /// pairs of `rtp_ports`, and finds the call by the datagram's source: the address the
+    /// peer's SDP gave. Peers must send from that address (no NAT between them and the
+    /// gateway). Default false: a port pair per call leg, latched to whoever sends.
+    pub shared_ports: bool,
 }
 
 /// One line of the routing table; first match wins (see `call::routing`).
@@ -334,6 +339,7 @@ struct RawMedia {
     timeout: Option<String>,
     realtime_priority: Option<i64>,
     max_load: Option<i64>,
+    shared_ports: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -637,6 +643,7 @@ impl Config {
                 timeout: dur("media.timeout", &raw.media.timeout, Duration::from_secs(60))?,
                 realtime_priority,
                 max_load_percent,
+                shared_ports: raw.media.shared_ports.unwrap_or(false),
             },
             routes,
             recording: RecordingConfig {
@@ -1012,6 +1019,10 @@ mod tests {
         }
         assert_eq!(parse("").unwrap().media.max_load_percent, 90);
         assert_eq!(parse("[media]\nmax_load = 100").unwrap().media.max_load_percent, 100);
+        assert!(!parse("").unwrap().media.shared_ports);
+        assert!(parse("[media]\nshared_ports = true").unwrap().media.shared_ports);
+        let e = parse("[media]\nshared_ports = \"yes\"").unwrap_err().to_string();
+        assert!(e.contains("shared_ports") && e.contains("test.toml"), "{e}");
         let e = parse("[recording]\nflush = \"1 fortnight\"").unwrap_err().to_string();
         assert!(e.contains("recording.flush"), "{e}");
         let e = parse("[sip]\ntrusted = [\"10.0.0.0/33\"]").unwrap_err().to_string();

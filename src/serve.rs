@@ -170,11 +170,14 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
 
     let local = Local { advertise: config.sip.advertise, port: sip_addr.port() };
     let bind_ip = if config.sip.listen.ip().is_unspecified() { config.sip.listen.ip() } else { config.media.advertise };
+    let ports = PortPool::new(config.media.rtp_ports.0, config.media.rtp_ports.1);
+    let shared = config.media.shared_ports.then_some((&ports, bind_ip));
+    let threads = MediaThreads::start(config.media.realtime_priority, shared).map_err(|e| ServeError::Task(format!("starting the media threads: {e}")))?;
     let host = RelayHost {
-        ports: PortPool::new(config.media.rtp_ports.0, config.media.rtp_ports.1),
+        ports,
         bind_ip,
         handles: HashMap::new(),
-        threads: MediaThreads::start(config.media.realtime_priority).map_err(|e| ServeError::Task(format!("starting the media threads: {e}")))?,
+        threads,
         settings: MediaSettings {
             timeout: config.media.timeout,
             pci: config.pci.clone(),
@@ -424,9 +427,13 @@ impl MediaHost for RelayHost {
     }
 
     fn open(&mut self, call: &CallId) -> Option<(u16, u16)> {
-        let caller = self.ports.bind_pair(self.bind_ip).ok()?;
-        let agent = self.ports.bind_pair(self.bind_ip).ok()?;
-        let handle = self.threads.spawn(call.clone(), caller, agent, self.settings.clone(), self.events.clone());
+        let handle = if self.threads.shared_ports() {
+            self.threads.spawn_shared(call.clone(), self.settings.clone(), self.events.clone())?
+        } else {
+            let caller = self.ports.bind_pair(self.bind_ip).ok()?;
+            let agent = self.ports.bind_pair(self.bind_ip).ok()?;
+            self.threads.spawn(call.clone(), caller, agent, self.settings.clone(), self.events.clone())
+        };
         let ports = (handle.caller_port, handle.agent_port);
         self.handles.insert(call.clone(), handle);
         Some(ports)

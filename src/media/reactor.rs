@@ -7,10 +7,19 @@
 //! wake-up instead of a task wake-up (and a futex) per packet. Signalling reaches a call through
 //! its bounded command channel; the channel wakes the media thread with the call's slot. Work
 //! that may block on a disk or a database (finishing a recording) moves to the async runtime.
+//!
+//! With shared ports (`[media] shared_ports`) each thread has one RTP and one RTCP socket for
+//! all its calls and finds a datagram's call by its source, the address the peer's SDP gave.
+//! A call's packets are 20 ms apart, so with a socket per call every datagram costs a read of
+//! its own (and the kernel's per-socket work, cold in the cache); on one socket one `recvmmsg`
+//! brings the datagrams of many calls, however promptly the thread keeps up.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::io;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, RawFd};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -23,7 +32,9 @@ use mio::{Events, Interest, Token};
 use tokio::sync::mpsc;
 
 use super::load::LoadMeter;
-use super::relay::{MediaCmd, MediaEvent, MediaHandle, MediaSettings, MediaTask, PortPair};
+use super::relay::{
+    MediaCmd, MediaEvent, MediaHandle, MediaSettings, MediaTask, PortPair, PortPool,
+};
 use crate::ids::{CallId, Leg};
 use crate::recording::container::EndReason;
 use crate::sys::{BATCH, RecvBatch};
@@ -37,6 +48,14 @@ const TIMEOUT_CHECK: Duration = Duration::from_millis(500);
 /// batches that normal scheduling gets from the run queue, and bounds the wait it adds.
 const RT_PASS_INTERVAL: Duration = Duration::from_micros(500);
 const WAKE: Token = Token(usize::MAX);
+/// The thread's shared RTP and RTCP sockets (`[media] shared_ports`).
+const SHARED_RTP: Token = Token(usize::MAX - 1);
+const SHARED_RTCP: Token = Token(usize::MAX - 2);
+/// Batches read from a shared socket in one pass before timers and commands get their turn;
+/// what is left is read in the next pass, which then does not wait.
+const SHARED_BATCHES_PER_PASS: usize = 64;
+/// Receive queue asked for a shared socket: about 40 ms of 1,500 calls' datagrams.
+const SHARED_RECV_BUFFER: usize = 8 << 20;
 
 thread_local! {
     /// Set on media threads: their blocking file IO runs inline (the thread is ours).
@@ -68,6 +87,11 @@ struct Shared {
     load: AtomicU32,
     /// Passes of the loop so far (wake-ups).
     passes: AtomicU64,
+    /// Datagrams on the shared ports from an address no call on this thread expects.
+    strangers: AtomicU64,
+    /// The thread's shared RTP/RTCP pair (`[media] shared_ports`), owned: its ports stay out of
+    /// the pool for the gateway's life.
+    ports: Option<PortPair>,
 }
 
 impl Shared {
@@ -112,32 +136,60 @@ pub struct MediaThreads {
     realtime: Option<u8>,
 }
 
+/// Where shared ports come from: the first pairs of this pool, bound on this address.
+pub type SharedPorts<'a> = (&'a Arc<PortPool>, IpAddr);
+
 impl MediaThreads {
     /// One thread per available core, at real-time priority `realtime` if given; must be
     /// called inside a tokio runtime (the threads hand recording finishes and database writes
     /// to it).
-    pub fn start(realtime: Option<u8>) -> io::Result<MediaThreads> {
+    pub fn start(
+        realtime: Option<u8>,
+        shared: Option<SharedPorts<'_>>,
+    ) -> io::Result<MediaThreads> {
         let n = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1)
             .clamp(1, 64);
-        Self::with_options(n, realtime)
+        Self::build(n, realtime, shared)
     }
 
     pub fn with_threads(n: usize) -> io::Result<MediaThreads> {
         Self::with_options(n, None)
     }
 
+    /// `n` threads on shared ports: each binds the next free pair of `pool` on `ip` for all
+    /// its calls (see [`MediaThreads::spawn_shared`]).
+    pub fn with_shared_ports(
+        n: usize,
+        pool: &Arc<PortPool>,
+        ip: IpAddr,
+    ) -> io::Result<MediaThreads> {
+        Self::build(n, None, Some((pool, ip)))
+    }
+
     /// `n` threads; with `realtime`, each puts itself under `SCHED_FIFO` at that priority before
     /// it serves a call. Refused (no CAP_SYS_NICE or `LimitRTPRIO`): one warning, and the
     /// threads run at normal priority (see [`MediaThreads::realtime`]).
     pub fn with_options(n: usize, realtime: Option<u8>) -> io::Result<MediaThreads> {
+        Self::build(n, realtime, None)
+    }
+
+    fn build(
+        n: usize,
+        realtime: Option<u8>,
+        shared_ports: Option<SharedPorts<'_>>,
+    ) -> io::Result<MediaThreads> {
         let rt = tokio::runtime::Handle::current();
         let mut threads = Vec::with_capacity(n);
         let (applied_tx, applied_rx) = std::sync::mpsc::channel();
         for i in 0..n {
             let poll = mio::Poll::new()?;
             let waker = mio::Waker::new(poll.registry(), WAKE)?;
+            let ports = match shared_ports {
+                Some((pool, ip)) => Some(bind_shared(pool, ip, &poll)?),
+                None => None,
+            };
             let shared = Arc::new(Shared {
                 waker,
                 inbox: Mutex::new(Vec::new()),
@@ -145,6 +197,8 @@ impl MediaThreads {
                 calls: AtomicUsize::new(0),
                 load: AtomicU32::new(0),
                 passes: AtomicU64::new(0),
+                strangers: AtomicU64::new(0),
+                ports,
             });
             let (sh, rt, applied) = (shared.clone(), rt.clone(), applied_tx.clone());
             std::thread::Builder::new()
@@ -222,9 +276,48 @@ impl MediaThreads {
             .sum()
     }
 
+    /// Whether calls go on the threads' shared ports ([`MediaThreads::spawn_shared`]).
+    pub fn shared_ports(&self) -> bool {
+        self.threads.iter().all(|t| t.ports.is_some())
+    }
+
+    /// Datagrams that reached the shared ports from an address no call expected (dropped).
+    pub fn strangers(&self) -> u64 {
+        self.threads
+            .iter()
+            .map(|t| t.strangers.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Starts a call's media on the least-loaded thread, on that thread's shared ports (both
+    /// legs: the SDP toward each side names the same port). `None` without shared ports.
+    pub fn spawn_shared(
+        &self,
+        call: CallId,
+        settings: MediaSettings,
+        events: mpsc::Sender<MediaEvent>,
+    ) -> Option<MediaHandle> {
+        let shared = self.next_thread();
+        let ports = shared.ports.as_ref()?;
+        let (caller, agent) = (ports.shared_view(), ports.shared_view());
+        Some(self.spawn_on(shared, call, caller, agent, settings, events))
+    }
+
     /// Starts a call's media on the least-loaded thread.
     pub fn spawn(
         &self,
+        call: CallId,
+        caller: PortPair,
+        agent: PortPair,
+        settings: MediaSettings,
+        events: mpsc::Sender<MediaEvent>,
+    ) -> MediaHandle {
+        self.spawn_on(self.next_thread(), call, caller, agent, settings, events)
+    }
+
+    fn spawn_on(
+        &self,
+        shared: &Arc<Shared>,
         call: CallId,
         caller: PortPair,
         agent: PortPair,
@@ -238,11 +331,33 @@ impl MediaThreads {
             agent_port: agent.port,
         };
         let task = Box::new(MediaTask::new(call, caller, agent, settings, events));
-        let shared = self.next_thread();
         shared.calls.fetch_add(1, Ordering::Relaxed);
         shared.push(Inbound::Call(task, rx));
         handle
     }
+}
+
+/// Binds a thread's shared pair from `pool` and registers it with the thread's poller.
+fn bind_shared(pool: &Arc<PortPool>, ip: IpAddr, poll: &mio::Poll) -> io::Result<PortPair> {
+    let pair = pool
+        .bind_pair(ip)
+        .map_err(|e| io::Error::new(io::ErrorKind::AddrInUse, e))?;
+    for (sock, token) in [(&pair.rtp, SHARED_RTP), (&pair.rtcp, SHARED_RTCP)] {
+        let granted = crate::sys::set_recv_buffer(sock, SHARED_RECV_BUFFER)?;
+        // The kernel reports twice the payload it sets aside.
+        if granted < SHARED_RECV_BUFFER {
+            tracing::warn!(
+                port = pair.port,
+                granted,
+                asked = SHARED_RECV_BUFFER,
+                "shared media socket got a short receive queue (raise net.core.rmem_max, or \
+                 give the gateway CAP_NET_ADMIN): a stall of a few ms could drop packets"
+            );
+        }
+        poll.registry()
+            .register(&mut SourceFd(&sock.as_raw_fd()), token, Interest::READABLE)?;
+    }
+    Ok(pair)
 }
 
 impl Drop for MediaThreads {
@@ -269,7 +384,54 @@ struct Slot {
     commands: bool,
     /// The sockets' descriptors, kept here so a read does not chase pointers into the task.
     fds: [RawFd; 4],
+    /// On the thread's shared ports: the call's sockets are the thread's, found by peer address.
+    shared: bool,
+    /// The peer addresses this call is found by on the shared ports, as registered in
+    /// [`MediaLoop::peers`] (the order of [`MediaTask::peer_addrs`]).
+    peers: [Option<SocketAddr>; 4],
 }
+
+/// Which call a peer address on the shared ports belongs to.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct PeerRef {
+    slot: usize,
+    epoch: u32,
+    leg: Leg,
+}
+
+/// A multiplicative hash for socket addresses: the map is looked up once per datagram, and
+/// its keys are peers' SDP addresses, which nobody outside signalling chooses (SipHash's
+/// flooding resistance is not needed; a table of a few thousand entries is).
+#[derive(Default)]
+struct AddrHasher(u64);
+
+impl Hasher for AddrHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+    fn write_u8(&mut self, v: u8) {
+        self.write_u64(u64::from(v));
+    }
+    fn write_u16(&mut self, v: u16) {
+        self.write_u64(u64::from(v));
+    }
+    fn write_u32(&mut self, v: u32) {
+        self.write_u64(u64::from(v));
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    fn write_usize(&mut self, v: usize) {
+        self.write_u64(v as u64);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type PeerMap = HashMap<SocketAddr, PeerRef, BuildHasherDefault<AddrHasher>>;
 
 struct MediaLoop {
     poll: mio::Poll,
@@ -287,11 +449,24 @@ struct MediaLoop {
     /// A pass starts no sooner than this after the previous one began (see
     /// [`RT_PASS_INTERVAL`]); zero: as soon as there is work.
     min_pass_interval: Duration,
+    /// The shared RTP and RTCP sockets' descriptors, if the thread has shared ports.
+    shared_fds: Option<[RawFd; 2]>,
+    /// Calls by peer address on the shared RTP (0) and RTCP (1) sockets.
+    peers: [PeerMap; 2],
+    /// A shared socket was left with datagrams queued (read cap reached): read it next pass.
+    shared_more: [bool; 2],
 }
 
 impl MediaLoop {
     fn new(poll: mio::Poll, shared: Arc<Shared>, rt: tokio::runtime::Handle) -> MediaLoop {
+        let shared_fds = shared
+            .ports
+            .as_ref()
+            .map(|p| [p.rtp.as_raw_fd(), p.rtcp.as_raw_fd()]);
         MediaLoop {
+            shared_fds,
+            peers: Default::default(),
+            shared_more: [false; 2],
             poll,
             shared,
             rt,
@@ -336,6 +511,11 @@ impl MediaLoop {
             if !self.backlog.is_empty() {
                 wait = wait.min(Duration::from_millis(5));
             }
+            // Datagrams left on a shared socket: no edge will announce them again.
+            let mut shared_ready = self.shared_more;
+            if shared_ready.contains(&true) {
+                wait = Duration::ZERO;
+            }
             if let Err(e) = self.poll.poll(&mut events, Some(wait))
                 && e.kind() != io::ErrorKind::Interrupted
             {
@@ -348,8 +528,16 @@ impl MediaLoop {
                 break;
             }
             for ev in events.iter() {
-                if ev.token() != WAKE {
-                    self.read(ev.token().0);
+                match ev.token() {
+                    WAKE => {}
+                    SHARED_RTP => shared_ready[0] = true,
+                    SHARED_RTCP => shared_ready[1] = true,
+                    t => self.read(t.0),
+                }
+            }
+            for (k, ready) in shared_ready.into_iter().enumerate() {
+                if ready {
+                    self.read_shared(k == 1);
                 }
             }
             self.take_inbox();
@@ -472,6 +660,74 @@ impl MediaLoop {
         true
     }
 
+    /// Reads a shared socket: each datagram goes to the call its source belongs to, which is
+    /// serviced right away, while its state is in the cache (see [`MediaLoop::read`]).
+    fn read_shared(&mut self, rtcp: bool) {
+        let Some(fds) = self.shared_fds else { return };
+        let which = usize::from(rtcp);
+        self.shared_more[which] = false;
+        let mut errors = 0;
+        let mut batches = 0;
+        loop {
+            if batches == SHARED_BATCHES_PER_PASS {
+                self.shared_more[which] = true;
+                break;
+            }
+            let n = match self.batch.recv(fds[which]) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // A peer that went away answers with ICMP port unreachable, reported here.
+                Err(_) if errors < 16 => {
+                    errors += 1;
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "shared media socket read failed");
+                    // Look again next pass rather than spin on a broken socket now.
+                    self.shared_more[which] = true;
+                    break;
+                }
+            };
+            batches += 1;
+            let now = Instant::now();
+            for k in 0..n {
+                self.deliver(k, rtcp, now);
+            }
+            if n < BATCH {
+                break;
+            }
+        }
+    }
+
+    /// Datagram `k` of the batch, read from a shared socket, to its call.
+    fn deliver(&mut self, k: usize, rtcp: bool, now: Instant) {
+        let (pkt, src) = self.batch.get(k);
+        let Some(src) = src else { return };
+        let Some(&PeerRef { slot, epoch, leg }) = self.peers[usize::from(rtcp)].get(&src) else {
+            // Not a peer of any call here: never relayed, never recorded.
+            self.shared.strangers.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let Some(Some(s)) = self.slots.get_mut(slot) else {
+            return;
+        };
+        if s.epoch != epoch {
+            return;
+        }
+        let handled = catch_unwind(AssertUnwindSafe(|| {
+            if rtcp {
+                s.task.on_rtcp(leg, pkt, src);
+            } else {
+                s.task.on_rtp(leg, pkt, src);
+            }
+        }));
+        match handled {
+            Ok(()) => self.service(slot, now),
+            Err(_) => self.contain(slot),
+        }
+    }
+
     fn take_inbox(&mut self) {
         let msgs = match self.shared.inbox.lock() {
             Ok(mut q) => std::mem::take(&mut *q),
@@ -498,14 +754,20 @@ impl MediaLoop {
         });
         self.epochs[slot] = self.epochs[slot].wrapping_add(1);
         let epoch = self.epochs[slot];
-        let registered = task.sockets().iter().enumerate().try_for_each(|(k, sock)| {
-            let fd = sock.as_raw_fd();
-            self.poll.registry().register(
-                &mut SourceFd(&fd),
-                Token(slot << 2 | k),
-                Interest::READABLE,
-            )
-        });
+        let shared = task.on_shared_ports();
+        // On shared ports the thread reads the sockets; the call is found by its peers.
+        let registered = if shared {
+            Ok(())
+        } else {
+            task.sockets().iter().enumerate().try_for_each(|(k, sock)| {
+                let fd = sock.as_raw_fd();
+                self.poll.registry().register(
+                    &mut SourceFd(&fd),
+                    Token(slot << 2 | k),
+                    Interest::READABLE,
+                )
+            })
+        };
         let waker = Waker::from(Arc::new(SlotWaker {
             shared: self.shared.clone(),
             slot,
@@ -521,6 +783,8 @@ impl MediaLoop {
             touched: false,
             commands: true,
             fds,
+            shared,
+            peers: [None; 4],
         });
         if let Err(e) = registered {
             tracing::error!(error = %e, "could not watch a call's media sockets");
@@ -542,6 +806,7 @@ impl MediaLoop {
             return;
         };
         s.touched = false;
+        let had_commands = s.commands;
         let mut cx = Context::from_waker(&s.waker);
         let mut end = None;
         // Drained until it answers Pending, which arms the waker again.
@@ -564,6 +829,10 @@ impl MediaLoop {
             self.remove(slot, reason);
             return;
         }
+        // Only a command (new SDP) moves a call's peers.
+        if s.shared && had_commands {
+            sync_peers(&mut self.peers, slot, s);
+        }
         s.task.handle_timeout(now);
         if s.task.flush_events() {
             self.backlog.push(slot);
@@ -582,8 +851,19 @@ impl MediaLoop {
         let Some(s) = self.slots.get_mut(slot).and_then(Option::take) else {
             return;
         };
-        for fd in s.fds {
-            let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+        if s.shared {
+            let me = |p: &PeerRef| p.slot == slot && p.epoch == s.epoch;
+            for (k, addr) in s.peers.iter().enumerate() {
+                if let Some(a) = addr
+                    && self.peers[k / 2].get(a).is_some_and(me)
+                {
+                    self.peers[k / 2].remove(a);
+                }
+            }
+        } else {
+            for fd in s.fds {
+                let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+            }
         }
         self.free.push(slot);
         self.shared.calls.fetch_sub(1, Ordering::Relaxed);
@@ -593,6 +873,43 @@ impl MediaLoop {
     fn shutdown(&mut self) {
         for i in 0..self.slots.len() {
             self.remove(i, EndReason::Failed);
+        }
+    }
+}
+
+/// Brings the peer maps in line with the addresses a call's SDP now gives. The newest claim
+/// on an address wins: a peer that moved a stream to an address another call still holds has
+/// left that call (the other call then hears nothing and times out, which is logged).
+fn sync_peers(peers: &mut [PeerMap; 2], slot: usize, s: &mut Slot) {
+    let now = s.task.peer_addrs();
+    for (k, (old, new)) in s.peers.iter_mut().zip(now).enumerate() {
+        if *old == new {
+            continue;
+        }
+        let map = &mut peers[k / 2];
+        let leg = if k % 2 == 0 { Leg::Caller } else { Leg::Agent };
+        let me = PeerRef {
+            slot,
+            epoch: s.epoch,
+            leg,
+        };
+        if let Some(a) = old.take()
+            && map
+                .get(&a)
+                .is_some_and(|p| p.slot == slot && p.epoch == s.epoch)
+        {
+            map.remove(&a);
+        }
+        if let Some(a) = new {
+            if let Some(prev) = map.insert(a, me)
+                && (prev.slot, prev.epoch) != (slot, s.epoch)
+            {
+                tracing::warn!(
+                    "two calls on one media thread name the same peer media address; the newer \
+                     call gets its packets"
+                );
+            }
+            *old = Some(a);
         }
     }
 }
@@ -996,6 +1313,216 @@ mod tests {
             passes <= 8,
             "{passes} passes to drain {QUEUED} queued datagrams per socket"
         );
+        drop(calls);
+    }
+
+    /// A call on the threads' shared ports between two fresh peers, both remotes set, bridged.
+    fn open_shared(threads: &MediaThreads, events: &mpsc::Sender<MediaEvent>) -> TestCall {
+        let id = CallId::new_random();
+        let handle = threads
+            .spawn_shared(id.clone(), settings(), events.clone())
+            .expect("shared ports");
+        let (caller, agent) = (peer(), peer());
+        for (leg, s) in [(Leg::Caller, &caller), (Leg::Agent, &agent)] {
+            let remote = remote(s);
+            handle
+                .cmd
+                .try_send(MediaCmd::SetRemote { leg, remote })
+                .unwrap();
+        }
+        handle
+            .cmd
+            .try_send(MediaCmd::Bridge { recording: None })
+            .unwrap();
+        let (caller_port, agent_port) = (handle.caller_port, handle.agent_port);
+        TestCall {
+            handle,
+            id,
+            caller,
+            agent,
+            caller_port,
+            agent_port,
+        }
+    }
+
+    /// What each socket receives within `for_`, as (SSRC, sequence) pairs, all read together.
+    async fn drain_all(socks: Vec<UdpSocket>, for_: Duration) -> Vec<Vec<(u32, u16)>> {
+        tokio::task::spawn_blocking(move || {
+            let mut got = vec![Vec::new(); socks.len()];
+            let mut buf = [0u8; 2048];
+            for s in &socks {
+                s.set_nonblocking(true).unwrap();
+            }
+            let t0 = Instant::now();
+            while t0.elapsed() < for_ {
+                for (i, s) in socks.iter().enumerate() {
+                    while let Ok(n) = s.recv(&mut buf) {
+                        let p = RtpPacket::parse(&buf[..n]).unwrap();
+                        got[i].push((p.ssrc().0, p.sequence()));
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            got
+        })
+        .await
+        .unwrap()
+    }
+
+    /// Shared ports: thirty calls on one thread all answer on one port, and every datagram
+    /// reaches the other side of its own call only, found by its source; a stranger's
+    /// datagrams go nowhere; a leg moved by new SDP is found at its new address only; an ended
+    /// call's peers become strangers.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn shared_ports_find_each_call_by_its_peers() {
+        const CALLS: usize = 30;
+        let pool = PortPool::new(43700, 43799);
+        let threads = MediaThreads::with_shared_ports(1, &pool, LO).unwrap();
+        assert!(threads.shared_ports());
+        let (ev_tx, _ev_rx) = mpsc::channel(1024);
+        let mut calls: Vec<TestCall> = (0..CALLS).map(|_| open_shared(&threads, &ev_tx)).collect();
+        let port = calls[0].caller_port;
+        assert!(
+            calls
+                .iter()
+                .all(|c| c.caller_port == port && c.agent_port == port),
+            "every leg of every call on the thread's one port"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Each call's SSRC is its index (+ 1000 toward the caller): a misrouted datagram shows.
+        let stranger = peer();
+        for seq in 0..10u16 {
+            for (i, c) in calls.iter().enumerate() {
+                c.caller
+                    .send_to(&pcmu(seq, Ssrc(i as u32)), (LO, port))
+                    .unwrap();
+                c.agent
+                    .send_to(&pcmu(seq, Ssrc(1000 + i as u32)), (LO, port))
+                    .unwrap();
+            }
+            stranger.send_to(&pcmu(seq, Ssrc(77)), (LO, port)).unwrap();
+        }
+        let socks = calls
+            .iter()
+            .flat_map(|c| [c.agent.try_clone().unwrap(), c.caller.try_clone().unwrap()])
+            .chain([stranger.try_clone().unwrap()])
+            .collect();
+        let got = drain_all(socks, Duration::from_millis(300)).await;
+        for (i, _) in calls.iter().enumerate() {
+            let want = |ssrc: u32| (0..10u16).map(|q| (ssrc, q)).collect::<Vec<_>>();
+            assert_eq!(got[2 * i], want(i as u32), "call {i}: caller → agent");
+            assert_eq!(
+                got[2 * i + 1],
+                want(1000 + i as u32),
+                "call {i}: agent → caller"
+            );
+        }
+        assert!(got[2 * CALLS].is_empty(), "nothing is sent to a stranger");
+        assert_eq!(
+            threads.strangers(),
+            10,
+            "the stranger's datagrams were dropped"
+        );
+
+        // Call 0's caller moves its media (re-INVITE): the new address is heard, the old not.
+        let moved = peer();
+        calls[0]
+            .handle
+            .cmd
+            .try_send(MediaCmd::SetRemote {
+                leg: Leg::Caller,
+                remote: remote(&moved),
+            })
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        calls[0]
+            .caller
+            .send_to(&pcmu(50, Ssrc(0)), (LO, port))
+            .unwrap();
+        moved.send_to(&pcmu(51, Ssrc(0)), (LO, port)).unwrap();
+        let got = drain_all(
+            vec![calls[0].agent.try_clone().unwrap()],
+            Duration::from_millis(200),
+        )
+        .await;
+        assert_eq!(
+            got[0],
+            vec![(0, 51)],
+            "only the new address is call 0's caller"
+        );
+        assert_eq!(threads.strangers(), 11);
+
+        // Call 1 ends: its peers are strangers from then on; call 2 is unaffected.
+        let ended = calls.remove(1);
+        let (old_caller, old_agent) = (
+            ended.caller.try_clone().unwrap(),
+            ended.agent.try_clone().unwrap(),
+        );
+        drop(ended);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        old_caller.send_to(&pcmu(60, Ssrc(1)), (LO, port)).unwrap();
+        calls[1]
+            .caller
+            .send_to(&pcmu(60, Ssrc(2)), (LO, port))
+            .unwrap();
+        let got = drain_all(
+            vec![old_agent, calls[1].agent.try_clone().unwrap()],
+            Duration::from_millis(200),
+        )
+        .await;
+        assert!(got[0].is_empty(), "an ended call relays nothing");
+        assert_eq!(got[1], vec![(2, 60)]);
+        assert_eq!(threads.strangers(), 12);
+        drop(calls);
+    }
+
+    /// Shared ports after a stall: more datagrams are queued on the one socket than a pass
+    /// reads ([`SHARED_BATCHES_PER_PASS`]); the rest are read in the following passes without
+    /// waiting for a new datagram, and nothing is lost or reordered.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_backlog_on_a_shared_port_is_read_whole() {
+        const CALLS: usize = 40;
+        const QUEUED: u16 = 30;
+        let pool = PortPool::new(43800, 43899);
+        let threads = MediaThreads::with_shared_ports(1, &pool, LO).unwrap();
+        let (ev_tx, _ev_rx) = mpsc::channel(1024);
+        let calls: Vec<TestCall> = (0..CALLS).map(|_| open_shared(&threads, &ev_tx)).collect();
+        let port = calls[0].caller_port;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        calls[0]
+            .handle
+            .cmd
+            .try_send(MediaCmd::Stall(Duration::from_millis(300)))
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        // 2,400 datagrams wait on one socket: more than one pass's 64 × 16.
+        assert!(usize::from(QUEUED) * CALLS * 2 > SHARED_BATCHES_PER_PASS * BATCH);
+        for seq in 0..QUEUED {
+            for (i, c) in calls.iter().enumerate() {
+                c.caller
+                    .send_to(&pcmu(seq, Ssrc(i as u32)), (LO, port))
+                    .unwrap();
+                c.agent
+                    .send_to(&pcmu(seq, Ssrc(1000 + i as u32)), (LO, port))
+                    .unwrap();
+            }
+        }
+        let socks = calls
+            .iter()
+            .flat_map(|c| [c.agent.try_clone().unwrap(), c.caller.try_clone().unwrap()])
+            .collect();
+        // Nothing is sent after the burst: the tail can only be read by the follow-up passes.
+        let got = drain_all(socks, Duration::from_millis(800)).await;
+        for i in 0..CALLS {
+            let want = |ssrc: u32| (0..QUEUED).map(|q| (ssrc, q)).collect::<Vec<_>>();
+            assert_eq!(got[2 * i], want(i as u32), "call {i}: caller → agent");
+            assert_eq!(
+                got[2 * i + 1],
+                want(1000 + i as u32),
+                "call {i}: agent → caller"
+            );
+        }
+        assert_eq!(threads.strangers(), 0);
         drop(calls);
     }
 

@@ -50,19 +50,40 @@ struct PoolInner {
     used: BTreeSet<u16>,
 }
 
-/// An RTP/RTCP socket pair; its ports return to the pool on drop.
+/// An RTP/RTCP socket pair; its ports return to the pool when the owning pair is dropped.
+///
+/// A pair is either a call's own or a view of a media thread's shared pair
+/// (`[media] shared_ports`): then every call on that thread sends from the same two sockets,
+/// and the thread, not the call, reads them.
 #[derive(Debug)]
 pub struct PortPair {
-    pub rtp: UdpSocket,
-    pub rtcp: UdpSocket,
+    pub rtp: Arc<UdpSocket>,
+    pub rtcp: Arc<UdpSocket>,
     pub port: u16,
-    pool: Arc<PortPool>,
+    /// The pool the ports return to; `None` for a view of a shared pair.
+    pool: Option<Arc<PortPool>>,
+    shared: bool,
+}
+
+impl PortPair {
+    /// A view of this (a media thread's shared) pair for one call: same sockets, and the ports
+    /// stay with the thread when the call ends.
+    pub(super) fn shared_view(&self) -> PortPair {
+        PortPair { rtp: self.rtp.clone(), rtcp: self.rtcp.clone(), port: self.port, pool: None, shared: true }
+    }
+
+    /// Whether this is a view of a media thread's shared pair.
+    pub(super) fn is_shared(&self) -> bool {
+        self.shared
+    }
 }
 
 impl Drop for PortPair {
     fn drop(&mut self) {
         // A poisoned lock means a panic elsewhere; the ports are lost either way.
-        if let Ok(mut p) = self.pool.inner.lock() {
+        if let Some(pool) = &self.pool
+            && let Ok(mut p) = pool.inner.lock()
+        {
             p.used.remove(&self.port);
         }
     }
@@ -105,7 +126,7 @@ impl PortPool {
             };
             match (bind(port), bind(port + 1)) {
                 (Ok(rtp), Ok(rtcp)) => {
-                    return Ok(PortPair { rtp, rtcp, port, pool: self.clone() });
+                    return Ok(PortPair { rtp: Arc::new(rtp), rtcp: Arc::new(rtcp), port, pool: Some(self.clone()), shared: false });
                 }
                 _ => {
                     // Taken by another process: skip it, keep it marked so we do not retry soon.
@@ -1083,6 +1104,24 @@ impl MediaTask {
     /// The call's sockets, for the media thread's poller.
     pub(super) fn sockets(&self) -> [&UdpSocket; 4] {
         [&self.socks[0].rtp, &self.socks[1].rtp, &self.socks[0].rtcp, &self.socks[1].rtcp]
+    }
+
+    /// Whether the call sends from its media thread's shared ports (the thread reads them and
+    /// finds the call by the peer's address).
+    pub(super) fn on_shared_ports(&self) -> bool {
+        self.socks[0].is_shared()
+    }
+
+    /// The peers' addresses from SDP, in the order of [`sockets`](Self::sockets): caller RTP,
+    /// agent RTP, caller RTCP, agent RTCP. On shared ports a datagram is this call's only if it
+    /// comes from one of them. A leg on hold (`0.0.0.0`) or not yet negotiated has none.
+    pub(super) fn peer_addrs(&self) -> [Option<SocketAddr>; 4] {
+        let addr = |leg: usize, rtcp: bool| {
+            self.remote[leg]
+                .map(|r| if rtcp { r.rtcp } else { r.rtp })
+                .filter(|a| !a.ip().is_unspecified() && a.port() != 0)
+        };
+        [addr(0, false), addr(1, false), addr(0, true), addr(1, true)]
     }
 }
 
