@@ -22,7 +22,8 @@
 # two, default 1 = every packet: at 1,500 calls tcpdump cannot keep up with every one),
 # LOAD_WORK (work directory; default mktemp),
 # LOAD_MEDIA_RT (media.realtime_priority of the gateway: 0 = normal scheduling, the default;
-# 1..99 = SCHED_FIFO media threads), LOAD_MAX_LOAD (media.max_load, admission control: default
+# 1..99 = SCHED_FIFO media threads), LOAD_SHARED_PORTS=1 (media.shared_ports: one port pair per
+# media thread for every call, calls found by the peer's address), LOAD_MAX_LOAD (media.max_load, admission control: default
 # 100 = off, so capacity runs measure the relay, not the refusals; empty = key not written, for
 # builds older than the key), LOAD_AUDIO: `tones` (default: both sides send a continuous loud tone, the worst case for the
 # in-band DTMF detectors) or `conversation` (turn-taking: each side talks 2 s, band-limited noise
@@ -188,6 +189,7 @@ rtp_ports = "$RELAY_LO-$RELAY_HI"
 advertise = "127.0.0.1"
 $( [[ ${LOAD_MEDIA_RT:-0} != 0 ]] && echo "realtime_priority = $LOAD_MEDIA_RT" )
 $( [[ -n ${LOAD_MAX_LOAD-100} ]] && echo "max_load = ${LOAD_MAX_LOAD-100}" )
+$( [[ ${LOAD_SHARED_PORTS:-0} != 0 ]] && echo "shared_ports = true" )
 
 [call]
 max_calls = $(( CALLS + 100 > 2000 ? CALLS + 100 : 2000 ))
