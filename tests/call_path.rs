@@ -22,6 +22,7 @@
 mod common;
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use callgate::media::announcement::{Announcement, goertzel_power};
@@ -95,12 +96,13 @@ fn assert_corr(what: &str, reference: &[i16], heard: &[i16], max_lag: usize, min
 
 /// The phone side of a recorded call through `gateway` (the real one, or the toy in a harness
 /// self-test): announcement heard as early media before the 200, then 3 s of A (caller) and B
-/// (agent) relayed both ways, then the caller hangs up. Returns (A, B) for the recording checks.
+/// (agent) relayed both ways, then the caller hangs up. Returns (A, B) for the recording checks
+/// and the media addresses the gateway gave the caller and the agent in its SDP.
 async fn recorded_call_phone_side(
     gateway: std::net::SocketAddr,
     agent: &AgentPhone,
     ann_8k: &[i16],
-) -> (Vec<i16>, Vec<i16>) {
+) -> (Vec<i16>, Vec<i16>, (SocketAddr, SocketAddr)) {
     let mut caller = CallerPhone::new(gateway, CALLER_NUMBER).await;
     caller.invite(DIALLED).await;
     ok(caller
@@ -115,6 +117,7 @@ async fn recorded_call_phone_side(
         early.msg.to_tag().is_some(),
         "183 must carry a To tag (early dialog)"
     );
+    let to_caller = early.msg.sdp().expect("183 with SDP").addr;
     ok(agent
         .wait_until(
             SIP_WAIT,
@@ -132,6 +135,7 @@ async fn recorded_call_phone_side(
         "offer to the agent includes PCMU: {:?}",
         offer.payload_types
     );
+    let to_agent = offer.addr;
     assert!(
         invite.msg.contact_addr().is_some(),
         "the gateway's INVITE has a usable Contact"
@@ -239,7 +243,7 @@ async fn recorded_call_phone_side(
         "agent got malformed SIP: {:?}",
         agent.state().errors
     );
-    (a, b)
+    (a, b, (to_caller, to_agent))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -260,49 +264,98 @@ async fn caller_hears_announcement_then_both_directions_relay_and_record() {
         )
         .await;
 
-        let (a, b) = recorded_call_phone_side(gw.sip_addr, &agent, &ann_8k).await;
+        let (a, b, (to_caller, to_agent)) =
+            recorded_call_phone_side(gw.sip_addr, &agent, &ann_8k).await;
         stop_gateway(gw).await;
-
-        let calls = env.calls().await;
-        assert_eq!(calls.len(), 1, "one call record: {calls:?}");
-        let c = &calls[0];
-        assert_eq!(c.hangup_side.as_deref(), Some("caller"), "{c:?}");
-        assert_eq!(c.hangup_cause.as_deref(), Some("normal"), "{c:?}");
-        assert_eq!(c.recording_state, "ok", "{c:?}");
-        assert_eq!(c.announcement_state, "played", "{c:?}");
-        let sha = Announcement::load(&env.announcement)
-            .expect("load announcement")
-            .sha256_hex();
-        assert_eq!(
-            c.announcement_sha256.as_deref(),
-            Some(sha.as_str()),
-            "the record names the notice played"
+        assert_ne!(
+            to_caller.port(),
+            to_agent.port(),
+            "a port pair per leg by default"
         );
-        assert!(
-            c.caller_packets > 100 && c.agent_packets > 100,
-            "packets: caller {} agent {}",
-            c.caller_packets,
-            c.agent_packets
-        );
-        assert!(c.recording_id.is_some() && c.key_id.is_some(), "{c:?}");
-
-        let (left, right) = env.decrypt_recording(c).await;
-        assert_corr(
-            "recording left channel (caller) is A",
-            &a,
-            &left,
-            16_000,
-            0.95,
-        );
-        assert_corr(
-            "recording right channel (agent) is B",
-            &b,
-            &right,
-            16_000,
-            0.95,
-        );
+        check_recorded_call(&env, &a, &b).await;
     })
     .await;
+}
+
+/// `[media] shared_ports`: the same call, with both legs (and every other call on the media
+/// thread) on one port; the gateway tells the legs apart by the phones' addresses. The audio
+/// crosses both ways and is recorded on the right channels.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_ports_relay_and_record_both_directions() {
+    bounded(async {
+        let ann_16k = audio::announcement_at(16_000, 1.5);
+        let ann_8k = audio::announcement_at(8_000, 1.5);
+        let env = GatewayEnv::new(&ann_16k);
+        let agent = AgentPhone::start(AgentAnswer::After(Duration::from_millis(300))).await;
+        let target = agent.uri();
+        let text = env
+            .config_text(&GatewayOpts {
+                rtp_ports: (40_100, 40_199),
+                target: &target,
+                trusted: &["127.0.0.0/8"],
+            })
+            .replace("[media]\n", "[media]\nshared_ports = true\n");
+        let config = callgate::config::Config::parse(&text, std::path::Path::new("test.toml"))
+            .expect("config with shared ports");
+        assert!(config.media.shared_ports);
+        let gw = match tokio::time::timeout(Duration::from_secs(10), serve::start(config)).await {
+            Ok(Ok(r)) => r,
+            other => panic!("gateway did not start: {:?}", other.map(|r| r.err())),
+        };
+
+        let (a, b, (to_caller, to_agent)) =
+            recorded_call_phone_side(gw.sip_addr, &agent, &ann_8k).await;
+        stop_gateway(gw).await;
+        assert_eq!(
+            to_caller.port(),
+            to_agent.port(),
+            "one shared port for both legs"
+        );
+        check_recorded_call(&env, &a, &b).await;
+    })
+    .await;
+}
+
+/// The call record and the recording of [`recorded_call_phone_side`]'s call.
+async fn check_recorded_call(env: &GatewayEnv, a: &[i16], b: &[i16]) {
+    let calls = env.calls().await;
+    assert_eq!(calls.len(), 1, "one call record: {calls:?}");
+    let c = &calls[0];
+    assert_eq!(c.hangup_side.as_deref(), Some("caller"), "{c:?}");
+    assert_eq!(c.hangup_cause.as_deref(), Some("normal"), "{c:?}");
+    assert_eq!(c.recording_state, "ok", "{c:?}");
+    assert_eq!(c.announcement_state, "played", "{c:?}");
+    let sha = Announcement::load(&env.announcement)
+        .expect("load announcement")
+        .sha256_hex();
+    assert_eq!(
+        c.announcement_sha256.as_deref(),
+        Some(sha.as_str()),
+        "the record names the notice played"
+    );
+    assert!(
+        c.caller_packets > 100 && c.agent_packets > 100,
+        "packets: caller {} agent {}",
+        c.caller_packets,
+        c.agent_packets
+    );
+    assert!(c.recording_id.is_some() && c.key_id.is_some(), "{c:?}");
+
+    let (left, right) = env.decrypt_recording(c).await;
+    assert_corr(
+        "recording left channel (caller) is A",
+        a,
+        &left,
+        16_000,
+        0.95,
+    );
+    assert_corr(
+        "recording right channel (agent) is B",
+        b,
+        &right,
+        16_000,
+        0.95,
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

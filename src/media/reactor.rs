@@ -455,6 +455,8 @@ struct MediaLoop {
     peers: [PeerMap; 2],
     /// A shared socket was left with datagrams queued (read cap reached): read it next pass.
     shared_more: [bool; 2],
+    /// Strangers already reported, and when the next report may be made.
+    strangers_reported: (u64, Instant),
 }
 
 impl MediaLoop {
@@ -467,6 +469,7 @@ impl MediaLoop {
             shared_fds,
             peers: Default::default(),
             shared_more: [false; 2],
+            strangers_reported: (0, Instant::now()),
             poll,
             shared,
             rt,
@@ -556,6 +559,7 @@ impl MediaLoop {
             }
             if now >= next_check {
                 next_check = now + TIMEOUT_CHECK;
+                self.report_strangers(now);
                 for i in 0..self.slots.len() {
                     if let Some(s) = &mut self.slots[i] {
                         s.task.check_media_timeout(now);
@@ -697,6 +701,23 @@ impl MediaLoop {
             if n < BATCH {
                 break;
             }
+        }
+    }
+
+    /// Warns, at most once a minute, of datagrams on the shared ports from unexpected sources:
+    /// a peer behind NAT, or one that sends from another address than its SDP gives, loses its
+    /// audio on shared ports (no address is logged: peers' addresses are personal data).
+    fn report_strangers(&mut self, now: Instant) {
+        let total = self.shared.strangers.load(Ordering::Relaxed);
+        let (reported, next) = self.strangers_reported;
+        if total > reported && now >= next {
+            tracing::warn!(
+                datagrams = total - reported,
+                "media datagrams on the shared ports from addresses no call's SDP names were \
+                 dropped (a peer behind NAT, or sending from another port than it offered?); \
+                 such peers need media.shared_ports = false"
+            );
+            self.strangers_reported = (total, now + Duration::from_secs(60));
         }
     }
 
