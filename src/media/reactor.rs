@@ -629,23 +629,10 @@ impl MediaLoop {
             Leg::Agent
         };
         let rtcp = which >= 2;
-        // A pending socket error is returned once and cleared; more in a row means the socket
-        // is broken, and spinning on it would starve every other call on this thread.
         let mut errors = 0;
         loop {
-            let n = match self.batch.recv(s.fds[which]) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                // ICMP errors (port unreachable from a peer that went away) surface here.
-                Err(_) if errors < 4 => {
-                    errors += 1;
-                    continue;
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "media socket read failed");
-                    break;
-                }
+            let Read::Got(n) = read_batch(&mut self.batch, s.fds[which], &mut errors, 4) else {
+                break;
             };
             for k in 0..n {
                 let (pkt, src) = self.batch.get(k);
@@ -677,17 +664,11 @@ impl MediaLoop {
                 self.shared_more[which] = true;
                 break;
             }
-            let n = match self.batch.recv(fds[which]) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                // A peer that went away answers with ICMP port unreachable, reported here.
-                Err(_) if errors < 16 => {
-                    errors += 1;
-                    continue;
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "shared media socket read failed");
+            // Every call's peers share the socket, so more ICMP errors may queue on it.
+            let n = match read_batch(&mut self.batch, fds[which], &mut errors, 16) {
+                Read::Got(n) => n,
+                Read::Empty => break,
+                Read::Broken => {
                     // Look again next pass rather than spin on a broken socket now.
                     self.shared_more[which] = true;
                     break;
@@ -894,6 +875,34 @@ impl MediaLoop {
     fn shutdown(&mut self) {
         for i in 0..self.slots.len() {
             self.remove(i, EndReason::Failed);
+        }
+    }
+}
+
+/// What one read of a media socket gave.
+enum Read {
+    Got(usize),
+    /// Nothing queued: a later datagram raises a new edge.
+    Empty,
+    /// It kept failing (logged).
+    Broken,
+}
+
+/// One `recvmmsg` on a media socket. A pending socket error (an ICMP port unreachable from a
+/// peer that went away) is returned once and cleared, so up to `tolerated` of them in a row are
+/// skipped; more means the socket is broken, and spinning on it would starve every other call
+/// on the thread.
+fn read_batch(batch: &mut RecvBatch, fd: RawFd, errors: &mut u32, tolerated: u32) -> Read {
+    loop {
+        match batch.recv(fd) {
+            Ok(n) => return Read::Got(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Read::Empty,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) if *errors < tolerated => *errors += 1,
+            Err(e) => {
+                tracing::warn!(error = %e, "media socket read failed");
+                return Read::Broken;
+            }
         }
     }
 }
