@@ -630,10 +630,7 @@ impl MediaLoop {
         };
         let rtcp = which >= 2;
         let mut errors = 0;
-        loop {
-            let Read::Got(n) = read_batch(&mut self.batch, s.fds[which], &mut errors, 4) else {
-                break;
-            };
+        while let Read::Got(n) = read_batch(&mut self.batch, s.fds[which], &mut errors, 4) {
             for k in 0..n {
                 let (pkt, src) = self.batch.get(k);
                 let Some(src) = src else { continue };
