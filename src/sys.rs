@@ -44,13 +44,27 @@ pub fn set_dont_fragment(sock: &std::net::UdpSocket) -> io::Result<()> {
     if !sock.local_addr()?.is_ipv4() {
         return Ok(());
     }
-    let v: libc::c_int = libc::IP_PMTUDISC_PROBE;
+    set_int_option(
+        sock,
+        libc::IPPROTO_IP,
+        libc::IP_MTU_DISCOVER,
+        libc::IP_PMTUDISC_PROBE,
+    )
+}
+
+/// `setsockopt` of one `int` option.
+fn set_int_option(
+    sock: &std::net::UdpSocket,
+    level: libc::c_int,
+    opt: libc::c_int,
+    v: libc::c_int,
+) -> io::Result<()> {
     // SAFETY: `v` outlives the call and its size is passed; the descriptor is open (`sock`).
     let r = unsafe {
         libc::setsockopt(
             sock.as_raw_fd(),
-            libc::IPPROTO_IP,
-            libc::IP_MTU_DISCOVER,
+            level,
+            opt,
             (&v as *const libc::c_int).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )
@@ -70,21 +84,8 @@ pub fn set_dont_fragment(sock: &std::net::UdpSocket) -> io::Result<()> {
 /// would hold about 1.5 ms of 1,500 calls' packets, and any longer stall would drop some.
 pub fn set_recv_buffer(sock: &std::net::UdpSocket, bytes: usize) -> io::Result<usize> {
     let v = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
-    let set = |opt: libc::c_int| {
-        // SAFETY: `v` outlives the call and its size is passed; the descriptor is open (`sock`).
-        unsafe {
-            libc::setsockopt(
-                sock.as_raw_fd(),
-                libc::SOL_SOCKET,
-                opt,
-                (&v as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        }
-    };
-    if set(libc::SO_RCVBUFFORCE) != 0 && set(libc::SO_RCVBUF) != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    set_int_option(sock, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, v)
+        .or_else(|_| set_int_option(sock, libc::SOL_SOCKET, libc::SO_RCVBUF, v))?;
     let mut got: libc::c_int = 0;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: getsockopt writes at most `len` bytes into `got` and updates `len`.

@@ -62,19 +62,18 @@ pub struct PortPair {
     pub port: u16,
     /// The pool the ports return to; `None` for a view of a shared pair.
     pool: Option<Arc<PortPool>>,
-    shared: bool,
 }
 
 impl PortPair {
     /// A view of this (a media thread's shared) pair for one call: same sockets, and the ports
     /// stay with the thread when the call ends.
     pub(super) fn shared_view(&self) -> PortPair {
-        PortPair { rtp: self.rtp.clone(), rtcp: self.rtcp.clone(), port: self.port, pool: None, shared: true }
+        PortPair { rtp: self.rtp.clone(), rtcp: self.rtcp.clone(), port: self.port, pool: None }
     }
 
-    /// Whether this is a view of a media thread's shared pair.
+    /// Whether this is a view of a media thread's shared pair (only views have no pool).
     pub(super) fn is_shared(&self) -> bool {
-        self.shared
+        self.pool.is_none()
     }
 }
 
@@ -126,7 +125,7 @@ impl PortPool {
             };
             match (bind(port), bind(port + 1)) {
                 (Ok(rtp), Ok(rtcp)) => {
-                    return Ok(PortPair { rtp: Arc::new(rtp), rtcp: Arc::new(rtcp), port, pool: Some(self.clone()), shared: false });
+                    return Ok(PortPair { rtp: Arc::new(rtp), rtcp: Arc::new(rtcp), port, pool: Some(self.clone()) });
                 }
                 _ => {
                     // Taken by another process: skip it, keep it marked so we do not retry soon.
