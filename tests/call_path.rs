@@ -49,7 +49,10 @@ fn ok<T>(r: Result<T, String>) -> T {
 }
 
 async fn start_gateway(env: &GatewayEnv, opts: GatewayOpts<'_>) -> serve::Running {
-    let config = env.config(&opts);
+    start_configured(env.config(&opts)).await
+}
+
+async fn start_configured(config: callgate::config::Config) -> serve::Running {
     match tokio::time::timeout(Duration::from_secs(10), serve::start(config)).await {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => panic!("gateway did not start: {e:?}"),
@@ -298,10 +301,7 @@ async fn shared_ports_relay_and_record_both_directions() {
         let config = callgate::config::Config::parse(&text, std::path::Path::new("test.toml"))
             .expect("config with shared ports");
         assert!(config.media.shared_ports);
-        let gw = match tokio::time::timeout(Duration::from_secs(10), serve::start(config)).await {
-            Ok(Ok(r)) => r,
-            other => panic!("gateway did not start: {:?}", other.map(|r| r.err())),
-        };
+        let gw = start_configured(config).await;
 
         let (a, b, (to_caller, to_agent)) =
             recorded_call_phone_side(gw.sip_addr, &agent, &ann_8k).await;

@@ -1396,6 +1396,33 @@ mod tests {
         .unwrap()
     }
 
+    /// Packet `seq` from both peers of every call to `port`, tagged by SSRC: call `i`'s caller
+    /// sends with SSRC `i`, its agent with `1000 + i`, so a misrouted datagram shows.
+    fn send_tagged(calls: &[TestCall], port: u16, seq: u16) {
+        for (i, c) in calls.iter().enumerate() {
+            c.caller
+                .send_to(&pcmu(seq, Ssrc(i as u32)), (LO, port))
+                .unwrap();
+            c.agent
+                .send_to(&pcmu(seq, Ssrc(1000 + i as u32)), (LO, port))
+                .unwrap();
+        }
+    }
+
+    /// `got` as [`drain_all`] read it from each call's (agent, caller) sockets in turn: every
+    /// agent heard exactly its own caller's packets `0..n` in order, and every caller its agent's.
+    fn assert_each_call_heard_its_own(got: &[Vec<(u32, u16)>], calls: usize, n: u16) {
+        let want = |ssrc: u32| (0..n).map(|q| (ssrc, q)).collect::<Vec<_>>();
+        for i in 0..calls {
+            assert_eq!(got[2 * i], want(i as u32), "call {i}: caller → agent");
+            assert_eq!(
+                got[2 * i + 1],
+                want(1000 + i as u32),
+                "call {i}: agent → caller"
+            );
+        }
+    }
+
     /// Shared ports: thirty calls on one thread all answer on one port, and every datagram
     /// reaches the other side of its own call only, found by its source; a stranger's
     /// datagrams go nowhere; a leg moved by new SDP is found at its new address only; an ended
@@ -1416,17 +1443,9 @@ mod tests {
             "every leg of every call on the thread's one port"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
-        // Each call's SSRC is its index (+ 1000 toward the caller): a misrouted datagram shows.
         let stranger = peer();
         for seq in 0..10u16 {
-            for (i, c) in calls.iter().enumerate() {
-                c.caller
-                    .send_to(&pcmu(seq, Ssrc(i as u32)), (LO, port))
-                    .unwrap();
-                c.agent
-                    .send_to(&pcmu(seq, Ssrc(1000 + i as u32)), (LO, port))
-                    .unwrap();
-            }
+            send_tagged(&calls, port, seq);
             stranger.send_to(&pcmu(seq, Ssrc(77)), (LO, port)).unwrap();
         }
         let socks = calls
@@ -1435,15 +1454,7 @@ mod tests {
             .chain([stranger.try_clone().unwrap()])
             .collect();
         let got = drain_all(socks, Duration::from_millis(300)).await;
-        for (i, _) in calls.iter().enumerate() {
-            let want = |ssrc: u32| (0..10u16).map(|q| (ssrc, q)).collect::<Vec<_>>();
-            assert_eq!(got[2 * i], want(i as u32), "call {i}: caller → agent");
-            assert_eq!(
-                got[2 * i + 1],
-                want(1000 + i as u32),
-                "call {i}: agent → caller"
-            );
-        }
+        assert_each_call_heard_its_own(&got, calls.len(), 10);
         assert!(got[2 * CALLS].is_empty(), "nothing is sent to a stranger");
         assert_eq!(
             threads.strangers(),
@@ -1525,14 +1536,7 @@ mod tests {
         // 2,400 datagrams wait on one socket: more than one pass's 64 × 16.
         assert!(usize::from(QUEUED) * CALLS * 2 > SHARED_BATCHES_PER_PASS * BATCH);
         for seq in 0..QUEUED {
-            for (i, c) in calls.iter().enumerate() {
-                c.caller
-                    .send_to(&pcmu(seq, Ssrc(i as u32)), (LO, port))
-                    .unwrap();
-                c.agent
-                    .send_to(&pcmu(seq, Ssrc(1000 + i as u32)), (LO, port))
-                    .unwrap();
-            }
+            send_tagged(&calls, port, seq);
         }
         let socks = calls
             .iter()
@@ -1540,15 +1544,7 @@ mod tests {
             .collect();
         // Nothing is sent after the burst: the tail can only be read by the follow-up passes.
         let got = drain_all(socks, Duration::from_millis(800)).await;
-        for i in 0..CALLS {
-            let want = |ssrc: u32| (0..QUEUED).map(|q| (ssrc, q)).collect::<Vec<_>>();
-            assert_eq!(got[2 * i], want(i as u32), "call {i}: caller → agent");
-            assert_eq!(
-                got[2 * i + 1],
-                want(1000 + i as u32),
-                "call {i}: agent → caller"
-            );
-        }
+        assert_each_call_heard_its_own(&got, CALLS, QUEUED);
         assert_eq!(threads.strangers(), 0);
         drop(calls);
     }
